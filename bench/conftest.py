@@ -1,0 +1,83 @@
+"""Benchmark harness conventions.
+
+``pytest bench --benchmark``: full size, pytest-benchmark timing on, measured ratios written to
+``results/bench_ratios.json``. Without ``--benchmark`` every benchmark runs once at smoke size
+(pytest-benchmark disabled), so the suite doubles as a fast integration test.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from c2f_attacks._io import atomic_write_text
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--benchmark", action="store_true", help="run the benchmarks at full size and time them"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # Before pytest-benchmark builds its session, so that smoke runs call each function once.
+    if not config.getoption("--benchmark"):
+        config.option.benchmark_disable = True
+
+
+@pytest.fixture(scope="session")
+def full_size(request) -> bool:
+    """True under ``--benchmark``: use the sizes the issues name, not the smoke sizes."""
+    return bool(request.config.getoption("--benchmark"))
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds (CUDA synchronized when available)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@pytest.fixture
+def record_ratio(full_size):
+    """``record_ratio(name, value, goal=..., **details)``: keep a ratio measured in one run.
+
+    Under ``--benchmark`` it is upserted into results/bench_ratios.json with the machine it ran
+    on; at smoke size nothing is written (smoke numbers are not measurements).
+    """
+
+    def record(name: str, value: float, goal: str, **details):
+        if not full_size:
+            return
+        path = RESULTS / "bench_ratios.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[name] = {
+            "value": round(float(value), 4),
+            "goal": goal,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            **details,
+        }
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    return record

@@ -1,0 +1,80 @@
+"""Attack speed: our PGD vs torchattacks' PGD, and one LRPC/LRPF step vs one PGD step.
+
+Both ratios are measured in one run on the same model and batch (the shipped shapes-vgg16 when
+its checkpoint is present, else the same architecture untrained: the cost does not depend on the
+weights). ``pytest bench --benchmark`` records them in results/bench_ratios.json.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchattacks
+from conftest import median_time
+
+from c2f_attacks.attacks import LRPC, LRPF, PGD
+from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.models import C2FVGG16, VGGConfig, load_model
+from c2f_attacks.models.zoo import shipped_checkpoint
+
+STEPS = 5  # LRP attacks refresh their mask every 5 steps by default: one full cycle
+
+
+def shapes_model():
+    if shipped_checkpoint("shapes-vgg16").exists():
+        return load_model("shapes-vgg16")
+    torch.manual_seed(0)
+    cfg = VGGConfig(width=0.25, input_size=32, batch_norm=True, head_width=256,
+                    mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
+    return C2FVGG16(ShapesC2F.hierarchy, cfg).eval()
+
+
+class CoarseLogits(torch.nn.Module):
+    """The coarse stage as a flat classifier, for torchattacks."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).coarse_logits
+
+
+@pytest.fixture(scope="module")
+def setup(full_size):
+    n = 64 if full_size else 4
+    x, _, _ = ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
+    return shapes_model(), x, (5 if full_size else 1)
+
+
+def test_pgd_vs_torchattacks(setup, record_ratio, full_size, benchmark):
+    model, x, repeats = setup
+    steps = 10 if full_size else 2
+    flat = CoarseLogits(model).eval()
+    y = model(x).coarse_pred
+    ours = PGD(flat, steps=steps, random_start=False)
+    theirs = torchattacks.PGD(flat, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=False)
+    assert torch.allclose(ours(x, y).x_adv, theirs(x, y), atol=1e-6)
+    t_ours = median_time(lambda: ours(x, y), repeats)
+    t_theirs = median_time(lambda: theirs(x, y), repeats)
+    record_ratio("pgd_ours_over_torchattacks", t_ours / t_theirs, goal="<= 1.0",
+                 batch=x.shape[0], steps=steps, ours_s=t_ours, torchattacks_s=t_theirs)  # fmt: skip
+    benchmark.pedantic(lambda: ours(x, y), rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("attack", [LRPC, LRPF])
+def test_lrp_step_vs_pgd_step(setup, record_ratio, attack, benchmark):
+    """Per-step time over one refresh cycle (one differentiable LRP pass + 5 margin gradients).
+    A tiny alpha keeps every image active for all steps, so both runs do the same work per step."""
+    model, x, repeats = setup
+    stage = attack.attacked_stage
+    pgd = PGD(model, alpha=1e-4, steps=STEPS, random_start=False, stage=stage)
+    lrp_attack = attack(model, alpha=1e-4, steps=STEPS)
+    res = lrp_attack(x)
+    assert not res.success.any() and (res.forwards == STEPS + 1).all()
+    t_pgd = median_time(lambda: pgd(x), repeats)
+    t_lrp = median_time(lambda: lrp_attack(x), repeats)
+    record_ratio(f"{attack.__name__.lower()}_step_over_pgd_step", t_lrp / t_pgd, goal="<= 2.5",
+                 batch=x.shape[0], steps=STEPS, refresh=lrp_attack.refresh,
+                 relevance_grad=lrp_attack.relevance_grad, pgd_s=t_pgd, lrp_s=t_lrp)  # fmt: skip
+    benchmark.pedantic(lambda: lrp_attack(x), rounds=1, iterations=1)

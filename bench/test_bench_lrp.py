@@ -1,0 +1,74 @@
+"""LRP engine cost, measured in one run on VGG-16 (random weights).
+
+* ``lrp_over_forward_backward``: one explanation / one forward + input-gradient backward
+  (goal <= 1.5: the gradient-times-input form costs about one extra convolution per z+ layer).
+* ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2).
+
+Full size (``--benchmark``): 64x64 images, batch 32. Smoke size: 32x32, batch 2, one repeat.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import torchvision
+from torch.nn import functional as F
+
+from conftest import median_time
+from c2f_attacks.lrp import lrp
+
+zennit = pytest.importorskip("zennit")
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.composites import EpsilonPlusFlat  # noqa: E402
+
+
+def interleaved_medians(fns, repeats: int, warmup: int = 1) -> list[float]:
+    """Median wall time of each function, timed round-robin (``median_time`` for several)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for i in range(warmup + repeats):
+        for fn, ts in zip(fns, times):
+            ts.append(median_time(fn, repeats=1, warmup=0))
+    return [statistics.median(ts[warmup:]) for ts in times]
+
+
+def test_bench_lrp_vgg16(full_size, record_ratio, benchmark):
+    size, batch, repeats = (64, 32, 5) if full_size else (32, 2, 1)
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(weights=None).eval()
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    target = torch.arange(batch) % 1000
+    seed = F.one_hot(target, 1000).float()
+
+    def forward_backward():
+        xg = x.detach().requires_grad_()
+        out = model(xg)
+        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
+
+    def ours():
+        return lrp(model, x, target, check_range=False)
+
+    composite = EpsilonPlusFlat()
+
+    def zennit_lrp():
+        with Gradient(model, composite) as attributor:
+            return attributor(x, seed)[1]
+
+    # Interleaved, so that load from other processes on a shared machine hits all three alike.
+    t_fb, t_ours, t_zennit = interleaved_medians([forward_backward, ours, zennit_lrp], repeats)
+    benchmark.pedantic(ours, rounds=1, iterations=1)
+
+    ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
+    details = {"size": size, "batch": batch, "t_ours_s": t_ours, "t_fb_s": t_fb, "t_zennit_s": t_zennit}
+    record_ratio("lrp_over_forward_backward", ratio_fb, goal="<= 1.5", **details)
+    record_ratio("zennit_over_ours", ratio_zennit, goal=">= 2", **details)
+    print(
+        f"\nVGG-16 {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours {t_ours:.3f}s, "
+        f"Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f}, Zennit/ours = {ratio_zennit:.2f}"
+    )
+    # same explanation as Zennit (the accuracy tests live in tests/test_lrp.py)
+    ref = zennit_lrp()
+    assert ((ours() - ref).norm() / ref.norm()).item() <= 1e-4
+    if full_size:  # loose guards: timings on shared machines vary
+        assert ratio_fb < 3.0 and ratio_zennit > 1.0

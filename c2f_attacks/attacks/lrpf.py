@@ -1,0 +1,70 @@
+"""LRPF: the LRP-guided attack on the fine stage (design.md section 5).
+
+Explains the clean fine decision f inside its coarse class c, perturbs only the top-k relevant
+pixels with signed steps on the fine margin inside F_c (``z_f - max_{j in c, j != f} z_j``) plus
+``lambda`` times the masked relevance of f, and a hinge that keeps the coarse margin of c at
+least ``kappa``:
+
+    penalty(x) = max(0, kappa - (C_c(x) - max_{j != c} C_j(x)))
+
+Success: the fine label changed *and* the coarse label did not; each image stops at its first
+success. The scheme and its cost are in :mod:`c2f_attacks.attacks.lrp_guided`.
+
+Defaults (measured on the shipped ``shapes-vgg16``; see results/attacks_shapes.md):
+:data:`LRPF_DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from c2f_attacks.attacks.lrp_guided import LRPGuidedAttack
+from c2f_attacks.attacks.relevance import DEFAULT_COMPOSITE
+from c2f_attacks.attacks.stage import StageView
+
+LRPF_DEFAULTS = {
+    "top_k": 0.1,
+    "alpha": 1 / 255,
+    "steps": 100,
+    "lam": 1.0,
+    "refresh": 5,
+    "kappa": 1.0,
+}
+
+
+class LRPF(LRPGuidedAttack):
+    """``LRPF(model)``: change the fine label of a C2F model inside its coarse class."""
+
+    attacked_stage = "fine"
+    keep_coarse = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        top_k: float = LRPF_DEFAULTS["top_k"],
+        alpha: float = LRPF_DEFAULTS["alpha"],
+        steps: int = LRPF_DEFAULTS["steps"],
+        lam: float = LRPF_DEFAULTS["lam"],
+        refresh: int = LRPF_DEFAULTS["refresh"],
+        kappa: float = LRPF_DEFAULTS["kappa"],
+        eps: float | None = None,
+        relevance_grad: str = "refresh",
+        composite: str = DEFAULT_COMPOSITE,
+        seed: int = 0,
+    ):
+        super().__init__(
+            model, top_k=top_k, alpha=alpha, steps=steps, lam=lam, refresh=refresh, eps=eps,
+            relevance_grad=relevance_grad, composite=composite, seed=seed,
+        )  # fmt: skip
+        if not isinstance(kappa, (int, float)) or kappa < 0:
+            raise ValueError(f"kappa must be a non-negative number, got {kappa!r}")
+        self.kappa = float(kappa)
+        self._coarse = StageView(model, "coarse")
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", kappa={self.kappa})"
+
+    def _penalty(self, out, y: torch.Tensor) -> torch.Tensor:
+        coarse_margin = self._coarse.margin(out.coarse_logits, self.model.fine_to_coarse[y])
+        return (self.kappa - coarse_margin).clamp_min(0)

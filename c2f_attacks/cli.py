@@ -1,0 +1,156 @@
+"""``c2f-bench``: run the benchmark, train, export, evaluate, explain, show the leaderboard.
+
+User errors (a bad argument, a missing or corrupt file, an unknown name) end the command with
+one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from c2f_attacks.attacks.base import AttackSanityError
+from c2f_attacks.models.zoo import load_model, shipped_checkpoint
+from exporters.cli import add_evaluate_parser, add_export_parser
+from exporters.errors import ProviderUnavailableError
+
+USER_ERRORS = (ValueError, TypeError, OSError, ProviderUnavailableError, AttackSanityError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage stays available under --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from c2f_attacks.train import TrainConfig, train_shapes
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    meta = train_shapes(cfg, args.out, progress=not args.quiet)
+    last = meta["history"][-1]
+    print(
+        f"saved {args.out}: val coarse acc {last['val_coarse_acc']:.4f}, "
+        f"fine acc {last['val_fine_acc']:.4f}"
+    )
+    return 0
+
+
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    from c2f_attacks.runner import RunConfig, load_images
+    from c2f_attacks.train import accuracy
+
+    model = load_model(args.model, map_location=args.device)
+    cfg = RunConfig(model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n)
+    x, y, _, _ = load_images(cfg)
+    coarse, fine = accuracy(model, x.to(args.device), y.to(args.device))
+    print(f"{args.model} on {args.dataset}/{args.split}, {len(x)} images: "
+          f"coarse accuracy {coarse:.4f}, fine accuracy {fine:.4f}")  # fmt: skip
+    return 0
+
+
+def _add_accuracy_parser(sub) -> None:
+    p = sub.add_parser("accuracy", help="clean coarse and fine accuracy of a model")
+    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None)
+    p.add_argument("--n", type=_positive_int, default=10_000)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.set_defaults(func=_cmd_accuracy)
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a C2F-VGG16 on the shapes data (seeded)")
+    p.add_argument("--out", default=str(shipped_checkpoint("shapes-vgg16")), help="checkpoint path")
+    for name, typ in (("n-train", _positive_int), ("epochs", _positive_int),
+                      ("batch-size", _positive_int), ("lr", float), ("width", float),
+                      ("head-width", _positive_int), ("seed", int)):  # fmt: skip
+        p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from c2f_attacks.runner import RunConfig, format_table, run
+
+    cfg = RunConfig(
+        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n,
+        attacks=args.attacks, stages=args.stages, modes=args.modes, eps=args.eps,
+        backend=args.backend, seed=args.seed, out=args.out, device=args.device,
+        batch_size=args.batch_size, figures=not args.no_figures, progress=not args.quiet,
+    )  # fmt: skip
+    rows = run(cfg)
+    if len(rows):  # rank 0 under torchrun
+        print(format_table(rows))
+        print(f"leaderboard: {cfg.out}/leaderboard.csv" + ("" if args.no_figures else f"; figures: {cfg.out}/figures/"))
+    return 0
+
+
+def _add_run_parser(sub) -> None:
+    from c2f_attacks.runner import ATTACKS, BACKENDS, MODES, STAGES
+
+    p = sub.add_parser("run", help="the benchmark: attacks, metrics, leaderboard, figures")
+    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
+    p.add_argument("--dataset", default="shapes", help="shapes, cifar10, cifar100 or imagenet")
+    p.add_argument("--split", default="test", help="dataset split (imagenet: val)")
+    p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
+    p.add_argument("--n", type=_positive_int, default=256, help="number of images")
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), metavar="ATTACK",
+                   help=f"any of {', '.join(ATTACKS)}")  # fmt: skip
+    p.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
+                   help="coarse and/or fine (LRPC is coarse-only, LRPF fine-only)")  # fmt: skip
+    p.add_argument("--modes", nargs="+", default=list(MODES), metavar="MODE",
+                   help="FGSM/PGD: fixed eps and/or minimal (per-image smallest eps up to --eps)")  # fmt: skip
+    p.add_argument("--eps", type=float, default=8 / 255, help="l-inf budget in pixel scale")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="where fooling ratios are evaluated (onnxruntime also reports agreement)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results", help="folder for leaderboard.csv and figures/")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="c2f-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_run_parser(sub)
+    _add_train_parser(sub)
+    _add_accuracy_parser(sub)
+    add_export_parser(sub)
+    add_evaluate_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"c2f-bench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""LRP rules in the gradient-times-input form.
+
+Every rule here is a small object with one job: given one call of a linear layer (its input
+``a``, effective weight ``W`` and bias ``b``, and its true output ``z``), it returns the *parts*
+through which relevance flows back, each with a denominator and a coefficient. The engine wraps
+the layer output with :class:`Redistribute`, whose value is ``z`` but whose backward sends
+
+    grad(part_i) = coef_i * (g * z) / denom_i
+
+where ``g`` is the gradient arriving at ``z``. Read with the convention *gradient at a tensor =
+relevance / value*, ``g * z`` is the output relevance ``R_k``, the part's own backward applies
+its (modified) weights, and ``a * grad(a)`` is the LRP relevance of the input. All formulas below
+use ``R_k`` for the output relevance and ``stab(t) = t + eps * sign(t)`` with ``sign(0) = 1``,
+exactly as Zennit stabilizes.
+
+The backward is made of ordinary differentiable tensor ops on saved tensors, so with
+``create_graph=True`` the relevance is an exactly differentiable function of the input.
+
+Input-layer rules (flat, z^B) also register *relevance sources* ``(tensor, coef)``: the engine
+computes the input relevance as ``sum coef * tensor * grad(tensor)`` over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+#: ``op(input, weight, bias) -> output``: the layer's linear map with replaceable parameters
+LinearOp = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def stabilize(t: torch.Tensor, eps: float) -> torch.Tensor:
+    """``t + eps * sign(t)`` with ``sign(0) = +1`` (Zennit's ``stabilize``)."""
+    return torch.where(t >= 0, t + eps, t - eps)
+
+
+class Redistribute(torch.autograd.Function):
+    """Value ``z``; backward sends ``coef_i * g * z / denom_i`` into ``part_i``, nothing into ``z``.
+
+    Call as ``Redistribute.apply(z, state, coefs, n, *parts, *denoms)`` with
+    ``n = len(parts)``. ``state.lrp`` is True during the explanation's backward pass; the engine
+    sets it to False afterwards, so that when a loss on the relevance is differentiated
+    (``create_graph=True``) the saved activations ``z`` and denominators are differentiated
+    through the model's *true* Jacobians, not through the LRP rules. This makes the derivative
+    of the relevance exact.
+    """
+
+    @staticmethod
+    def forward(ctx, z, state, coefs, n, *tensors):  # noqa: D102
+        ctx.state = state
+        ctx.coefs = coefs
+        ctx.n = n
+        ctx.save_for_backward(z, *tensors[n:])
+        # A clone, because the next module (VGG's ReLU(inplace=True)) may overwrite the output,
+        # while the saved z must keep its value.
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        if not ctx.state.lrp:
+            # After the explanation's own backward, this node is part of the ordinary forward
+            # graph again (a later loss differentiates through the activations): the true
+            # Jacobian of `z.clone()`, i.e. the identity.
+            return (g, None, None, None, *([None] * (2 * ctx.n)))
+        z, *denoms = ctx.saved_tensors
+        r = g * z
+        cache: dict[int, torch.Tensor] = {}  # parts that share a denominator divide once
+        grads = []
+        for coef, d in zip(ctx.coefs, denoms):
+            if id(d) not in cache:
+                cache[id(d)] = r / d
+            q = cache[id(d)]
+            grads.append(q if coef == 1.0 else coef * q)
+        return (None, None, None, None, *grads, *([None] * ctx.n))
+
+
+@dataclass
+class LayerCall:
+    """One call of a linear layer, as a rule sees it."""
+
+    op: LinearOp
+    a: torch.Tensor  #: the layer input
+    weight: torch.Tensor  #: effective weight (BatchNorm merged in where canonized), detached
+    bias: torch.Tensor | None  #: effective bias, detached
+    z: torch.Tensor  #: the true output (differentiable w.r.t. ``a``)
+    nonneg: bool  #: ``a >= 0`` is known from the graph structure (it comes out of a ReLU)
+    is_input: bool  #: ``a`` is the model input (or its normalized form)
+    low: torch.Tensor | None = None  #: box bounds of ``a`` (input layers only), broadcastable
+    high: torch.Tensor | None = None
+    sources: list[tuple[torch.Tensor, float]] = field(default_factory=list)
+
+
+Parts = list[tuple[torch.Tensor, torch.Tensor, float]]  # (part, denominator, coefficient)
+
+
+def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+class Rule:
+    """Base class: ``parts(call)`` returns the relevance paths of one layer call."""
+
+    #: True for rules that only make sense where the input is the image (flat, z^B)
+    input_only = False
+
+    def parts(self, call: LayerCall) -> Parts:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Epsilon(Rule):
+    """Epsilon rule: ``R_j = a_j * sum_k w_jk R_k / stab(z_k)`` with ``z = W a + b``.
+
+    With ``epsilon=0`` (and zero biases) this is LRP-0, which conserves relevance exactly.
+    """
+
+    def __init__(self, epsilon: float = 1e-6):
+        self.epsilon = epsilon
+
+    def parts(self, call: LayerCall) -> Parts:
+        if call.is_input:
+            call.sources.append((call.a, 1.0))
+        denom = stabilize(call.z, self.epsilon) if self.epsilon else call.z
+        return [(call.z, denom, 1.0)]
+
+
+class Norm(Epsilon):
+    """Proportional rule for parameter-free linear layers (average / adaptive-average pooling):
+    ``R_j = a_j * sum_k p_jk R_k / stab(z_k)`` with pooling weights ``p``. Zennit's ``Norm``."""
+
+    def __init__(self, stabilizer: float = 1e-6):
+        super().__init__(stabilizer)
+
+
+class ZPlus(Rule):
+    """z+ rule (Zennit's ``ZPlus``, i.e. alpha=1, beta=0):
+
+    ``z+_k = sum_j a+_j w+_jk + b+_k + sum_j a-_j w-_jk``,
+    ``R_j = (a+_j w+_jk + a-_j w-_jk) R_k / stab(z+_k)`` summed over k.
+
+    After a ReLU the inputs are non-negative and one extra convolution (``W+``) suffices.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        if call.is_input:
+            call.sources.append((call.a, 1.0))
+        w, b = call.weight, call.bias
+        if call.nonneg:
+            zp = call.op(call.a, w.clamp(min=0), _pos(b))
+            return [(zp, stabilize(zp, self.stabilizer), 1.0)]
+        zp = call.op(call.a.clamp(min=0), w.clamp(min=0), _pos(b))
+        zn = call.op(call.a.clamp(max=0), w.clamp(max=0), None)
+        denom = stabilize(zp + zn, self.stabilizer)
+        return [(zp, denom, 1.0), (zn, denom, 1.0)]
+
+
+class AlphaBeta(Rule):
+    """Alpha-beta rule (Zennit's ``AlphaBeta``), ``alpha - beta = 1``:
+
+    ``R_j = sum_k [alpha * (a+_j w+_jk + a-_j w-_jk) / stab(z^alpha_k)
+                   - beta * (a+_j w-_jk + a-_j w+_jk) / stab(z^beta_k)] R_k``
+    with ``z^alpha = W+ a+ + b+ + W- a-`` and ``z^beta = W- a+ + b- + W+ a-``.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
+        if alpha < 0 or beta < 0 or abs(alpha - beta - 1.0) > 1e-12:
+            raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}")
+        self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        if call.is_input:
+            call.sources.append((call.a, 1.0))
+        w, b, s = call.weight, call.bias, self.stabilizer
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        if call.nonneg:
+            za = call.op(call.a, wp, _pos(b))
+            zb = call.op(call.a, wn, _neg(b))
+            return [(za, stabilize(za, s), self.alpha), (zb, stabilize(zb, s), -self.beta)]
+        ap, an = call.a.clamp(min=0), call.a.clamp(max=0)
+        za1, za2 = call.op(ap, wp, _pos(b)), call.op(an, wn, None)
+        zb1, zb2 = call.op(ap, wn, _neg(b)), call.op(an, wp, None)
+        da, db = stabilize(za1 + za2, s), stabilize(zb1 + zb2, s)
+        return [(za1, da, self.alpha), (za2, da, self.alpha), (zb1, db, -self.beta), (zb2, db, -self.beta)]
+
+
+class Flat(Rule):
+    """Flat rule (input layer): ``R_j = sum_k R_k / stab(sum_j' 1)`` over k's receptive field,
+    i.e. relevance spread evenly over the inputs each unit sees (weights and inputs set to one,
+    zero bias). Independent of the input values."""
+
+    input_only = True
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        ones = torch.ones_like(call.a).requires_grad_()
+        call.sources.append((ones, 1.0))
+        zf = call.op(ones, torch.ones_like(call.weight), None)
+        return [(zf, stabilize(zf, self.stabilizer), 1.0)]
+
+
+class ZBox(Rule):
+    """z^B rule for a box-bounded input ``l <= a <= h`` (Zennit's ``ZBox``):
+
+    ``z^B_k = z_k - (W+ l + b+)_k - (W- h + b-)_k``,
+    ``R_j = sum_k (a_j w_jk - l_j w+_jk - h_j w-_jk) R_k / stab(z^B_k)``.
+
+    The bounds come from the engine: [0, 1] pixels (or ``low``/``high`` given to the composite)
+    mapped through the model's ``Normalize`` when the layer sees normalized images.
+    """
+
+    input_only = True
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        low = call.low.expand_as(call.a).to(call.a.dtype).detach().clone().requires_grad_()
+        high = call.high.expand_as(call.a).to(call.a.dtype).detach().clone().requires_grad_()
+        call.sources += [(call.a, 1.0), (low, -1.0), (high, -1.0)]
+        w, b = call.weight, call.bias
+        zl = call.op(low, w.clamp(min=0), _pos(b))
+        zh = call.op(high, w.clamp(max=0), _neg(b))
+        denom = stabilize(call.z - zl - zh, self.stabilizer)
+        return [(call.z, denom, 1.0), (zl, denom, 1.0), (zh, denom, 1.0)]
+
+
+class Pass(Rule):
+    """Pass-through for element-wise layers whose gradient would not pass relevance on
+    (an un-merged BatchNorm, non-ReLU activations): ``R_in = R_out``.
+
+    ReLU, Dropout, Flatten and max-pooling need no rule: their plain gradient already passes
+    relevance through (to the max-pooling winner) in the gradient-times-input form.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        return [(call.a, stabilize(call.a, self.stabilizer), 1.0)]

@@ -1,0 +1,68 @@
+"""Input checks shared by every public entry point: fail early, with a message naming the problem."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_image_batch(
+    x: object,
+    *,
+    channels: int | None = 3,
+    size: int | None = None,
+    name: str = "images",
+    check_range: bool = True,
+) -> torch.Tensor:
+    """Validate a float image batch (N, C, H, W) in [0, 1] and return it.
+
+    ``check_range`` looks at every value (NaN, inf, outside [0, 1]); it costs one reduction and
+    is what the library's entry points use. The model's own forward only checks the layout.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} must have shape (N, C, H, W), got {tuple(x.shape)} ({x.dim()} dimensions)"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be floating point with values in [0, 1], got dtype {x.dtype} "
+            "(convert with x.float() / 255)"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels, got shape {tuple(x.shape)} "
+            f"({x.shape[1]} channels)"
+        )
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"{name} must be {size}x{size} pixels for this model, got {x.shape[-2]}x{x.shape[-1]}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    if check_range:
+        lo, hi = torch.aminmax(x.detach())
+        lo, hi = lo.item(), hi.item()
+        if lo != lo or hi != hi:  # NaN propagates through aminmax
+            raise ValueError(f"{name} contain NaN values")
+        if lo == float("-inf") or hi == float("inf"):
+            raise ValueError(f"{name} contain infinite values")
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name} must be in [0, 1] (pixel space; normalization lives inside the model), "
+                f"got values in [{lo:.4g}, {hi:.4g}]"
+            )
+    return x
+
+
+def check_labels(y: object, n: int, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """Validate integer labels (N,) in 0..num_classes-1."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match the images, got {tuple(y.shape)}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got [{y.min()}, {y.max()}]")
+    return y.long()

@@ -1,0 +1,307 @@
+"""FGSM / PGD and the attack base: torchattacks parity, per-image determinism, early stop,
+minimal eps, stages, input validation and sanity checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from c2f_attacks.attacks import FGSM, PGD, Attack, AttackSanityError
+from c2f_attacks.attacks.noise import hash32, uniform_like
+from c2f_attacks.data.shapes import SHAPES_HIERARCHY
+from c2f_attacks.models.base import C2FClassifier, Normalize
+from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+def small_cnn(seed: int, batch_norm: bool = False, classes: int = 5) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes)]
+    model = nn.Sequential(*layers)
+    if batch_norm:  # non-trivial running statistics, so eval mode matters
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class SmallC2F(C2FClassifier):
+    """A shallow C2F CNN whose logits really vary with the input (random deep VGGs are nearly
+    constant): a conv trunk, a coarse head and all fine heads as one linear layer."""
+
+    input_size = 32
+
+    def __init__(self, seed: int):
+        super().__init__(SHAPES_HIERARCHY)
+        torch.manual_seed(seed)
+        self.normalize = Normalize((0.5,) * 3, (0.25,) * 3)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        )  # fmt: skip
+        self.coarse_head = nn.Linear(128, SHAPES_HIERARCHY.num_coarse)
+        self.fine_head = nn.Linear(128, SHAPES_HIERARCHY.num_fine)
+
+    def logits(self, x):
+        h = self.trunk(self.normalize(x))
+        return self.coarse_head(h), self.fine_head(h)
+
+
+def small_c2f(seed: int = 0) -> SmallC2F:
+    return SmallC2F(seed).eval()
+
+
+def tiny_c2f(seed: int = 0) -> C2FVGG16:
+    torch.manual_seed(seed)
+    cfg = VGGConfig(width=0.0625, input_size=32, batch_norm=True, head_width=32,
+                    mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
+    return C2FVGG16(SHAPES_HIERARCHY, cfg).eval()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(12, 3, 16, 16, generator=g), torch.randint(0, 5, (12,), generator=g)
+
+
+# ---------------------------------------------------------------- torchattacks parity
+@pytest.mark.parametrize("seed,batch_norm", [(0, False), (1, True)])
+def test_pgd_matches_torchattacks(batch, seed, batch_norm):
+    model = small_cnn(seed, batch_norm)
+    x, y = batch
+    ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)(x, y)
+    ours = PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)(x, y)
+    assert torch.allclose(ours.x_adv, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seed,batch_norm", [(2, False), (3, True)])
+def test_fgsm_matches_torchattacks(batch, seed, batch_norm):
+    model = small_cnn(seed, batch_norm)
+    x, y = batch
+    ref = torchattacks.FGSM(model, eps=4 / 255)(x, y)
+    ours = FGSM(model, eps=4 / 255)(x, y)
+    assert torch.allclose(ours.x_adv, ref, atol=1e-6, rtol=0)
+
+
+def test_training_mode_and_grad_flags_restored(batch):
+    model = small_cnn(0, batch_norm=True).train()
+    model[0].weight.requires_grad_(False)
+    PGD(model, steps=2)(*batch)
+    assert model.training
+    assert not model[0].weight.requires_grad and model[-1].weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+# ---------------------------------------------------------------- result and cost
+def test_result_fields_and_cost(batch):
+    model = small_cnn(0)
+    x, _ = batch
+    res = PGD(model, steps=3)(x)
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+        adv = model(res.x_adv).argmax(1)
+    assert torch.equal(res.y, clean) and torch.equal(res.clean_pred, clean)
+    assert torch.equal(res.adv_pred, adv)
+    assert torch.equal(res.success, adv != clean)
+    assert res.clean_coarse_pred is None and res.adv_fine_pred is None
+    assert res.forwards.tolist() == [3] * 12 and res.backwards.tolist() == [3] * 12
+    assert res.cost()["queries_per_image"] == 6
+    assert torch.allclose(res.eps, torch.full((12,), 8 / 255))
+
+
+def test_early_stop_freezes_each_image_at_its_first_success(batch):
+    model = small_cnn(0)
+    x, _ = batch
+    full = PGD(model, eps=0.3, alpha=0.02, steps=20, random_start=False)(x)
+    early = PGD(model, eps=0.3, alpha=0.02, steps=20, random_start=False, early_stop=True)(x)
+    assert early.success.all()
+    # an image that stopped at step t paid t+1 passes and moved less than the full run
+    assert (early.forwards <= 20).all() and early.forwards.float().mean() < 20
+    linf = lambda r: (r.x_adv - x).abs().flatten(1).amax(1)
+    assert (linf(early) <= linf(full) + 1e-7).all()
+    # it took exactly forwards-1 steps of size alpha from x: so its linf is at most that
+    assert (linf(early) <= (early.forwards - 1) * 0.02 + 1e-6).all()
+
+
+def test_margin_loss_lowers_every_margin(batch):
+    model = small_cnn(4)
+    x, _ = batch
+    res = PGD(model, eps=0.3, alpha=0.05, steps=10, loss="margin")(x)
+
+    def margin(images):
+        with torch.no_grad():
+            z = model(images)
+        true = z.gather(1, res.y[:, None]).squeeze(1)
+        return true - z.scatter(1, res.y[:, None], float("-inf")).amax(1)
+
+    assert (margin(res.x_adv) < margin(x)).all()
+    assert res.success.float().mean() >= 0.5
+
+
+# ---------------------------------------------------------------- determinism
+def test_random_start_depends_only_on_seed_and_global_index(batch):
+    model = small_cnn(0)
+    x, _ = batch
+    whole = PGD(model, steps=2)(x)
+    part = PGD(model, steps=2)(x[4:9], index=torch.arange(4, 9))
+    assert torch.allclose(whole.x_adv[4:9], part.x_adv, atol=1e-6)
+    shuffled = torch.tensor([7, 2, 11])
+    again = PGD(model, steps=2)(x[shuffled], index=shuffled)
+    assert torch.allclose(whole.x_adv[shuffled], again.x_adv, atol=1e-6)
+    other_seed = PGD(model, steps=2, seed=1)(x)
+    assert not torch.allclose(whole.x_adv, other_seed.x_adv)
+
+
+def test_noise_is_uniform_and_counter_based():
+    x = torch.zeros(64, 3, 8, 8)
+    u = uniform_like(x, seed=5, index=torch.arange(64))
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    assert torch.equal(u[10:11], uniform_like(x[:1], seed=5, index=torch.tensor([10])))
+    values = [0, 1, 12345, 0x7FFFFFFF, 0xFFFFFFFF]
+    assert hash32(torch.tensor(values)).tolist() == [_lowbias32(v) for v in values]
+
+
+def _lowbias32(x: int) -> int:
+    """Reference lowbias32 in Python integers."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+# ---------------------------------------------------------------- minimal eps
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_minimal_eps_finds_smaller_successful_budgets(batch, attack):
+    model = small_cnn(0)
+    x, _ = batch
+    eps_max = 0.25
+    make = (lambda **kw: FGSM(model, eps=eps_max, **kw)) if attack == "fgsm" else (
+        lambda **kw: PGD(model, eps=eps_max, alpha=eps_max / 4, steps=5, **kw))  # fmt: skip
+    res = make(minimal_eps=True, search_steps=6)(x)
+    assert res.success.any()
+    found = res.eps[res.success]
+    assert (found <= eps_max).all() and (found < eps_max).any()
+    linf = (res.x_adv - x).abs().flatten(1).amax(1)
+    assert (linf <= res.eps + 1e-6).all()
+    # re-running each successful image at its own budget reproduces the success
+    one = make()
+    for i in res.success.nonzero().flatten()[:3].tolist():
+        single = type(one)(model, **_with_eps(one, res.eps[i].item()))(
+            x[i : i + 1], index=torch.tensor([i])
+        )
+        assert single.success.item()
+
+
+def _with_eps(atk: PGD, eps: float) -> dict:
+    if isinstance(atk, FGSM):
+        return {"eps": eps}
+    return {"eps": eps, "alpha": eps * atk.alpha / atk.eps, "steps": atk.steps}
+
+
+# ---------------------------------------------------------------- C2F stages
+def test_c2f_stages_and_predictions():
+    model = tiny_c2f()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = model(x)
+    coarse = PGD(model, eps=0.1, steps=3, stage="coarse")(x)
+    assert torch.equal(coarse.y, out.coarse_pred)
+    assert torch.equal(coarse.clean_fine_pred, out.fine_pred)
+    adv = model(coarse.x_adv)
+    assert torch.equal(coarse.success, adv.coarse_pred != out.coarse_pred)
+    fine = PGD(model, eps=0.1, steps=3, stage="fine", loss="margin")(x)
+    adv = model(fine.x_adv)
+    assert torch.equal(fine.y, out.fine_pred)
+    assert torch.equal(fine.success, adv.fine_pred != out.fine_pred)
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "make_x,error,match",
+    [
+        (
+            lambda x: x.clone().index_put_((torch.tensor([0]),), torch.tensor(float("nan"))),
+            ValueError,
+            "NaN",
+        ),
+        (
+            lambda x: x.clone().index_put_((torch.tensor([0]),), torch.tensor(float("inf"))),
+            ValueError,
+            "infinite",
+        ),
+        (lambda x: x * 2, ValueError, r"\[0, 1\]"),
+        (lambda x: x[0], ValueError, "shape"),
+        (lambda x: x[:, :1], ValueError, "channels"),
+        (lambda x: (x * 255).to(torch.uint8), TypeError, "floating"),
+        (lambda x: x.numpy(), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_images_raise_before_any_work(batch, make_x, error, match):
+    model = small_cnn(0)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(error, match=match):
+        PGD(model)(make_x(batch[0]))
+    assert not calls
+
+
+def test_stage_must_fit_the_model(batch):
+    with pytest.raises(ValueError, match="flat classifier"):
+        PGD(small_cnn(0), stage="coarse")
+    with pytest.raises(ValueError, match="coarse-to-fine"):
+        PGD(tiny_c2f())
+    with pytest.raises(ValueError, match="stage must be"):
+        FGSM(tiny_c2f(), stage="middle")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"eps": 0}, "eps"), ({"alpha": -1}, "alpha"), ({"steps": 0}, "steps"),
+     ({"loss": "l2"}, "loss"), ({"search_steps": -1}, "search_steps")],
+)  # fmt: skip
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PGD(small_cnn(0), **kwargs)
+
+
+def test_bad_labels_and_index(batch):
+    x, y = batch
+    atk = PGD(small_cnn(0), steps=1)
+    with pytest.raises(ValueError, match="lie in"):
+        atk(x, y + 10)
+    with pytest.raises(TypeError, match="integer"):
+        atk(x, y.float())
+    with pytest.raises(ValueError, match="shape"):
+        atk(x, y[:3])
+    with pytest.raises(ValueError, match="shape"):
+        atk(x, index=torch.arange(3))
+    with pytest.raises(TypeError, match="integer"):
+        atk(x, index=torch.zeros(12))
+
+
+class _Broken(Attack):
+    def __init__(self, model, make):
+        super().__init__(model)
+        self.make = make
+
+    def _perturb(self, x, y, index, counter):
+        return self.make(x)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda x: (x + float("nan"), None), "NaN"),
+        (lambda x: (x + 2, None), r"\[0, 1\]"),
+        (lambda x: ((x + 0.1).clamp(0, 1), torch.full((x.shape[0],), 0.05)), "exceeds eps"),
+    ],
+)
+def test_sanity_checks_raise(batch, make, match):
+    with pytest.raises(AttackSanityError, match=match):
+        _Broken(small_cnn(0), make)(batch[0])

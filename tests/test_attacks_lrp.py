@@ -1,0 +1,119 @@
+"""LRPC / LRPF on a tiny C2F-VGG16: masks, stopping, success criteria, budgets, cost, checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from c2f_attacks.attacks import LRPC, LRPF
+from c2f_attacks.attacks.relevance import heatmap, stage_relevance_of, top_fraction_mask
+from tests.test_attacks import small_c2f, small_cnn
+
+pytest.importorskip("c2f_attacks.lrp")
+
+FAST = {"alpha": 0.05, "steps": 12, "top_k": 0.2}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_c2f(seed=3)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+
+def test_lrpc_flips_coarse_only_inside_its_mask(model, x):
+    # one mask for the whole run (refresh >= steps): every changed pixel lies in the clean top-k
+    res = LRPC(model, refresh=FAST["steps"], **FAST)(x)
+    out = model(x)
+    adv = model(res.x_adv)
+    assert res.success.any()
+    assert torch.equal(res.success, adv.coarse_pred != out.coarse_pred)
+    relevance = stage_relevance_of(model, x, "coarse", out.coarse_pred)
+    mask = top_fraction_mask(heatmap(relevance), FAST["top_k"])
+    changed = (res.x_adv - x).abs().amax(dim=1) > 0
+    assert not (changed & ~mask).any()
+
+
+def test_lrpc_stops_each_image_at_its_first_success(model, x):
+    res = LRPC(model, refresh=FAST["steps"], **FAST)(x)
+    margin_forwards = res.forwards - 1  # one LRP pass (the only mask refresh)
+    linf = (res.x_adv - x).abs().flatten(1).amax(1)
+    # s margin forwards: at most s steps of size alpha; an image whose s-th forward (s < steps)
+    # already fooled the stage was frozen there, after s - 1 steps
+    assert (linf <= margin_forwards * FAST["alpha"] + 1e-6).all()
+    stopped = margin_forwards < FAST["steps"]
+    assert stopped.any() and res.success[stopped].all()
+    assert (linf[stopped] <= (margin_forwards[stopped] - 1) * FAST["alpha"] + 1e-6).all()
+    assert (margin_forwards[~res.success] == FAST["steps"]).all()
+
+
+def test_lrpc_eps_budget(model, x):
+    res = LRPC(model, eps=0.06, **FAST)(x)
+    assert ((res.x_adv - x).abs().flatten(1).amax(1) <= 0.06 + 1e-6).all()
+    assert torch.allclose(res.eps, torch.full((8,), 0.06))
+
+
+def test_lrpf_success_keeps_coarse(model, x):
+    res = LRPF(model, kappa=0.5, **FAST)(x)
+    out, adv = model(x), model(res.x_adv)
+    expected = (adv.fine_pred != out.fine_pred) & (adv.coarse_pred == out.coarse_pred)
+    assert torch.equal(res.success, expected)
+    assert res.success.any()
+    assert torch.equal(res.y, out.fine_pred)
+
+
+def test_results_do_not_depend_on_batch_composition(model, x):
+    whole = LRPF(model, **FAST)(x)
+    part = LRPF(model, **FAST)(x[[6, 1, 3]], index=torch.tensor([6, 1, 3]))
+    assert torch.allclose(whole.x_adv[[6, 1, 3]], part.x_adv, atol=1e-5)
+
+
+def test_refresh_every_step_equals_exact_relevance_gradient(model, x):
+    a = LRPC(model, refresh=1, relevance_grad="refresh", **FAST)(x[:4])
+    b = LRPC(model, refresh=1, relevance_grad="exact", **FAST)(x[:4])
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.backwards, b.backwards)
+
+
+def test_cost_counts_lrp_passes(model, x):
+    steps = 3
+    base = {"alpha": 1e-4, "steps": steps, "top_k": 0.2}  # tiny steps: nothing flips, all steps run
+    plain = LRPC(model, refresh=2, relevance_grad="none", **base)(x[:2])
+    assert (
+        plain.forwards.tolist() == [steps + 2] * 2 and plain.backwards.tolist() == [steps + 2] * 2
+    )
+    diff = LRPC(model, refresh=2, **base)(x[:2])  # the differentiable pass adds a double backward
+    assert diff.backwards.tolist() == [steps + 4] * 2
+
+
+class _Unexplainable(nn.Module):
+    def forward(self, t):
+        return t * torch.sigmoid(t)
+
+
+def test_rejects_models_it_cannot_explain(x):
+    odd = small_c2f()
+    odd.trunk[1] = _Unexplainable()
+    calls = []
+    odd.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(TypeError, match="_Unexplainable"):
+        LRPC(odd)(x)
+    with pytest.raises(ValueError, match="flat classifier"):
+        LRPF(small_cnn(0))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"top_k": 0}, "top_k"), ({"top_k": 1.5}, "top_k"), ({"alpha": 0}, "alpha"),
+     ({"steps": 0}, "steps"), ({"refresh": 0}, "refresh"), ({"lam": -1}, "lam"),
+     ({"eps": -0.1}, "eps"), ({"relevance_grad": "approx"}, "relevance_grad")],
+)  # fmt: skip
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LRPC(small_c2f(), **kwargs)
+    with pytest.raises(ValueError, match="kappa"):
+        LRPF(small_c2f(), kappa=-1)
