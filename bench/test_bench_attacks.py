@@ -13,11 +13,12 @@ import torchattacks
 from conftest import median_time
 
 from c2f_attacks.attacks import LRPC, LRPF, PGD
+from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models import C2FVGG16, VGGConfig, load_model
 from c2f_attacks.models.zoo import shipped_checkpoint
 
-STEPS = 5  # LRP attacks refresh their mask every 5 steps by default: one full cycle
+STEPS = SHARED_DEFAULTS["refresh"]  # one full mask-refresh cycle of the LRP attacks
 
 
 def shapes_model():
@@ -64,7 +65,8 @@ def test_pgd_vs_torchattacks(setup, record_ratio, full_size, benchmark):
 
 @pytest.mark.parametrize("attack", [LRPC, LRPF])
 def test_lrp_step_vs_pgd_step(setup, record_ratio, attack, benchmark):
-    """Per-step time over one refresh cycle (one differentiable LRP pass + 5 margin gradients).
+    """Per-step time over one refresh cycle (one differentiable LRP pass + ``refresh`` margin
+    gradients).
     A tiny alpha keeps every image active for all steps, so both runs do the same work per step."""
     model, x, repeats = setup
     stage = attack.attacked_stage

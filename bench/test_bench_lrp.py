@@ -16,12 +16,12 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-from conftest import median_time
+from bench.conftest import median_time
 from c2f_attacks.lrp import lrp
 
 zennit = pytest.importorskip("zennit")
-from zennit.attribution import Gradient  # noqa: E402
-from zennit.composites import EpsilonPlusFlat  # noqa: E402
+from zennit.attribution import Gradient
+from zennit.composites import EpsilonPlusFlat
 
 
 def interleaved_medians(fns, repeats: int, warmup: int = 1) -> list[float]:
@@ -60,7 +60,13 @@ def test_bench_lrp_vgg16(full_size, record_ratio, benchmark):
     benchmark.pedantic(ours, rounds=1, iterations=1)
 
     ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
-    details = {"size": size, "batch": batch, "t_ours_s": t_ours, "t_fb_s": t_fb, "t_zennit_s": t_zennit}
+    details = {
+        "size": size,
+        "batch": batch,
+        "t_ours_s": t_ours,
+        "t_fb_s": t_fb,
+        "t_zennit_s": t_zennit,
+    }
     record_ratio("lrp_over_forward_backward", ratio_fb, goal="<= 1.5", **details)
     record_ratio("zennit_over_ours", ratio_zennit, goal=">= 2", **details)
     print(

@@ -84,7 +84,7 @@ def _add_train_parser(sub) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from c2f_attacks.runner import RunConfig, format_table, run
+    from c2f_attacks.runner import TABLE, RunConfig, format_table, run
 
     cfg = RunConfig(
         model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n,
@@ -94,7 +94,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows = run(cfg)
     if len(rows):  # rank 0 under torchrun
-        print(format_table(rows))
+        print(f"{cfg.model} on {cfg.dataset}/{cfg.split}:")
+        print(format_table(rows, TABLE))
         print(f"leaderboard: {cfg.out}/leaderboard.csv" + ("" if args.no_figures else f"; figures: {cfg.out}/figures/"))
     return 0
 

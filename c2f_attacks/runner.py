@@ -164,14 +164,15 @@ def load_images(cfg: RunConfig):
 
 
 def attack_in_batches(
-    atk: Attack, x: torch.Tensor, ranks: Ranks, batch_size: int, device: str, progress: bool
+    atk: Attack, x: torch.Tensor, ranks: Ranks, batch_size: int, device: str, progress: bool,
+    label: str = "",
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Attack this rank's batches; gather every batch's per-image results; (results, seconds)."""
     batches = range(0, len(x), batch_size)
     mine = [b for i, b in enumerate(batches) if i % ranks.world == ranks.rank]
     part = {}
     start = time.perf_counter()
-    for b in tqdm(mine, desc=f"  {atk!r}", leave=False, disable=not progress):
+    for b in tqdm(mine, desc=f"  {label}", leave=False, disable=not progress):
         xb = x[b : b + batch_size].to(device)
         index = torch.arange(b, b + len(xb), device=device)
         res = atk(xb, index=index)
@@ -226,7 +227,9 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     env = environment_columns(cfg.device)
     for plan in tqdm(cfg.plans, desc="attacks", disable=not (cfg.progress and ranks.is_main)):
         atk = plan.build(model, cfg.eps, cfg.seed)
-        res, seconds = attack_in_batches(atk, x, ranks, cfg.batch_size, cfg.device, cfg.progress)
+        res, seconds = attack_in_batches(
+            atk, x, ranks, cfg.batch_size, cfg.device, cfg.progress, plan.label
+        )
         if not ranks.is_main:
             continue
         keep_coarse = plan.attack == "lrpf"
@@ -237,7 +240,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         )  # fmt: skip
         row = {
             "model": cfg.model, "dataset": cfg.dataset, "attack": plan.attack,
-            "stage": plan.stage, **describe(plan, atk), **metrics,
+            "stage": plan.stage, "mode": plan.mode, **describe(plan, atk), **metrics,
             "ms_per_image": 1000 * seconds / len(x), "images_per_s": len(x) / seconds,
             "eval_backend": cfg.backend, "seed": cfg.seed, **env,
         }  # fmt: skip
@@ -283,4 +286,9 @@ def _onnx_session(model: C2FClassifier):
         return OrtC2F(path)
 
 
-__all__ = ["ATTACKS", "MODES", "STAGES", "Plan", "RunConfig", "format_table", "plan_runs", "run"]
+#: what ``c2f-bench run`` prints: enough to compare the attacks at a glance
+TABLE = ("attack", "stage", "mode", "eps", "n", "fooling_ratio", "success_rate", "linf_mean",
+         "l2_mean", "l0_mean", "perturbation_in_relevance", "object_share", "queries_per_image",
+         "ms_per_image", "backend_agreement")  # fmt: skip
+
+__all__ = ["ATTACKS", "MODES", "STAGES", "TABLE", "Plan", "RunConfig", "format_table", "plan_runs", "run"]

@@ -6,9 +6,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; never needs a display
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
+import numpy as np
+import torch
+from matplotlib import colormaps
 
 
 def _to_numpy(t) -> np.ndarray:

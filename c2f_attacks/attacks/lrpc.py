@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from c2f_attacks.attacks.lrp_guided import LRPGuidedAttack
+from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
 from c2f_attacks.attacks.relevance import DEFAULT_COMPOSITE
 
-LRPC_DEFAULTS = {"top_k": 0.1, "alpha": 1 / 255, "steps": 100, "lam": 1.0, "refresh": 5}
+LRPC_DEFAULTS = dict(SHARED_DEFAULTS)
 
 
 class LRPC(LRPGuidedAttack):

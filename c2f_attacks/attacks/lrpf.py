@@ -19,18 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.lrp_guided import LRPGuidedAttack
+from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
 from c2f_attacks.attacks.relevance import DEFAULT_COMPOSITE
 from c2f_attacks.attacks.stage import StageView
 
-LRPF_DEFAULTS = {
-    "top_k": 0.1,
-    "alpha": 1 / 255,
-    "steps": 100,
-    "lam": 1.0,
-    "refresh": 5,
-    "kappa": 1.0,
-}
+LRPF_DEFAULTS = {**SHARED_DEFAULTS, "kappa": 1.0}
 
 
 class LRPF(LRPGuidedAttack):

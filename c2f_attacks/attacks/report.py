@@ -12,7 +12,6 @@ with the LRP attacks' ``top_k`` as the relevance region. LRPC and LRPF share the
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -56,14 +55,15 @@ def default_attacks(model) -> dict[str, Attack]:
 
 
 def sweep_attacks(model) -> dict[str, Attack]:
-    """The grid the defaults were chosen from (one knob at a time around the defaults)."""
-    base = dict(LRPC_DEFAULTS)
-    variants = [("top_k", v) for v in (0.05, 0.2)] + [("alpha", v) for v in (0.5 / 255, 2 / 255)]
-    variants += [("lam", 0.0), ("refresh", 1), ("refresh", 20)]
+    """The grid the defaults were chosen from: one knob at a time around the defaults."""
+    variants = [("top_k", v) for v in (0.05, 0.15, 0.2)] + [("alpha", 1 / 255)]
+    variants += [("lam", v) for v in (0.0, 3.0)] + [("refresh", v) for v in (5, 1)]
     attacks = {}
-    for (name, value), cls in itertools.product(variants, (LRPC, LRPF)):
-        label = f"{cls.__name__} {name}={value:.4g}"
-        attacks[label] = cls(model, **{**base, name: value})
+    for cls in (LRPC, LRPF):
+        attacks[f"{cls.__name__} defaults"] = cls(model)
+        for name, value in variants:
+            attacks[f"{cls.__name__} {name}={value:.4g}"] = cls(model, **{name: value})
+    attacks.update({f"LRPF kappa={v:g}": LRPF(model, kappa=v) for v in (0.0, 3.0)})
     return attacks
 
 

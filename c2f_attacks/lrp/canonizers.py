@@ -12,6 +12,8 @@ the conv itself gets no rule.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -26,10 +28,13 @@ def find_conv_bn_pairs(model: nn.Module) -> dict[nn.Module, nn.Module]:
         if not isinstance(seq, nn.Sequential):
             continue
         children = list(seq.children())
-        for prev, cur in zip(children, children[1:]):
-            if isinstance(cur, BATCHNORM_TYPES) and isinstance(prev, LINEAR_TYPES):
-                if prev.weight.shape[0] == cur.num_features:
-                    pairs[cur] = prev
+        for prev, cur in itertools.pairwise(children):
+            if (
+                isinstance(cur, BATCHNORM_TYPES)
+                and isinstance(prev, LINEAR_TYPES)
+                and prev.weight.shape[0] == cur.num_features
+            ):
+                pairs[cur] = prev
     return pairs
 
 
@@ -39,7 +44,9 @@ def merged_parameters(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W', b')`` of ``bn(layer(.))`` with the BatchNorm's running statistics (detached)."""
     if bn.running_var is None or bn.running_mean is None:
-        raise ValueError("cannot merge a BatchNorm without running statistics (track_running_stats=False)")
+        raise ValueError(
+            "cannot merge a BatchNorm without running statistics (track_running_stats=False)"
+        )
     scale = (bn.running_var + bn.eps).rsqrt()
     if bn.weight is not None:
         scale = scale * bn.weight

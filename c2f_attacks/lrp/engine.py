@@ -12,8 +12,8 @@ parameters, buffers and ``requires_grad`` flags are never touched.
 from __future__ import annotations
 
 import contextlib
-from types import SimpleNamespace
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import torch
 from torch import nn

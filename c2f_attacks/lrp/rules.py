@@ -48,7 +48,7 @@ class Redistribute(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, state, coefs, n, *tensors):  # noqa: D102
+    def forward(ctx, z, state, coefs, n, *tensors):
         ctx.state = state
         ctx.coefs = coefs
         ctx.n = n
@@ -58,7 +58,7 @@ class Redistribute(torch.autograd.Function):
         return z.clone()
 
     @staticmethod
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g):
         if not ctx.state.lrp:
             # After the explanation's own backward, this node is part of the ordinary forward
             # graph again (a later loss differentiates through the activations): the true
@@ -176,7 +176,9 @@ class AlphaBeta(Rule):
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
         if alpha < 0 or beta < 0 or abs(alpha - beta - 1.0) > 1e-12:
-            raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}")
+            raise ValueError(
+                f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}"
+            )
         self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
 
     def parts(self, call: LayerCall) -> Parts:
@@ -192,7 +194,12 @@ class AlphaBeta(Rule):
         za1, za2 = call.op(ap, wp, _pos(b)), call.op(an, wn, None)
         zb1, zb2 = call.op(ap, wn, _neg(b)), call.op(an, wp, None)
         da, db = stabilize(za1 + za2, s), stabilize(zb1 + zb2, s)
-        return [(za1, da, self.alpha), (za2, da, self.alpha), (zb1, db, -self.beta), (zb2, db, -self.beta)]
+        return [
+            (za1, da, self.alpha),
+            (za2, da, self.alpha),
+            (zb1, db, -self.beta),
+            (zb2, db, -self.beta),
+        ]
 
 
 class Flat(Rule):
@@ -244,9 +251,13 @@ class Pass(Rule):
 
     ReLU, Dropout, Flatten and max-pooling need no rule: their plain gradient already passes
     relevance through (to the max-pooling winner) in the gradient-times-input form.
+
+    Limitation of the gradient-times-input form: an input that is exactly 0 gets relevance 0,
+    whereas Zennit's ``Pass`` would hand it the output's relevance (this matters for a
+    BatchNorm right after a ReLU; a BatchNorm after a conv is merged instead).
     """
 
-    def __init__(self, stabilizer: float = 1e-6):
+    def __init__(self, stabilizer: float = 1e-12):
         self.stabilizer = stabilizer
 
     def parts(self, call: LayerCall) -> Parts:
