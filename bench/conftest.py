@@ -36,7 +36,7 @@ def pytest_configure(config):
         config.option.benchmark_disable = True
     elif getattr(config.option, "benchmark_json", None) is None:
         RESULTS.mkdir(exist_ok=True)
-        config.option.benchmark_json = open(RESULTS / "benchmark.json", "wb")  # noqa: SIM115
+        config.option.benchmark_json = str(RESULTS / "benchmark.json")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,7 @@
 """Attack speed: our PGD vs torchattacks' PGD, and one LRPC/LRPF step vs one PGD step.
 
-Both ratios are measured in one run on the same model and batch (the shipped shapes-vgg16 when
-its checkpoint is present, else the same architecture untrained: the cost does not depend on the
-weights). ``pytest bench --benchmark`` records them in results/bench_ratios.json.
+Both ratios are measured in one run on the same model and batch (the shipped shapes-vgg16).
+``pytest bench --benchmark`` records them in results/bench_ratios.json.
 """
 
 from __future__ import annotations
@@ -10,24 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
-from conftest import median_time
 
+from bench.conftest import median_time
 from c2f_attacks.attacks import LRPC, LRPF, PGD
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
-from c2f_attacks.models import C2FVGG16, VGGConfig, load_model
-from c2f_attacks.models.zoo import shipped_checkpoint
+from c2f_attacks.models import load_model
 
 STEPS = SHARED_DEFAULTS["refresh"]  # one full mask-refresh cycle of the LRP attacks
-
-
-def shapes_model():
-    if shipped_checkpoint("shapes-vgg16").exists():
-        return load_model("shapes-vgg16")
-    torch.manual_seed(0)
-    cfg = VGGConfig(width=0.25, input_size=32, batch_norm=True, head_width=256,
-                    mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
-    return C2FVGG16(ShapesC2F.hierarchy, cfg).eval()
 
 
 class CoarseLogits(torch.nn.Module):
@@ -45,7 +34,7 @@ class CoarseLogits(torch.nn.Module):
 def setup(full_size):
     n = 64 if full_size else 4
     x, _, _ = ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
-    return shapes_model(), x, (5 if full_size else 1)
+    return load_model("shapes-vgg16"), x, (5 if full_size else 1)
 
 
 def test_pgd_vs_torchattacks(setup, record_ratio, full_size, benchmark):

@@ -27,7 +27,7 @@ from zennit.composites import EpsilonPlusFlat
 def interleaved_medians(fns, repeats: int, warmup: int = 1) -> list[float]:
     """Median wall time of each function, timed round-robin (``median_time`` for several)."""
     times: list[list[float]] = [[] for _ in fns]
-    for i in range(warmup + repeats):
+    for _ in range(warmup + repeats):
         for fn, ts in zip(fns, times):
             ts.append(median_time(fn, repeats=1, warmup=0))
     return [statistics.median(ts[warmup:]) for ts in times]
@@ -71,7 +71,8 @@ def test_bench_lrp_vgg16(full_size, record_ratio, benchmark):
     record_ratio("zennit_over_ours", ratio_zennit, goal=">= 2", **details)
     print(
         f"\nVGG-16 {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours {t_ours:.3f}s, "
-        f"Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f}, Zennit/ours = {ratio_zennit:.2f}"
+        f"Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f}, "
+        f"Zennit/ours = {ratio_zennit:.2f}"
     )
     # same explanation as Zennit (the accuracy tests live in tests/test_lrp.py)
     ref = zennit_lrp()

@@ -11,8 +11,8 @@ import statistics
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import median_time
 
+from bench.conftest import median_time
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
 from c2f_attacks.models.zoo import load_model, shipped_checkpoint

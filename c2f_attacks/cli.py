@@ -53,7 +53,9 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from c2f_attacks.train import accuracy
 
     model = load_model(args.model, map_location=args.device)
-    cfg = RunConfig(model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n)
+    cfg = RunConfig(
+        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n
+    )
     x, y, _, _ = load_images(cfg)
     coarse, fine = accuracy(model, x.to(args.device), y.to(args.device))
     print(f"{args.model} on {args.dataset}/{args.split}, {len(x)} images: "
@@ -96,7 +98,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if len(rows):  # rank 0 under torchrun
         print(f"{cfg.model} on {cfg.dataset}/{cfg.split}:")
         print(format_table(rows, TABLE))
-        print(f"leaderboard: {cfg.out}/leaderboard.csv" + ("" if args.no_figures else f"; figures: {cfg.out}/figures/"))
+        print(
+            f"leaderboard: {cfg.out}/leaderboard.csv"
+            + ("" if args.no_figures else f"; figures: {cfg.out}/figures/")
+        )
     return 0
 
 
@@ -108,16 +113,21 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--dataset", default="shapes", help="shapes, cifar10, cifar100 or imagenet")
     p.add_argument("--split", default="test", help="dataset split (imagenet: val)")
     p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
-    p.add_argument("--n", type=_positive_int, default=256, help="number of images")
+    # --num-images: under torchrun, whose parser takes "--n" for an abbreviation of its own
+    # --nnodes / --nproc-per-node and stops.
+    p.add_argument("--n", "--num-images", dest="n", type=_positive_int, default=256,
+                   help="number of images (spell it --num-images after torchrun)")  # fmt: skip
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), metavar="ATTACK",
                    help=f"any of {', '.join(ATTACKS)}")  # fmt: skip
     p.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
                    help="coarse and/or fine (LRPC is coarse-only, LRPF fine-only)")  # fmt: skip
     p.add_argument("--modes", nargs="+", default=list(MODES), metavar="MODE",
-                   help="FGSM/PGD: fixed eps and/or minimal (per-image smallest eps up to --eps)")  # fmt: skip
+                   help="FGSM/PGD: fixed eps and/or minimal "
+                        "(per-image smallest eps up to --eps)")  # fmt: skip
     p.add_argument("--eps", type=float, default=8 / 255, help="l-inf budget in pixel scale")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                   help="where fooling ratios are evaluated (onnxruntime also reports agreement)")  # fmt: skip
+                   help="where fooling ratios are evaluated "
+                        "(onnxruntime also reports agreement)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results", help="folder for leaderboard.csv and figures/")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -133,12 +143,62 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from c2f_attacks.leaderboard import format_table, read_leaderboard
+    from c2f_attacks.runner import TABLE
+
+    board = read_leaderboard(args.path)
+    if not len(board):
+        raise FileNotFoundError(f"no leaderboard rows in {args.path}")
+    columns = ("model", "dataset", *TABLE) if args.columns is None else args.columns
+    print(format_table(board, columns))
+    return 0
+
+
+def _add_leaderboard_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="print a leaderboard CSV as a table")
+    p.add_argument("path", nargs="?", default="results/leaderboard.csv")
+    p.add_argument("--columns", nargs="+", default=None, help="columns to show")
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from c2f_attacks.figures import explanation_figure
+    from c2f_attacks.runner import RunConfig, load_images
+
+    model = load_model(args.model, map_location=args.device)
+    cfg = RunConfig(
+        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n
+    )
+    x, _, _, _ = load_images(cfg)
+    explanation_figure(model, x.to(args.device), args.out, composite=args.composite)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_explain_parser(sub) -> None:
+    from c2f_attacks.lrp import COMPOSITES
+
+    p = sub.add_parser("explain", help="heatmaps of the coarse and fine decisions (LRP)")
+    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None)
+    p.add_argument("--n", type=_positive_int, default=6, help="number of images")
+    p.add_argument("--composite", default="epsilon_plus_flat", choices=sorted(COMPOSITES))
+    p.add_argument("--out", default="results/figures/explanations.png")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.set_defaults(func=_cmd_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="c2f-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_run_parser(sub)
     _add_train_parser(sub)
     _add_accuracy_parser(sub)
+    _add_explain_parser(sub)
+    _add_leaderboard_parser(sub)
     add_export_parser(sub)
     add_evaluate_parser(sub)
     return parser

@@ -1,4 +1,4 @@
-"""Figures of attacks: image, perturbation, relevance before and after, coarse and fine labels."""
+"""Figures: attacks (image, perturbation, relevance before and after) and plain explanations."""
 
 from __future__ import annotations
 
@@ -7,18 +7,37 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed (CI, servers)
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from c2f_attacks._io import atomic_write  # noqa: E402
-from c2f_attacks.lrp import stage_relevance  # noqa: E402
-from c2f_attacks.models.base import C2FClassifier  # noqa: E402
-from c2f_attacks.viz import heatmap, image_to_rgb  # noqa: E402
+from c2f_attacks._io import atomic_write
+from c2f_attacks.lrp import stage_relevance
+from c2f_attacks.models.base import C2FClassifier, C2FOutput
+from c2f_attacks.viz import heatmap, image_to_rgb
+
+Cell = tuple[np.ndarray, str]  # an RGB image and its title
 
 
-def _names(model: C2FClassifier, out, i: int) -> str:
+def _names(model: C2FClassifier, out: C2FOutput, i: int) -> str:
     h = model.hierarchy
     return f"{h.coarse_names[out.coarse_pred[i]]} / {h.fine_names[out.fine_pred[i]]}"
+
+
+def _save_grid(rows: list[list[Cell]], title: str, path: str | os.PathLike) -> None:
+    """Draw ``rows`` of titled RGB cells and write them as one PNG (atomically)."""
+    ncols = len(rows[0])
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows) + 0.5),
+                             squeeze=False)  # fmt: skip
+    for row, cells in zip(axes, rows):
+        for ax, (rgb, label) in zip(row, cells):
+            ax.imshow(rgb)
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
 
 
 def attack_figure(
@@ -38,26 +57,39 @@ def attack_figure(
     pred = "coarse_pred" if stage == "coarse" else "fine_pred"
     fooled = getattr(clean, pred) != getattr(adv, pred)
     order = torch.cat([fooled.nonzero().flatten(), (~fooled).nonzero().flatten()])[:examples].cpu()
-    xs, advs = x[order].to(device), x_adv[order].to(device)
     target = getattr(clean, pred)[order.to(device)]
-    r_before = stage_relevance(model, xs, stage, target)
-    r_after = stage_relevance(model, advs, stage, target)
-
-    fig, axes = plt.subplots(len(order), 5, figsize=(11, 2.3 * len(order) + 0.6), squeeze=False)
+    before = stage_relevance(model, x[order].to(device), stage, target)
+    after = stage_relevance(model, x_adv[order].to(device), stage, target)
+    rows = []
     for row, i in enumerate(order.tolist()):
-        delta = (x_adv[i] - x[i]).abs().sum(0)
-        cells = [
+        delta = x_adv[i] - x[i]
+        rows.append([
             (image_to_rgb(x[i]), f"clean: {_names(model, clean, i)}"),
             (image_to_rgb(x_adv[i]), f"adv: {_names(model, adv, i)}"),
-            (heatmap(delta), f"|delta| (max {(x_adv[i] - x[i]).abs().max():.3f})"),
-            (heatmap(r_before[row]), f"relevance ({stage}) before"),
-            (heatmap(r_after[row]), "after (same class)"),
+            (heatmap(delta.abs().sum(0)), f"|delta| (max {delta.abs().max():.3f})"),
+            (heatmap(before[row]), f"relevance ({stage}) before"),
+            (heatmap(after[row]), "after (same class)"),
+        ])  # fmt: skip
+    _save_grid(rows, title, path)
+
+
+def explanation_figure(
+    model: C2FClassifier,
+    x: torch.Tensor,
+    path: str | os.PathLike,
+    composite: str = "epsilon_plus_flat",
+) -> None:
+    """Write a PNG with one row per image: the image with its predicted coarse / fine labels and
+    the relevance of the coarse decision C_c and of the fine decision F_c at f."""
+    with torch.no_grad():
+        out = model(x)
+    relevance = {s: stage_relevance(model, x, s, composite=composite) for s in ("coarse", "fine")}
+    rows = [
+        [
+            (image_to_rgb(x[i]), _names(model, out, i)),
+            (heatmap(relevance["coarse"][i]), "relevance: coarse"),
+            (heatmap(relevance["fine"][i]), "relevance: fine"),
         ]
-        for ax, (rgb, label) in zip(axes[row], cells):
-            ax.imshow(rgb)
-            ax.set_title(label, fontsize=8)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+        for i in range(len(x))
+    ]
+    _save_grid(rows, f"LRP ({composite})", path)

@@ -1,4 +1,5 @@
-"""The leaderboard: ``results/leaderboard.csv``, one row per (model, dataset, attack, stage, config).
+"""The leaderboard: ``results/leaderboard.csv``, one row per (model, dataset, attack, stage,
+config).
 
 A run upserts its rows: a row whose key equals an existing row's key replaces it, every other row
 is kept. The key is ``KEY`` = (model, dataset, attack, stage, norm, eps, steps, config). Key values
@@ -117,7 +118,9 @@ def _canon_number(value: Any, column: str) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"leaderboard key column {column!r} must be a number, got {value!r}")
+        raise ValueError(
+            f"leaderboard key column {column!r} must be a number, got {value!r}"
+        ) from None
     if math.isnan(number):
         return ""
     if number.is_integer() and abs(number) < 1e15:

@@ -68,7 +68,8 @@ def accuracy(model: C2FClassifier, x: torch.Tensor, fine: torch.Tensor, batch_si
 
 
 def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
-    """Train on the shapes train split, validate on the val split, save the checkpoint to ``out``."""
+    """Train on the shapes train split, validate on the val split, save the checkpoint to
+    ``out``."""
     seed_everything(cfg.seed)
     hierarchy = ShapesC2F.hierarchy
     model = C2FVGG16(
@@ -97,7 +98,9 @@ def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(cfg.n_train, generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress
+        )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = x_train[idx]

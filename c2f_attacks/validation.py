@@ -1,4 +1,7 @@
-"""Input checks shared by every public entry point: fail early, with a message naming the problem."""
+"""Input checks shared by every public entry point.
+
+Fail early, with a message naming the problem.
+"""
 
 from __future__ import annotations
 

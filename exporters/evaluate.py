@@ -51,7 +51,8 @@ class FoolingReport:
     def to_dict(self) -> dict:
         """Plain numbers, for JSON and the leaderboard."""
         keys = ("stage", "fine_within_coarse", "n", "fooling_ratio", "coarse_changed",
-                "fine_changed", "fine_changed_coarse_kept", "providers", "torch_fooling_ratio")  # fmt: skip
+                "fine_changed", "fine_changed_coarse_kept", "providers",
+                "torch_fooling_ratio")  # fmt: skip
         return {**{k: getattr(self, k) for k in keys}, "agreement": self.agreement}
 
 
@@ -160,7 +161,7 @@ def load_pair(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
         raise FileNotFoundError(f"saved tensors {path} do not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (truncated file, pickle errors, not a torch file)
+    except Exception as err:
         raise ValueError(f"{path} cannot be read as a torch file: {type(err).__name__}") from None
     if not isinstance(payload, dict) or not {"clean", "adv"} <= set(payload):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__

@@ -22,8 +22,9 @@ class Parity:
 
     def summary(self) -> str:
         return (
-            f"agreement {self.agreement:.4%} on {self.n} images (coarse {self.coarse_agreement:.4%}, "
-            f"fine {self.fine_agreement:.4%}), max |logit diff| {self.max_abs_diff:.3g}"
+            f"agreement {self.agreement:.4%} on {self.n} images "
+            f"(coarse {self.coarse_agreement:.4%}, fine {self.fine_agreement:.4%}), "
+            f"max |logit diff| {self.max_abs_diff:.3g}"
         )
 
 

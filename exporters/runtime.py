@@ -169,7 +169,7 @@ def _read_proto(model: str | os.PathLike | bytes, name: str) -> onnx.ModelProto:
         if isinstance(model, bytes):
             return onnx.load_from_string(model)
         return onnx.load(str(model), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 (protobuf DecodeError and friends)
+    except Exception as err:
         raise OnnxModelError(
             f"{name} is not a readable ONNX model (truncated or corrupt?): "
             f"{type(err).__name__}: {str(err).strip()[:200]}"
@@ -229,7 +229,10 @@ def _normalize(
 ) -> list[tuple[str, dict]]:
     available = ort.get_available_providers()
     if providers is None:
-        return [(p, defaults[p]) for p in (TRT, CUDA, CPU) if p in available]
+        # Without a visible CUDA device the GPU providers can only fail, and onnxruntime prints
+        # every failed library load in red: ask for them only where a GPU is present.
+        wanted = (TRT, CUDA, CPU) if torch.cuda.is_available() else (CPU,)
+        return [(p, defaults[p]) for p in wanted if p in available]
     if isinstance(providers, str):
         providers = [providers]
     requested = []
@@ -255,7 +258,7 @@ def _create_session(
             providers=[p for p, _ in requested],
             provider_options=[o for _, o in requested],
         )
-    except Exception as err:  # noqa: BLE001 (ORT pybind errors share no useful base class)
+    except Exception as err:
         raise OnnxModelError(
             f"onnxruntime {ort.__version__} cannot load {name}: {_shorten(str(err).strip())}"
         ) from None

@@ -122,7 +122,10 @@ def test_early_stop_freezes_each_image_at_its_first_success(batch):
     assert early.success.all()
     # an image that stopped at step t paid t+1 passes and moved less than the full run
     assert (early.forwards <= 20).all() and early.forwards.float().mean() < 20
-    linf = lambda r: (r.x_adv - x).abs().flatten(1).amax(1)
+
+    def linf(r):
+        return (r.x_adv - x).abs().flatten(1).amax(1)
+
     assert (linf(early) <= linf(full) + 1e-7).all()
     # it took exactly forwards-1 steps of size alpha from x: so its linf is at most that
     assert (linf(early) <= (early.forwards - 1) * 0.02 + 1e-6).all()

@@ -117,3 +117,28 @@ def test_bad_parameters(kwargs, match):
         LRPC(small_c2f(), **kwargs)
     with pytest.raises(ValueError, match="kappa"):
         LRPF(small_c2f(), kappa=-1)
+
+
+@pytest.mark.slow
+def test_shipped_model_sparse_and_relevance_focused():
+    """The issue's acceptance checks on a 32-image slice of the shapes test split (the full
+    256-image numbers: results/attacks_shapes.md, ``python -m c2f_attacks.attacks.report``)."""
+    from c2f_attacks.attacks import PGD
+    from c2f_attacks.attacks.lrpc import LRPC_DEFAULTS
+    from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
+    from c2f_attacks.metrics import attack_metrics
+    from c2f_attacks.models.zoo import load_model, shipped_checkpoint
+
+    if not shipped_checkpoint("shapes-vgg16").exists():
+        pytest.skip("shapes-vgg16 checkpoint not shipped")
+    model = load_model("shapes-vgg16")
+    x, labels, masks = ShapesC2F(32, SHAPES_SPLITS["test"]).tensors()
+    top_k = LRPC_DEFAULTS["top_k"]
+    pgd = PGD(model, stage="coarse")
+    dense = attack_metrics(model, x, pgd(x).x_adv, labels, "coarse", top_k=top_k)
+    for attack in (LRPC(model), LRPF(model)):
+        m = attack_metrics(model, x, attack(x).x_adv, labels, attack.stage, masks,
+                           keep_coarse=attack.keep_coarse, top_k=top_k)  # fmt: skip
+        assert m["fooling_ratio"] >= 0.95
+        assert m["l0_mean"] <= 0.25 < dense["l0_mean"]
+        assert m["perturbation_in_relevance"] > 2 * dense["perturbation_in_relevance"]

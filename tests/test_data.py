@@ -24,7 +24,7 @@ def test_shapes_content():
     x, y, masks = ds.tensors()
     assert SHAPES_HIERARCHY.num_coarse >= 4 and set(SHAPES_HIERARCHY.group_sizes) == {3}
     assert x.shape == (120, 3, 32, 32) and x.dtype == torch.float32
-    assert 0 <= x.min() and x.max() <= 1
+    assert x.min() >= 0 and x.max() <= 1
     assert torch.bincount(y, minlength=12).tolist() == [10] * 12
     coverage = masks.float().mean(dim=(1, 2))
     assert (coverage > 0.03).all() and (coverage < 0.7).all()
@@ -51,11 +51,24 @@ def _write_cifar10(root, n=20):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
     labels = [int(v) for v in rng.integers(0, 10, n)]
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    batch = {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data,
-             b"filenames": [f"img{i}.png".encode() for i in range(n)]}  # fmt: skip
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    # The real files are Python 2 pickles: their str keys and names load as str under the
+    # encoding="latin1" that torchvision uses, which is what str keys give here.
+    batch = {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data,
+             "filenames": [f"img{i}.png" for i in range(n)]}  # fmt: skip
     (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [s.encode() for s in names], b"num_cases_per_batch": n, b"num_vis": 3072}
+    meta = {"label_names": names, "num_cases_per_batch": n, "num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return data, labels, names
 
@@ -86,11 +99,10 @@ def test_cifar100_reads_the_real_pickle_layout_and_matches_the_official_supercla
     coarse_of_name = {f: c for c in h.coarse_names for f in h.to_dict()[c]}
     coarse = [coarse_names.index(coarse_of_name[fine_names[f]]) for f in fine]
     data = rng.integers(0, 256, (30, 3072), dtype=np.uint8)
-    entry = {b"filenames": [b"x.png"] * 30, b"batch_label": b"testing batch 1 of 1",
-             b"fine_labels": fine, b"coarse_labels": coarse, b"data": data}  # fmt: skip
+    entry = {"filenames": ["x.png"] * 30, "batch_label": "testing batch 1 of 1",
+             "fine_labels": fine, "coarse_labels": coarse, "data": data}  # fmt: skip
     (folder / "test").write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {b"fine_label_names": [s.encode() for s in fine_names],
-            b"coarse_label_names": [s.encode() for s in coarse_names]}  # fmt: skip
+    meta = {"fine_label_names": fine_names, "coarse_label_names": coarse_names}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
 
     ds = cifar100(tmp_path)
@@ -126,8 +138,8 @@ def test_imagenet_synset_folders(tmp_path):
     assert len(ds) == 6
     labels = sorted({ds[i][1] for i in range(6)})
     assert labels == sorted(h.fine_names.index(w) for w in chosen)
-    image, label = ds[0]
-    assert image.shape == (3, 224, 224) and 0 <= image.min() and image.max() <= 1
+    image, _label = ds[0]
+    assert image.shape == (3, 224, 224) and image.min() >= 0 and image.max() <= 1
 
 
 def test_imagenet_errors(tmp_path):

@@ -11,8 +11,7 @@ import torch
 
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models.base import C2FOutput
-from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
-from c2f_attacks.models.zoo import load_model, save_checkpoint, shipped_checkpoint
+from c2f_attacks.models.zoo import load_model, save_checkpoint
 from exporters import (
     IR_VERSION,
     OPSET,
@@ -35,13 +34,7 @@ RTOL, ATOL = 1e-3, 1e-5
 
 @pytest.fixture(scope="module")
 def model():
-    """The shipped model when its checkpoint exists, else the same architecture untrained."""
-    if shipped_checkpoint("shapes-vgg16").is_file():
-        return load_model("shapes-vgg16")
-    torch.manual_seed(0)
-    cfg = VGGConfig(width=0.25, input_size=32, batch_norm=True, head_width=256,
-                    mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
-    return C2FVGG16(ShapesC2F.hierarchy, cfg).eval()
+    return load_model("shapes-vgg16")
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +320,9 @@ def test_cli_export_then_evaluate(model, clean_images, adv_images, tmp_path, cap
     assert args.func(args) == 0
     assert "IR 10, opset 20" in capsys.readouterr().out
     save_pair(tmp_path / "pair.pt", clean_images[:32], adv_images[:32])
-    argv = ["evaluate", "--onnx", str(out), "--tensors", str(tmp_path / "pair.pt"), "--stage", "fine",
-            "--fine-within-coarse", "--model", str(ckpt), "--providers", "CPUExecutionProvider", "--json"]  # fmt: skip
+    argv = ["evaluate", "--onnx", str(out), "--tensors", str(tmp_path / "pair.pt"),
+            "--stage", "fine", "--fine-within-coarse", "--model", str(ckpt),
+            "--providers", "CPUExecutionProvider", "--json"]  # fmt: skip
     args = _parser().parse_args(argv)
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)

@@ -1,4 +1,6 @@
-"""Leaderboard CSV: upsert by key, NaN-robust keys, corrupt files kept, concurrent and atomic writes."""
+"""Leaderboard CSV: upsert by key, NaN-robust keys, corrupt files kept, concurrent and atomic
+writes.
+"""
 
 from __future__ import annotations
 

@@ -430,7 +430,7 @@ def test_custom_composite_flat_box_rules():
     torch.testing.assert_close(lrp(net, x, 1, composite=comp), lrp(net, x, 1, "epsilon_plus_box"))
 
 
-# -- heatmaps ---------------------------------------------------------------------------------------
+# -- heatmaps --------------------------------------------------------------------------------------
 
 
 def test_heatmap_and_plot(tmp_path):

@@ -100,6 +100,17 @@ def test_attack_metrics_c2f_with_relevance_and_masks():
         assert 0 <= m["perturbation_in_relevance"] <= 1
 
 
+def test_attack_metrics_flat_relevance():
+    pytest.importorskip("c2f_attacks.lrp")
+    model = small_cnn(0)
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    res = PGD(model, eps=0.3, alpha=0.1, steps=3)(x)
+    m = attack_metrics(model, x, res.x_adv, res.y, None, top_k=0.25)
+    assert m["fooling_ratio"] > 0
+    assert 0 <= m["relevance_shift"] <= 2
+    assert 0.1 < m["perturbation_in_relevance"] < 0.5  # dense: about the region's 25% share
+
+
 def test_attack_metrics_nan_when_nothing_fooled():
     model = small_cnn(0)
     x = torch.rand(4, 3, 16, 16)

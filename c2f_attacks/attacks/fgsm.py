@@ -1,4 +1,6 @@
-"""Fast gradient sign method (Goodfellow et al. 2015): ``x_adv = clip_[0,1](x + eps * sign(grad_x CE))``.
+"""Fast gradient sign method (Goodfellow et al. 2015).
+
+``x_adv = clip_[0,1](x + eps * sign(grad_x CE))``.
 
 One PGD step of size eps from the clean image (the eps projection is then a no-op), so it shares
 PGD's code, including the minimal-eps search.

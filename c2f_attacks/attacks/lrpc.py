@@ -5,8 +5,10 @@ on the coarse margin ``z_c - max_{j != c} z_j`` plus ``lambda`` times the masked
 refreshes the mask every ``refresh`` steps, and stops each image when its coarse prediction
 flips. The scheme and its cost are in :mod:`c2f_attacks.attacks.lrp_guided`.
 
-Defaults (measured on the shipped ``shapes-vgg16``, 256 shapes test images; the numbers and the
-command are in results/attacks_shapes.md): see :data:`LRPC_DEFAULTS`.
+Defaults: :data:`LRPC_DEFAULTS` = the shared ``SHARED_DEFAULTS`` of
+:mod:`~c2f_attacks.attacks.lrp_guided` (k=0.15, alpha=2/255, steps=200, lambda=1, r=20), chosen
+by measurement on the shipped ``shapes-vgg16`` (how and why: that module and
+results/attacks_shapes.md).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ least ``kappa``:
 Success: the fine label changed *and* the coarse label did not; each image stops at its first
 success. The scheme and its cost are in :mod:`c2f_attacks.attacks.lrp_guided`.
 
-Defaults (measured on the shipped ``shapes-vgg16``; see results/attacks_shapes.md):
-:data:`LRPF_DEFAULTS`.
+Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.15, alpha=2/255, steps=200, lambda=1, r=20) plus
+kappa=1 (kappa=0 and 3 measured: kappa=3 removes the rare coarse flips but leaves more images
+with an unchanged fine label within the step budget). See results/attacks_shapes.md.
 """
 
 from __future__ import annotations

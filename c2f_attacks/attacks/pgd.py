@@ -58,17 +58,17 @@ class PGD(Attack):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, "
-            f"random_start={self.random_start}, loss={self.loss!r}, early_stop={self.early_stop}, "
+            f"{type(self).__name__}(eps={self.eps:.5g}, alpha={self.alpha:.5g}, "
+            f"steps={self.steps}, random_start={self.random_start}, loss={self.loss!r}, "
+            f"early_stop={self.early_stop}, "
             f"stage={self.stage!r}, minimal_eps={self.minimal_eps})"
         )
 
     def _perturb(self, x, y, index, counter):
         n = x.shape[0]
         if not self.minimal_eps:
-            eps = torch.full((n,), self.eps, device=x.device)
-            alpha = torch.full((n,), self.alpha, device=x.device)
-            return self._attack_rows(x, y, index, eps, alpha, counter, None), eps
+            x_adv = self._attack_rows(x, y, index, self.eps, self.alpha, counter, None)
+            return x_adv, torch.full((n,), self.eps, device=x.device)
 
         def run(rows: torch.Tensor, eps: torch.Tensor):
             alpha = eps * (self.alpha / self.eps)
@@ -90,31 +90,50 @@ class PGD(Attack):
         x: torch.Tensor,
         y: torch.Tensor,
         index: torch.Tensor,
-        eps: torch.Tensor,
-        alpha: torch.Tensor,
+        eps: float | torch.Tensor,
+        alpha: float | torch.Tensor,
         counter: CallCounter,
         rows: torch.Tensor | None,
     ) -> torch.Tensor:
-        """PGD on a sub-batch whose rows in the caller's batch are ``rows`` (None: all)."""
-        eps4, alpha4 = eps.view(-1, 1, 1, 1), alpha.view(-1, 1, 1, 1)
+        """PGD on a sub-batch whose rows in the caller's batch are ``rows`` (None: all of them).
+
+        ``eps`` and ``alpha`` are one float for all images or a per-image tensor (N,) (minimal
+        eps); floats keep the step as cheap as torchattacks' (scalar clamps, no broadcasts).
+        """
+        eps, alpha = _per_image(eps), _per_image(alpha)
         x_adv = x.clone()
         if self.random_start:
-            noise = (2 * uniform_like(x, self.seed, index) - 1) * eps4
+            noise = (2 * uniform_like(x, self.seed, index) - 1) * eps
             x_adv = (x + noise).clamp(0, 1)
-        rows = torch.arange(x.shape[0], device=x.device) if rows is None else rows
-        # positions in this sub-batch still attacked; a slice (a view, no copies) without early stop
+        # rows of this sub-batch still attacked; without early stop a slice: views, no copies
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else slice(None)
         for _ in range(self.steps):
-            grad, pred = self._stage_grad(
-                x_adv[active], y[active], self._loss, rows[active], counter
-            )
+            counted = None if rows is None and not self.early_stop else _rows(rows, active)
+            grad, pred = self._stage_grad(x_adv[active], y[active], self._loss, counted, counter)
             if self.early_stop:
                 # the forward just made tells which iterates already fool the stage: freeze them
                 keep = ~self.view.success(pred, y[active], self.keep_coarse)
                 active, grad = active[keep], grad[keep]
                 if active.numel() == 0:
                     break
-            stepped = x_adv[active] + alpha4[active] * grad.sign()
-            delta = torch.clamp(stepped - x[active], min=-eps4[active], max=eps4[active])
+            e, a = _select(eps, active), _select(alpha, active)
+            stepped = x_adv[active] + a * grad.sign()
+            delta = torch.clamp(stepped - x[active], min=-e, max=e)
             x_adv[active] = torch.clamp(x[active] + delta, min=0, max=1)
         return x_adv
+
+
+def _per_image(value: float | torch.Tensor) -> float | torch.Tensor:
+    """A float stays a float; a per-image tensor (N,) becomes (N, 1, 1, 1) to broadcast."""
+    return value.view(-1, 1, 1, 1) if isinstance(value, torch.Tensor) else value
+
+
+def _select(value: float | torch.Tensor, active) -> float | torch.Tensor:
+    return value[active] if isinstance(value, torch.Tensor) else value
+
+
+def _rows(rows: torch.Tensor | None, active) -> torch.Tensor:
+    """Rows of the caller's batch for the active positions of the sub-batch."""
+    if rows is None:
+        return active
+    return rows[active]

@@ -56,7 +56,7 @@ def default_attacks(model) -> dict[str, Attack]:
 
 def sweep_attacks(model) -> dict[str, Attack]:
     """The grid the defaults were chosen from: one knob at a time around the defaults."""
-    variants = [("top_k", v) for v in (0.05, 0.15, 0.2)] + [("alpha", 1 / 255)]
+    variants = [("top_k", v) for v in (0.05, 0.1, 0.2)] + [("alpha", 1 / 255), ("steps", 100)]
     variants += [("lam", v) for v in (0.0, 3.0)] + [("refresh", v) for v in (5, 1)]
     attacks = {}
     for cls in (LRPC, LRPF):

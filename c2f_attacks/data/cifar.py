@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import torchvision
 from torchvision.transforms import ToTensor
 
 from c2f_attacks.data.relabel import HierarchicalDataset
 from c2f_attacks.hierarchies import CIFAR10_HIERARCHY, cifar100_hierarchy
-
 
 
 def _local_files_present(cls, root: str, train: bool) -> bool:
@@ -28,8 +28,11 @@ def _load(cls, root: str | os.PathLike, train: bool, download: bool):
     root = str(root)
 
     class Local(cls):
-        # torchvision verifies every split's MD5 before reading; a local copy is trusted instead,
-        # and only the files of the requested split must be there.
+        # torchvision verifies every split's and the meta file's MD5 before reading; a local copy
+        # is trusted instead (md5 None: present is enough), and only the requested split's files
+        # must be there.
+        meta: ClassVar[dict] = {**cls.meta, "md5": None}
+
         def _check_integrity(self) -> bool:
             return _local_files_present(cls, self.root, train)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torchvision
 from torchvision import transforms
 
-from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.hierarchies import imagenet_hierarchy
+from c2f_attacks.hierarchy import Hierarchy
 
 
 class SynsetFolder(torchvision.datasets.ImageFolder):
@@ -28,7 +28,9 @@ class SynsetFolder(torchvision.datasets.ImageFolder):
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         fine_index = {name: i for i, name in enumerate(self.hierarchy.fine_names)}
-        present = sorted(e.name for e in os.scandir(directory) if e.is_dir() and e.name in fine_index)
+        present = sorted(
+            e.name for e in os.scandir(directory) if e.is_dir() and e.name in fine_index
+        )
         if not present:
             raise FileNotFoundError(
                 f"no synset folder of the hierarchy under {directory} "

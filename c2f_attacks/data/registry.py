@@ -31,7 +31,9 @@ def get_dataset(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if name == "shapes":
         if split not in SHAPES_SPLITS:
-            raise ValueError(f"unknown shapes split {split!r}; choose one of {', '.join(SHAPES_SPLITS)}")
+            raise ValueError(
+                f"unknown shapes split {split!r}; choose one of {', '.join(SHAPES_SPLITS)}"
+            )
         return ShapesC2F(n or 1000, seed=SHAPES_SPLITS[split], size=size)
     if root is None:
         raise ValueError(f"dataset {name!r} needs a root folder (--root)")
@@ -42,7 +44,9 @@ def get_dataset(
     else:
         if split not in ("train", "test"):
             raise ValueError(f"{name} splits are 'train' and 'test', got {split!r}")
-        ds = (cifar10 if name == "cifar10" else cifar100)(root, train=split == "train", download=download)
+        ds = (cifar10 if name == "cifar10" else cifar100)(
+            root, train=split == "train", download=download
+        )
     if n is None or n >= len(ds):
         return ds
     subset = Subset(ds, range(n))

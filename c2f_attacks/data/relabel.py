@@ -22,7 +22,8 @@ class HierarchicalDataset(Dataset):
         missing = [name for name in class_names if name not in fine_index]
         if missing:
             raise ValueError(
-                f"{len(missing)} classes of the dataset are not in the hierarchy, e.g. {missing[0]!r}"
+                f"{len(missing)} classes of the dataset are not in the hierarchy, "
+                f"e.g. {missing[0]!r}"
             )
         self.base = base
         self.hierarchy = hierarchy

@@ -57,7 +57,7 @@ class Composite:
         self.first_map = list(first_map)
         self.low, self.high = low, high
         self.name = name
-        for types, rule in self.layer_map:
+        for _types, rule in self.layer_map:
             if rule.input_only:
                 raise ValueError(f"{rule!r} applies to input layers only; put it in first_map")
 

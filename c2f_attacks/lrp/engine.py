@@ -7,6 +7,12 @@ with ``R_out / z_out`` at the explained output, so the gradient at every activat
 ``R(a) / a`` and the input relevance is ``input * gradient`` (for the flat and z^B input rules,
 a signed sum over the rule's proxy tensors). The hooks live only inside the call; the model's
 parameters, buffers and ``requires_grad`` flags are never touched.
+
+Differentiable mode (``create_graph=True``): the explanation's backward is recorded, and once it
+has run, the ``Redistribute`` nodes of the pass switch to the identity gradient, so a later loss
+on the relevance (or on the logits of the same pass) differentiates through the model's true
+Jacobians: the derivative is exact, not the ``.detach()`` approximation (checked against finite
+differences in tests/test_lrp.py).
 """
 
 from __future__ import annotations

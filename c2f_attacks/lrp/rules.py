@@ -159,7 +159,9 @@ class ZPlus(Rule):
         w, b = call.weight, call.bias
         if call.nonneg:
             zp = call.op(call.a, w.clamp(min=0), _pos(b))
-            return [(zp, stabilize(zp, self.stabilizer), 1.0)]
+            # a, W+ and b+ are non-negative, so zp is, and stab(zp) = zp + eps exactly: one
+            # elementwise pass instead of stabilize's four on the largest activations.
+            return [(zp, zp + self.stabilizer, 1.0)]
         zp = call.op(call.a.clamp(min=0), w.clamp(min=0), _pos(b))
         zn = call.op(call.a.clamp(max=0), w.clamp(max=0), None)
         denom = stabilize(zp + zn, self.stabilizer)

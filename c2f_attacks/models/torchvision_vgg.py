@@ -10,6 +10,7 @@ from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.induced import InducedC2F
 from c2f_attacks.models.vgg import IMAGENET_MEAN, IMAGENET_STD
 
+
 def load_torchvision_weights(arch: str, weights: str | None):
     """``torchvision.models.<arch>(weights=...)``, with a readable error when offline."""
     builder = getattr(torchvision.models, arch)

@@ -115,7 +115,9 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         )
     for field, kind in (("arch", str), ("config", dict), ("hierarchy", dict), ("state_dict", dict)):
         if not isinstance(payload.get(field), kind):
-            raise CheckpointError(f"checkpoint {path}: field {field!r} is missing or not a {kind.__name__}")
+            raise CheckpointError(
+                f"checkpoint {path}: field {field!r} is missing or not a {kind.__name__}"
+            )
     if payload["arch"] not in _ARCHS:
         raise CheckpointError(
             f"checkpoint {path}: unknown arch {payload['arch']!r} (known: {', '.join(_ARCHS)})"
