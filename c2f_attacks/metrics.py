@@ -105,11 +105,14 @@ def attack_metrics(
     top_k: float = DEFAULT_TOP_K,
     composite: str = DEFAULT_COMPOSITE,
     queries: torch.Tensor | None = None,
+    batch_size: int = 256,
 ) -> dict[str, float]:
     """The section-6 metrics of one attack run; see the module docstring.
 
     ``labels`` are the ground truth: class indices for a flat model, global fine indices for a C2F
     model (the coarse truth is derived through the hierarchy). ``keep_coarse=True`` for LRPF.
+    The model sees ``batch_size`` images at a time (per-image values are gathered, then summed
+    up), so N is bounded by the host memory only.
     """
     view = StageView(model, stage)
     x_clean = check_image_batch(x_clean, name="x_clean")
@@ -123,41 +126,72 @@ def attack_metrics(
         raise ValueError(
             f"masks must have shape {(n, *x_clean.shape[2:])}, got {tuple(masks.shape)}"
         )
-
-    with eval_mode(model):
-        clean_logits, clean, _ = view.forward(x_clean)
-        _, adv, _ = view.forward(x_adv)
-    out: dict[str, float] = {"n": n}
     if view.is_c2f:
-        fine_truth = check_labels(labels, n, model.hierarchy.num_fine).to(x_clean.device)
-        coarse_truth = model.fine_to_coarse[fine_truth]
-        stage_truth = coarse_truth if stage == "coarse" else fine_truth
-        out["clean_acc_coarse"] = _mean(clean.coarse == coarse_truth)
-        out["clean_acc_fine"] = _mean(clean.fine == fine_truth)
-    else:
-        stage_truth = check_labels(labels, n, clean_logits.shape[1]).to(x_clean.device)
-    correct = clean.stage == stage_truth
-    hit = fooled(view, clean, adv, keep_coarse)
+        labels = check_labels(labels, n, model.hierarchy.num_fine)
+
+    chunks = [
+        _per_image(
+            view,
+            model,
+            x_clean[i : i + batch_size],
+            x_adv[i : i + batch_size],
+            labels[i : i + batch_size],
+            stage,
+            None if masks is None else masks[i : i + batch_size],
+            keep_coarse,
+            relevance,
+            top_k,
+            composite,
+        )
+        for i in range(0, n, batch_size)
+    ]
+    per = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+    hit, correct = per.pop("hit"), per.pop("correct")
+    out: dict[str, float] = {"n": n}
+    for name in ("clean_acc_coarse", "clean_acc_fine"):
+        if name in per:
+            out[name] = _mean(per.pop(name))
     out["clean_acc"] = _mean(correct)
     out["fooling_ratio"] = _mean(hit)
     out["success_rate"] = _mean(hit[correct])
-
-    delta = x_adv - x_clean
-    for name, values in perturbation_norms(delta).items():
-        out[f"{name}_mean"] = _mean(values[hit])
+    for name, values in per.items():  # per-image values, summarized over the fooled images
+        out[f"{name}_mean" if name in ("linf", "l2", "l0") else name] = _mean(values[hit])
         if name == "linf":
             out["linf_median"] = _median(values[hit])
+    if queries is not None:
+        out["queries_per_image"] = _mean(queries)
+    return out
 
+
+def _per_image(
+    view: StageView, model, x_clean, x_adv, labels, stage, masks, keep_coarse, relevance, top_k,
+    composite,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Per-image values of one chunk: ``hit``, ``correct``, accuracies, norms, explanation."""
+    device = next(model.parameters()).device
+    x_clean, x_adv, labels = x_clean.to(device), x_adv.to(device), labels.to(device)
+    with eval_mode(model):
+        clean_logits, clean, _ = view.forward(x_clean)
+        _, adv, _ = view.forward(x_adv)
+    per: dict[str, torch.Tensor] = {}
+    if view.is_c2f:
+        coarse_truth = model.fine_to_coarse[labels]
+        stage_truth = coarse_truth if stage == "coarse" else labels
+        per["clean_acc_coarse"] = clean.coarse == coarse_truth
+        per["clean_acc_fine"] = clean.fine == labels
+    else:
+        stage_truth = check_labels(labels, len(labels), clean_logits.shape[1])
+    per["correct"] = clean.stage == stage_truth
+    per["hit"] = fooled(view, clean, adv, keep_coarse)
+    delta = x_adv - x_clean
+    per.update(perturbation_norms(delta))
     if relevance:
         with eval_mode(model), torch.enable_grad():
             target = clean.stage
             h_clean = heatmap(stage_relevance_of(model, x_clean, stage, target, composite))
             h_adv = heatmap(stage_relevance_of(model, x_adv, stage, target, composite))
-        out["relevance_shift"] = _mean((1 - pearson(h_clean, h_adv))[hit])
-        region = top_fraction_mask(h_clean, top_k)
-        out["perturbation_in_relevance"] = _mean(share_inside(delta, region)[hit])
+        per["relevance_shift"] = 1 - pearson(h_clean, h_adv)
+        per["perturbation_in_relevance"] = share_inside(delta, top_fraction_mask(h_clean, top_k))
     if masks is not None:
-        out["object_share"] = _mean(share_inside(delta, masks.to(x_clean.device).bool())[hit])
-    if queries is not None:
-        out["queries_per_image"] = _mean(queries)
-    return out
+        per["object_share"] = share_inside(delta, masks.to(device).bool())
+    return {k: v.cpu() for k, v in per.items()}

@@ -181,18 +181,12 @@ def attack_in_batches(
         xb = x[b : b + batch_size].to(device)
         index = torch.arange(b, b + len(xb), device=device)
         res = atk(xb, index=index)
-        part[b] = {
-            "x_adv": res.x_adv.cpu(),
-            "queries": res.queries.cpu(),
-            "success": res.success.cpu(),
-        }
+        part[b] = {"x_adv": res.x_adv.cpu(), "queries": res.queries.cpu()}
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     merged = ranks.gather(part)
     seconds = time.perf_counter() - start
-    return {
-        k: torch.cat([merged[b][k] for b in batches]) for k in ("x_adv", "queries", "success")
-    }, seconds
+    return {k: torch.cat([merged[b][k] for b in batches]) for k in ("x_adv", "queries")}, seconds
 
 
 def describe(plan: Plan, atk: Attack) -> dict:
@@ -242,9 +236,8 @@ def run(cfg: RunConfig) -> pd.DataFrame:
             continue
         keep_coarse = plan.attack == "lrpf"
         metrics = attack_metrics(
-            model, x.to(cfg.device), res["x_adv"].to(cfg.device), y.to(cfg.device), plan.stage,
-            None if masks is None else masks.to(cfg.device), keep_coarse=keep_coarse,
-            queries=res["queries"],
+            model, x, res["x_adv"], y, plan.stage, masks, keep_coarse=keep_coarse,
+            queries=res["queries"], batch_size=cfg.batch_size,
         )  # fmt: skip
         row = {
             "model": cfg.model, "dataset": cfg.dataset, "attack": plan.attack,

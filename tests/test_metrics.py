@@ -100,6 +100,21 @@ def test_attack_metrics_c2f_with_relevance_and_masks():
         assert 0 <= m["perturbation_in_relevance"] <= 1
 
 
+def test_attack_metrics_in_chunks_equal_one_batch():
+    """Metrics computed batch_size images at a time (bounded memory) equal the one-batch ones."""
+    model = tiny_c2f()
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(7, 3, 32, 32, generator=g)
+    labels = torch.randint(0, model.hierarchy.num_fine, (7,), generator=g)
+    masks = torch.rand(7, 32, 32, generator=g) > 0.5
+    x_adv = PGD(model, eps=0.3, alpha=0.1, steps=3, stage="fine", random_start=False)(x).x_adv
+    whole = attack_metrics(model, x, x_adv, labels, "fine", masks, batch_size=7)
+    chunked = attack_metrics(model, x, x_adv, labels, "fine", masks, batch_size=3)
+    assert whole.keys() == chunked.keys()
+    for key, value in whole.items():
+        assert chunked[key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+
+
 def test_attack_metrics_flat_relevance():
     pytest.importorskip("c2f_attacks.lrp")
     model = small_cnn(0)
