@@ -48,16 +48,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_accuracy(args: argparse.Namespace) -> int:
+def _add_model_data_args(p: argparse.ArgumentParser, n: int) -> None:
+    """Which model sees which images: --model --dataset --split --root --n --device."""
+    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
+    p.add_argument("--n", type=_positive_int, default=n, help="number of images")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+
+
+def _model_and_images(args: argparse.Namespace):
+    """(model, images, fine labels) on ``args.device``, from the _add_model_data_args options."""
     from c2f_attacks.runner import RunConfig, load_images
-    from c2f_attacks.train import accuracy
 
     model = load_model(args.model, map_location=args.device)
-    cfg = RunConfig(
-        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n
-    )
+    cfg = RunConfig(model=args.model, dataset=args.dataset, split=args.split, root=args.root,
+                    n=args.n)  # fmt: skip
     x, y, _, _ = load_images(cfg)
-    coarse, fine = accuracy(model, x.to(args.device), y.to(args.device))
+    return model, x.to(args.device), y.to(args.device)
+
+
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    from c2f_attacks.train import accuracy
+
+    model, x, y = _model_and_images(args)
+    coarse, fine = accuracy(model, x, y)
     print(f"{args.model} on {args.dataset}/{args.split}, {len(x)} images: "
           f"coarse accuracy {coarse:.4f}, fine accuracy {fine:.4f}")  # fmt: skip
     return 0
@@ -65,12 +81,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 
 def _add_accuracy_parser(sub) -> None:
     p = sub.add_parser("accuracy", help="clean coarse and fine accuracy of a model")
-    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--dataset", default="shapes")
-    p.add_argument("--split", default="test")
-    p.add_argument("--root", default=None)
-    p.add_argument("--n", type=_positive_int, default=10_000)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    _add_model_data_args(p, n=10_000)
     p.set_defaults(func=_cmd_accuracy)
 
 
@@ -164,14 +175,9 @@ def _add_leaderboard_parser(sub) -> None:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from c2f_attacks.figures import explanation_figure
-    from c2f_attacks.runner import RunConfig, load_images
 
-    model = load_model(args.model, map_location=args.device)
-    cfg = RunConfig(
-        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n
-    )
-    x, _, _, _ = load_images(cfg)
-    explanation_figure(model, x.to(args.device), args.out, composite=args.composite)
+    model, x, _ = _model_and_images(args)
+    explanation_figure(model, x, args.out, composite=args.composite)
     print(f"wrote {args.out}")
     return 0
 
@@ -180,14 +186,9 @@ def _add_explain_parser(sub) -> None:
     from c2f_attacks.lrp import COMPOSITES
 
     p = sub.add_parser("explain", help="heatmaps of the coarse and fine decisions (LRP)")
-    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--dataset", default="shapes")
-    p.add_argument("--split", default="test")
-    p.add_argument("--root", default=None)
-    p.add_argument("--n", type=_positive_int, default=6, help="number of images")
+    _add_model_data_args(p, n=6)
     p.add_argument("--composite", default="epsilon_plus_flat", choices=sorted(COMPOSITES))
     p.add_argument("--out", default="results/figures/explanations.png")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.set_defaults(func=_cmd_explain)
 
 

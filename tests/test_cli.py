@@ -1,6 +1,7 @@
 """The command line: the main job end to end, its reruns, torchrun sharding and its errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -83,3 +84,15 @@ def test_corrupt_model_and_unwritable_out(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["run", "--out", str(blocker / "sub"), "--n", "2", "--quiet"]) == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+def test_accuracy_explain_and_leaderboard_commands(tmp_path, capsys):
+    assert main(["accuracy", "--n", "60"]) == 0
+    found = re.search(r"coarse accuracy ([\d.]+), fine accuracy ([\d.]+)", capsys.readouterr().out)
+    coarse, fine = float(found[1]), float(found[2])
+    assert coarse >= 0.95 and fine >= 0.95
+    png = tmp_path / "explain.png"
+    assert main(["explain", "--n", "2", "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["leaderboard", str(tmp_path / "none.csv")]) == 2
+    assert "no leaderboard rows" in capsys.readouterr().err
