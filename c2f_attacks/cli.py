@@ -51,21 +51,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_model_data_args(p: argparse.ArgumentParser, n: int) -> None:
     """Which model sees which images: --model --dataset --split --root --n --device."""
     p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--dataset", default="shapes")
-    p.add_argument("--split", default="test")
+    p.add_argument("--dataset", default="shapes", help="shapes, cifar10, cifar100 or imagenet")
+    p.add_argument("--split", default="test", help="dataset split (imagenet: val)")
     p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
-    p.add_argument("--n", type=_positive_int, default=n, help="number of images")
+    # --num-images: under torchrun, whose parser takes "--n" for an abbreviation of its own
+    # --nnodes / --nproc-per-node and stops.
+    p.add_argument("--n", "--num-images", dest="n", type=_positive_int, default=n,
+                   help="number of images (spell it --num-images after torchrun)")  # fmt: skip
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
 
 
 def _model_and_images(args: argparse.Namespace):
     """(model, images, fine labels) on ``args.device``, from the _add_model_data_args options."""
-    from c2f_attacks.runner import RunConfig, load_images
+    from c2f_attacks.runner import load_images
 
     model = load_model(args.model, map_location=args.device)
-    cfg = RunConfig(model=args.model, dataset=args.dataset, split=args.split, root=args.root,
-                    n=args.n)  # fmt: skip
-    x, y, _, _ = load_images(cfg)
+    x, y, _, _ = load_images(args.dataset, args.split, args.n, args.root)
     return model, x.to(args.device), y.to(args.device)
 
 
@@ -120,14 +121,7 @@ def _add_run_parser(sub) -> None:
     from c2f_attacks.runner import ATTACKS, BACKENDS, MODES, STAGES
 
     p = sub.add_parser("run", help="the benchmark: attacks, metrics, leaderboard, figures")
-    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--dataset", default="shapes", help="shapes, cifar10, cifar100 or imagenet")
-    p.add_argument("--split", default="test", help="dataset split (imagenet: val)")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
-    # --num-images: under torchrun, whose parser takes "--n" for an abbreviation of its own
-    # --nnodes / --nproc-per-node and stops.
-    p.add_argument("--n", "--num-images", dest="n", type=_positive_int, default=256,
-                   help="number of images (spell it --num-images after torchrun)")  # fmt: skip
+    _add_model_data_args(p, n=256)
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), metavar="ATTACK",
                    help=f"any of {', '.join(ATTACKS)}")  # fmt: skip
     p.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
@@ -141,7 +135,6 @@ def _add_run_parser(sub) -> None:
                         "(onnxruntime also reports agreement)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results", help="folder for leaderboard.csv and figures/")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -153,9 +153,9 @@ class Ranks:
 
 
 # ----------------------------------------------------------------------------- the job
-def load_images(cfg: RunConfig):
-    """(images, fine labels, object masks or None) of the first ``n`` images of the split."""
-    ds = get_dataset(cfg.dataset, cfg.split, n=cfg.n, root=cfg.root)
+def load_images(dataset: str, split: str, n: int, root: str | None = None):
+    """(images, fine labels, object masks or None, hierarchy) of the first ``n`` images."""
+    ds = get_dataset(dataset, split, n=n, root=root)
     if isinstance(ds, ShapesC2F):
         return (*ds.tensors(), ds.hierarchy)
     loader = torch.utils.data.DataLoader(ds, batch_size=256)
@@ -214,7 +214,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         _check_writable(out)
     seed_everything(cfg.seed)
     model = load_model(cfg.model, map_location=cfg.device)
-    x, y, masks, hierarchy = load_images(cfg)
+    x, y, masks, hierarchy = load_images(cfg.dataset, cfg.split, cfg.n, cfg.root)
     if hierarchy != model.hierarchy:
         raise ValueError(
             f"model {cfg.model} was built for another hierarchy than dataset {cfg.dataset} "

@@ -161,7 +161,7 @@ def load_pair(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
         raise FileNotFoundError(f"saved tensors {path} do not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # truncated file, pickle errors, not a torch file
         raise ValueError(f"{path} cannot be read as a torch file: {type(err).__name__}") from None
     if not isinstance(payload, dict) or not {"clean", "adv"} <= set(payload):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__

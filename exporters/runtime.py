@@ -169,7 +169,7 @@ def _read_proto(model: str | os.PathLike | bytes, name: str) -> onnx.ModelProto:
         if isinstance(model, bytes):
             return onnx.load_from_string(model)
         return onnx.load(str(model), load_external_data=False)
-    except Exception as err:
+    except Exception as err:  # protobuf DecodeError and friends share no useful base class
         raise OnnxModelError(
             f"{name} is not a readable ONNX model (truncated or corrupt?): "
             f"{type(err).__name__}: {str(err).strip()[:200]}"
@@ -258,7 +258,7 @@ def _create_session(
             providers=[p for p, _ in requested],
             provider_options=[o for _, o in requested],
         )
-    except Exception as err:
+    except Exception as err:  # ORT's pybind errors share no useful base class
         raise OnnxModelError(
             f"onnxruntime {ort.__version__} cannot load {name}: {_shorten(str(err).strip())}"
         ) from None
