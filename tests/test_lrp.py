@@ -316,6 +316,26 @@ def test_gradcheck_differentiable_mode(composite):
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
+@pytest.mark.parametrize(
+    "composite", ["epsilon_plus_flat", "epsilon_plus_box", "epsilon_alpha2_beta1_flat", "epsilon"]
+)
+@pytest.mark.parametrize("net_type", [SmallNet, SignedNet])
+def test_plain_pass_equals_differentiable_pass(composite, net_type):
+    """The plain explanation reuses memory (no output copy, ratios overwritten in place); the
+    differentiable one copies. Both must give the same relevance, in-place ReLUs, shared
+    denominators (signed z+ / alpha-beta) and box sources included."""
+    torch.manual_seed(5)
+    net = net_type().double().eval()
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0, 3, 1])
+    plain, out = lrp(net, x, t, composite=composite, return_output=True)
+    xg = x.clone().requires_grad_()
+    diff, out_diff = lrp(net, xg, t, composite=composite, create_graph=True, return_output=True)
+    torch.testing.assert_close(plain, diff.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out, out_diff.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(out, net(x), rtol=0, atol=0)
+
+
 def test_directional_derivative_c2f():
     model = _c2f(False, True).double()
     x0 = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(8))

@@ -61,9 +61,10 @@ def _linear_op(module: nn.Module):
 class _Explanation:
     """Hooks and bookkeeping of one explanation pass."""
 
-    def __init__(self, composite: Composite, x: torch.Tensor):
+    def __init__(self, composite: Composite, x: torch.Tensor, create_graph: bool):
         self.composite = composite
         self.x = x
+        self.create_graph = create_graph
         # Tensors that count as "the input": x, and Normalize(x) with its module (for z^B bounds).
         self.roots: list[tuple[torch.Tensor, Normalize | None]] = [(x, None)]
         self.sources: list[tuple[torch.Tensor, float]] = []
@@ -178,10 +179,27 @@ class _Explanation:
         return new
 
     def _redistribute(self, z, parts):
+        ratios: dict[int, torch.Tensor] = {}  # by denominator: parts may share one
+        for _, d, _ in parts:
+            if id(d) not in ratios:
+                ratios[id(d)] = self._ratio(z, d)
+        which = [list(ratios).index(id(d)) for _, d, _ in parts]
         coefs = [c for _, _, c in parts]
         return Redistribute.apply(
-            z, self.state, coefs, len(parts), *[p for p, _, _ in parts], *[d for _, d, _ in parts]
-        )
+            z, self.state, coefs, which, not self.create_graph,
+            *[p for p, _, _ in parts], *ratios.values(),
+        )  # fmt: skip
+
+    def _ratio(self, z: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+        if self.create_graph:  # differentiable: a new tensor with its own graph
+            return z / denom
+        with torch.no_grad():
+            # The rule handed the denominator over (rules.py): reuse its memory. Fresh
+            # activation-sized tensors are what the pass pays for beyond its convolutions (page
+            # faults included), so this pass allocates one per layer, the extra z+ output.
+            if denom is z or denom.shape != z.shape or denom.dtype != z.dtype:
+                return z / denom
+            return torch.div(z, denom, out=denom)
 
     # -- backward ------------------------------------------------------------------------------
     def relevance(
@@ -213,11 +231,13 @@ class _Explanation:
 
 
 @contextlib.contextmanager
-def _explaining(model: nn.Module, composite: Composite, x: torch.Tensor) -> Iterator[tuple]:
+def _explaining(
+    model: nn.Module, composite: Composite, x: torch.Tensor, create_graph: bool
+) -> Iterator[tuple]:
     # The relevance is read off gradients at the input, so the input must be in the graph; the
     # caller's own x is used when it already requires grad (differentiable mode).
     x_root = x if x.requires_grad else x.detach().requires_grad_()
-    ex = _Explanation(composite, x_root)
+    ex = _Explanation(composite, x_root, create_graph)
     try:
         ex.attach(model)
         with torch.enable_grad():
@@ -275,7 +295,7 @@ def lrp(
     check_image_batch(x, channels=None, check_range=check_range)
     _check_init(init)
     comp = get_composite(composite)
-    with _explaining(module, comp, x) as (ex, x_root):
+    with _explaining(module, comp, x, create_graph) as (ex, x_root):
         out = module(x_root)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -340,7 +360,7 @@ def stage_relevance(
         output = C2FOutput(o.coarse_logits, o.fine_logits, o.coarse_pred, o.fine_pred)
         if target is None:
             target = o.coarse_pred if stage == "coarse" else o.fine_pred
-    with _explaining(model, comp, x) as (ex, x_root):
+    with _explaining(model, comp, x, create_graph) as (ex, x_root):
         if one_pass:
             # The base class seeds a one-hot on the stage's logits; computing it here lets the
             # predictions (target=None) come from the same pass.

@@ -5,7 +5,7 @@ Every rule here is a small object with one job: given one call of a linear layer
 through which relevance flows back, each with a denominator and a coefficient. The engine wraps
 the layer output with :class:`Redistribute`, whose value is ``z`` but whose backward sends
 
-    grad(part_i) = coef_i * (g * z) / denom_i
+    grad(part_i) = coef_i * g * (z / denom_i)
 
 where ``g`` is the gradient arriving at ``z``. Read with the convention *gradient at a tensor =
 relevance / value*, ``g * z`` is the output relevance ``R_k``, the part's own backward applies
@@ -15,6 +15,11 @@ exactly as Zennit stabilizes.
 
 The backward is made of ordinary differentiable tensor ops on saved tensors, so with
 ``create_graph=True`` the relevance is an exactly differentiable function of the input.
+
+A denominator is either ``z`` or a fresh tensor that the rule hands over: the engine may
+overwrite it with the ratio ``z / denom`` to save memory traffic. A part's *value* is never read
+again (the backward of a linear map needs only its input and weights), so a part may be its own
+denominator, as in z+ and flat, whose stabilizer folds into the bias.
 
 Input-layer rules (flat, z^B) also register *relevance sources* ``(tensor, coef)``: the engine
 computes the input relevance as ``sum coef * tensor * grad(tensor)`` over them.
@@ -37,43 +42,45 @@ def stabilize(t: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class Redistribute(torch.autograd.Function):
-    """Value ``z``; backward sends ``coef_i * g * z / denom_i`` into ``part_i``, nothing into ``z``.
+    """Value ``z``; backward sends ``coef_i * g * ratio_i`` into ``part_i``, nothing into ``z``.
 
-    Call as ``Redistribute.apply(z, state, coefs, n, *parts, *denoms)`` with
-    ``n = len(parts)``. ``state.lrp`` is True during the explanation's backward pass; the engine
+    Call as ``Redistribute.apply(z, state, coefs, which, in_place, *parts, *ratios)``: part ``i``
+    uses ``ratios[which[i]]``, where each ratio is ``z / denom`` (parts that share a denominator
+    share a ratio). ``state.lrp`` is True during the explanation's backward pass; the engine
     sets it to False afterwards, so that when a loss on the relevance is differentiated
-    (``create_graph=True``) the saved activations ``z`` and denominators are differentiated
-    through the model's *true* Jacobians, not through the LRP rules. This makes the derivative
-    of the relevance exact.
+    (``create_graph=True``) the ratios are differentiated through the model's *true* Jacobians,
+    not through the LRP rules. This makes the derivative of the relevance exact.
+
+    ``in_place=True`` is the fast path for plain explanations, whose graph is used once: it
+    returns ``z`` itself (marked dirty) instead of a copy, which the next module (VGG's
+    ``ReLU(inplace=True)``) may overwrite as nothing saved ``z``, and the backward multiplies
+    into the ratios' memory. The differentiable mode needs the copy and fresh tensors, because
+    there the ratios' graphs saved ``z`` and are differentiated later.
     """
 
     @staticmethod
-    def forward(ctx, z, state, coefs, n, *tensors):
-        ctx.state = state
-        ctx.coefs = coefs
-        ctx.n = n
-        ctx.save_for_backward(z, *tensors[n:])
-        # A clone, because the next module (VGG's ReLU(inplace=True)) may overwrite the output,
-        # while the saved z must keep its value.
+    def forward(ctx, z, state, coefs, which, in_place, *tensors):
+        ctx.state, ctx.coefs, ctx.which, ctx.in_place = state, coefs, which, in_place
+        ctx.save_for_backward(*tensors[len(coefs) :])
+        if in_place:
+            ctx.mark_dirty(z)
+            return z
         return z.clone()
 
     @staticmethod
     def backward(ctx, g):
+        ratios = ctx.saved_tensors
+        unused = [None] * len(ratios)
         if not ctx.state.lrp:
             # After the explanation's own backward, this node is part of the ordinary forward
             # graph again (a later loss differentiates through the activations): the true
-            # Jacobian of `z.clone()`, i.e. the identity.
-            return (g, None, None, None, *([None] * (2 * ctx.n)))
-        z, *denoms = ctx.saved_tensors
-        r = g * z
-        cache: dict[int, torch.Tensor] = {}  # parts that share a denominator divide once
-        grads = []
-        for coef, d in zip(ctx.coefs, denoms):
-            if id(d) not in cache:
-                cache[id(d)] = r / d
-            q = cache[id(d)]
-            grads.append(q if coef == 1.0 else coef * q)
-        return (None, None, None, None, *grads, *([None] * ctx.n))
+            # Jacobian of the identity.
+            return (g, None, None, None, None, *([None] * len(ctx.coefs)), *unused)
+        shares = [r.mul_(g) if ctx.in_place else g * r for r in ratios]
+        grads = [
+            shares[i] if coef == 1.0 else coef * shares[i] for coef, i in zip(ctx.coefs, ctx.which)
+        ]
+        return (None, None, None, None, None, *grads, *unused)
 
 
 @dataclass
@@ -101,6 +108,13 @@ def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(max=0)
+
+
+def _plus_eps(b: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The bias ``b + eps`` (``eps`` alone for no bias), one entry per output of ``weight``."""
+    if b is None:
+        return torch.full(weight.shape[:1], eps, dtype=weight.dtype, device=weight.device)
+    return b + eps
 
 
 class Rule:
@@ -158,10 +172,10 @@ class ZPlus(Rule):
             call.sources.append((call.a, 1.0))
         w, b = call.weight, call.bias
         if call.nonneg:
-            zp = call.op(call.a, w.clamp(min=0), _pos(b))
-            # a, W+ and b+ are non-negative, so zp is, and stab(zp) = zp + eps exactly: one
-            # elementwise pass instead of stabilize's four on the largest activations.
-            return [(zp, zp + self.stabilizer, 1.0)]
+            # a, W+ and b+ are non-negative, so z+ is, and stab(z+) = z+ + eps exactly: the
+            # stabilizer goes into the bias, and the part is its own denominator.
+            zp = call.op(call.a, w.clamp(min=0), _plus_eps(_pos(b), w, self.stabilizer))
+            return [(zp, zp, 1.0)]
         zp = call.op(call.a.clamp(min=0), w.clamp(min=0), _pos(b))
         zn = call.op(call.a.clamp(max=0), w.clamp(max=0), None)
         denom = stabilize(zp + zn, self.stabilizer)
@@ -217,8 +231,10 @@ class Flat(Rule):
     def parts(self, call: LayerCall) -> Parts:
         ones = torch.ones_like(call.a).requires_grad_()
         call.sources.append((ones, 1.0))
-        zf = call.op(ones, torch.ones_like(call.weight), None)
-        return [(zf, stabilize(zf, self.stabilizer), 1.0)]
+        # the receptive-field counts are positive: stab(zf) = zf + eps, folded into the bias
+        weight = torch.ones_like(call.weight)
+        zf = call.op(ones, weight, _plus_eps(None, weight, self.stabilizer))
+        return [(zf, zf, 1.0)]
 
 
 class ZBox(Rule):
