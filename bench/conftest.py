@@ -60,6 +60,18 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
+def interleaved_medians(
+    fns: list[Callable[[], object]], repeats: int, warmup: int = 1
+) -> list[float]:
+    """Median wall time of each function, timed round-robin, so that load from other processes
+    on a shared machine hits all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(warmup + repeats):
+        for fn, ts in zip(fns, times):
+            ts.append(median_time(fn, repeats=1, warmup=0))
+    return [statistics.median(ts[warmup:]) for ts in times]
+
+
 @pytest.fixture
 def record_ratio(full_size):
     """``record_ratio(name, value, goal=..., **details)``: keep a ratio measured in one run.

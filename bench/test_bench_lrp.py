@@ -9,28 +9,17 @@ Full size (``--benchmark``): 64x64 images, batch 32. Smoke size: 32x32, batch 2,
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 import torch
 import torchvision
 from torch.nn import functional as F
 
-from bench.conftest import median_time
+from bench.conftest import interleaved_medians
 from c2f_attacks.lrp import lrp
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
-
-
-def interleaved_medians(fns, repeats: int, warmup: int = 1) -> list[float]:
-    """Median wall time of each function, timed round-robin (``median_time`` for several)."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(warmup + repeats):
-        for fn, ts in zip(fns, times):
-            ts.append(median_time(fn, repeats=1, warmup=0))
-    return [statistics.median(ts[warmup:]) for ts in times]
 
 
 def test_bench_lrp_vgg16(full_size, record_ratio, benchmark):

@@ -70,22 +70,75 @@ def batch():
 
 
 # ---------------------------------------------------------------- torchattacks parity
+# Our attacks run CPU conv nets channels-last (attacks/layout.py), so torchattacks gets the same
+# layout: the convolutions then round alike, and a near-zero gradient cannot flip its sign.
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("seed,batch_norm", [(0, False), (1, True)])
 def test_pgd_matches_torchattacks(batch, seed, batch_norm):
     model = small_cnn(seed, batch_norm)
     x, y = batch
-    ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)(x, y)
+    ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)
     ours = PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)(x, y)
-    assert torch.allclose(ours.x_adv, ref, atol=1e-6, rtol=0)
+    assert torch.allclose(ours.x_adv, ref(channels_last(x), y), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("seed,batch_norm", [(2, False), (3, True)])
 def test_fgsm_matches_torchattacks(batch, seed, batch_norm):
     model = small_cnn(seed, batch_norm)
     x, y = batch
-    ref = torchattacks.FGSM(model, eps=4 / 255)(x, y)
+    ref = torchattacks.FGSM(model, eps=4 / 255)(channels_last(x), y)
     ours = FGSM(model, eps=4 / 255)(x, y)
     assert torch.allclose(ours.x_adv, ref, atol=1e-6, rtol=0)
+
+
+class ViewNet(nn.Module):
+    """A classic-style CNN that ``.view``s its conv output, so it cannot take channels-last
+    batches."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 16 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().view(x.shape[0], -1))
+
+
+def test_memory_layout_is_chosen_per_model_and_returned_as_given(batch):
+    x, y = batch
+    conv_net, view_net, mlp = (
+        small_cnn(0),
+        ViewNet().eval(),
+        nn.Sequential(nn.Flatten(), nn.Linear(768, 5)),
+    )
+    for model, fast in ((conv_net, True), (view_net, False), (mlp, False)):
+        atk = PGD(model, steps=2, random_start=False)
+        res = atk(x, y)
+        assert atk._channels_last == {"cpu": fast}
+        assert res.x_adv.is_contiguous()
+        ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=2, random_start=False)
+        assert torch.equal(res.x_adv, ref(channels_last(x) if fast else x, y))
+    assert not PGD(conv_net, steps=1)(channels_last(x), y).x_adv.is_contiguous()
+
+
+def test_first_gradient_reuses_the_clean_forward(batch):
+    """FGSM: the clean forward carries the gradient pass, so the model runs twice (clean with
+    gradient, final), not three times; PGD's random start needs its own clean forward."""
+    model = small_cnn(0)
+    calls = []
+    model.register_forward_pre_hook(lambda m, args: calls.append(torch.is_grad_enabled()))
+    x, y = batch
+    for attack, expected in (
+        (FGSM(model), [True, False]),
+        (PGD(model, steps=1), [False, True, False]),
+    ):
+        attack(x, y)  # the first call also probes the memory layout
+        calls.clear()
+        attack(x, y)
+        assert calls == expected
 
 
 def test_training_mode_and_grad_flags_restored(batch):

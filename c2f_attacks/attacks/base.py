@@ -4,8 +4,10 @@ Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None)`` doe
 torchattacks' ``Attack.__call__``:
 
 1. validate the images (rank, channels, size, finite values in [0, 1]), labels and indices;
-2. put the model in eval mode for the call (its previous mode is restored afterwards);
-3. predict the clean batch; ``y`` defaults to the clean stage predictions;
+2. put the model in eval mode for the call (its previous mode is restored afterwards), and
+   hand it the batch in its fastest memory layout (:mod:`c2f_attacks.attacks.layout`);
+3. predict the clean batch; ``y`` defaults to the clean stage predictions (an attack whose first
+   step starts at the clean batch takes its first gradient from this same forward);
 4. perturb; predict the adversarial batch; decide per-image success;
 5. check the result (no NaN, pixels in [0, 1], ``max |delta| <= eps + 1e-6`` when an eps is
    set) and raise :class:`AttackSanityError` when a check fails.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from c2f_attacks.attacks.layout import prefers_channels_last
 from c2f_attacks.attacks.stage import Predictions, StageView
 from c2f_attacks.models.base import C2FOutput
 from c2f_attacks.validation import check_image_batch
@@ -144,6 +147,8 @@ class Attack:
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed
+        self._channels_last: dict[str, bool] = {}  # by device type, see _in_fast_layout
+        self._clean_pass: tuple | None = None  # during a call, see _first_grad_at_clean
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stage={self.stage!r})"
@@ -161,18 +166,28 @@ class Attack:
         check_image_batch(x, size=getattr(self.model, "input_size", None))
         n = x.shape[0]
         index = check_index(index, n, x.device)
-        x = x.detach()
+        caller_x = x.detach()
         with eval_mode(self.model):
-            with torch.no_grad():
-                logits, clean, _ = self.view.forward(x)
+            x = self._in_fast_layout(caller_x)
+            # An attack whose first gradient is taken at x keeps this forward's graph for it.
+            keep = self._first_grad_at_clean
+            x_clean = x.detach().requires_grad_(keep)
+            with torch.set_grad_enabled(keep):
+                logits, clean, out = self.view.forward(x_clean)
             num_classes = self.view.num_classes if self.view.is_c2f else logits.shape[1]
             y = clean.stage if y is None else self.view.check_labels(y, n, num_classes).to(x.device)
             self._check_model(x, y)
             counter = CallCounter(n, x.device)
-            x_adv, eps = self._perturb(x, y, index, counter)
+            self._clean_pass = (x_clean, logits, out, clean) if keep else None
+            try:
+                x_adv, eps = self._perturb(x, y, index, counter)
+            finally:
+                self._clean_pass = None
             x_adv = x_adv.detach()
             with torch.no_grad():
                 _, adv, _ = self.view.forward(x_adv)
+        if caller_x.is_contiguous():
+            x_adv = x_adv.contiguous()
         sanity_check(x, x_adv, eps)
         return AttackResult(
             x_adv=x_adv,
@@ -188,6 +203,23 @@ class Attack:
             adv_coarse_pred=adv.coarse,
             adv_fine_pred=adv.fine,
         )
+
+    def _in_fast_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout the model runs fastest on (:mod:`.layout`), probed once
+        per device type."""
+        device = x.device.type
+        if device not in self._channels_last:
+            self._channels_last[device] = prefers_channels_last(self.model, x)
+        if self._channels_last[device]:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @property
+    def _first_grad_at_clean(self) -> bool:
+        """True for attacks whose first :meth:`_stage_grad` call is at the clean batch, all
+        rows: that call then reuses the forward that gave the clean predictions (FGSM, for one,
+        makes two forwards instead of three)."""
+        return False
 
     def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Hook for attacks with extra requirements on the model (LRP attacks)."""
@@ -211,9 +243,13 @@ class Attack:
         ``loss_fn(stage_logits, c2f_output_or_None, y) -> (N,)``. Per-image losses are summed
         (not averaged) so each image's gradient does not depend on the batch size.
         """
-        x = x.detach().requires_grad_(True)
+        clean_pass, self._clean_pass = self._clean_pass, None
         with torch.enable_grad():
-            logits, pred, out = self.view.forward(x)
+            if clean_pass is not None:  # the first gradient, at x: the clean forward's graph
+                x, logits, out, pred = clean_pass
+            else:
+                x = x.detach().requires_grad_(True)
+                logits, pred, out = self.view.forward(x)
             (grad,) = torch.autograd.grad(loss_fn(logits, out, y).sum(), x)
         counter.add(rows)
         return grad, pred

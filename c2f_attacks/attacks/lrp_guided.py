@@ -112,6 +112,10 @@ class LRPGuidedAttack(Attack):
     def _uses_relevance_term(self) -> bool:
         return self.lam > 0 and self.relevance_grad != "none"
 
+    @property
+    def _first_grad_at_clean(self) -> bool:
+        return True  # the iterates start at x
+
     def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         check_explainable(self.model)
 

@@ -64,6 +64,10 @@ class PGD(Attack):
             f"stage={self.stage!r}, minimal_eps={self.minimal_eps})"
         )
 
+    @property
+    def _first_grad_at_clean(self) -> bool:
+        return not self.random_start and not self.minimal_eps
+
     def _perturb(self, x, y, index, counter):
         n = x.shape[0]
         if not self.minimal_eps:
