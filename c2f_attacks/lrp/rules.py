@@ -118,7 +118,10 @@ def _plus_eps(b: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch
 
 
 class Rule:
-    """Base class: ``parts(call)`` returns the relevance paths of one layer call."""
+    """Base class: ``parts(call)`` returns the relevance paths of one layer call.
+
+    Each denominator must be ``call.z`` or a tensor the rule created for it and gives up: a plain
+    explanation overwrites it with the ratio (see the module docstring)."""
 
     #: True for rules that only make sense where the input is the image (flat, z^B)
     input_only = False
