@@ -137,6 +137,24 @@ def test_signed_inputs_batchnorm_pass_match_zennit(name):
     assert rel_err(lrp(net, x, t, composite=name), ref) <= 1e-6
 
 
+@pytest.mark.parametrize(
+    "activation",
+    [nn.Tanh(), nn.Sigmoid(), nn.ELU(inplace=True), nn.LeakyReLU(0.1, inplace=True)],
+    ids=["tanh", "sigmoid", "elu-inplace", "leaky-relu-inplace"],
+)
+def test_activations_that_save_or_overwrite_their_output_match_zennit(activation):
+    """Their backward nodes keep the output tensor, so the explanation must not reuse it."""
+    torch.manual_seed(6)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), activation, nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True), nn.Flatten(),
+        nn.Linear(64, 3),
+    ).double().eval()  # fmt: skip
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0, 2])
+    ref = zennit_relevance(net, x, t, EpsilonPlusFlat(), 3)
+    assert rel_err(lrp(net, x, t), ref) <= 1e-9
+
+
 def _c2f(shared: bool, bn: bool, seed: int = 0) -> C2FVGG16:
     torch.manual_seed(seed)
     cfg = VGGConfig(

@@ -70,7 +70,9 @@ class _Explanation:
         self.sources: list[tuple[torch.Tensor, float]] = []
         self.nonneg: set[int] = set()
         self._alive: list[torch.Tensor] = []  # keeps ids in `nonneg` unique during the pass
-        self.bn_inputs: dict[nn.Module, torch.Tensor] = {}
+        # inputs recorded by pre-hooks: of a conv merged with its BatchNorm, and of an in-place
+        # activation before it overwrites them
+        self.inputs: dict[nn.Module, torch.Tensor] = {}
         self.handles: list = []
         # shared by every Redistribute node of this pass: LRP gradients until the relevance is
         # computed, true gradients afterwards
@@ -112,6 +114,8 @@ class _Explanation:
             elif m in pairs:
                 self.handles.append(m.register_forward_hook(self._make_linear_hook(pairs[m], m)))
             elif isinstance(m, AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS):
+                if getattr(m, "inplace", False):
+                    self.handles.append(m.register_forward_pre_hook(self._copy_input_hook))
                 self.handles.append(m.register_forward_hook(self._elementwise_hook))
             elif isinstance(m, _NONNEG_OUT):
                 self.handles.append(m.register_forward_hook(lambda mod, args, out: self._mark(out)))
@@ -123,7 +127,7 @@ class _Explanation:
             h.remove()
         self.handles.clear()
         self._alive.clear()
-        self.bn_inputs.clear()
+        self.inputs.clear()
 
     def _normalize_hook(self, module, args, output):
         root = self._root(args[0])
@@ -131,7 +135,13 @@ class _Explanation:
             self.roots.append((output, module))
 
     def _record_input_hook(self, module, args):
-        self.bn_inputs[module] = args[0]
+        self.inputs[module] = args[0]
+
+    def _copy_input_hook(self, module, args):
+        # The pass-through rule sends relevance to the activation's input, which an in-place
+        # activation would overwrite (and re-attach to its own backward): it gets a copy.
+        self.inputs[module] = args[0]
+        return (args[0].clone(), *args[1:])
 
     def _keep_sign_hook(self, module, args, output):
         if self._is_nonneg(args[0]):
@@ -143,7 +153,7 @@ class _Explanation:
         merged = out_module is not layer
 
         def hook(module, args, output):
-            a = self.bn_inputs.pop(layer) if merged else args[0]
+            a = self.inputs.pop(layer) if merged else args[0]
             root = self._root(a)
             rule = self.composite.rule_for(layer, root is not None)
             if rule is None:
@@ -162,31 +172,36 @@ class _Explanation:
                 _linear_op(layer), a, weight, bias, output, self._is_nonneg(a),
                 root is not None, low, high, self.sources,
             )  # fmt: skip
-            return self._redistribute(output, rule.parts(call))
+            return self._redistribute(output, rule.parts(call), fresh_output=True)
 
         return hook
 
     def _elementwise_hook(self, module, args, output):
         rule = self.composite.rule_for(module, False)
-        a = args[0]
+        a = self.inputs.pop(module, args[0])
         if rule is None:
             new = None
         else:
             call = LayerCall(None, a, None, None, output, self._is_nonneg(a), False)
-            new = self._redistribute(output, rule.parts(call))
+            # copied: an activation's backward may have saved this output (tanh, in-place
+            # activations), and the other outputs here are small
+            new = self._redistribute(output, rule.parts(call), fresh_output=False)
         if self._is_nonneg(a) and isinstance(module, AVGPOOL_TYPES):
             self._mark(output if new is None else new)
         return new
 
-    def _redistribute(self, z, parts):
+    def _redistribute(self, z, parts, fresh_output: bool):
+        """Wrap ``z`` in :class:`Redistribute`. ``fresh_output``: ``z`` is a linear layer's
+        output, which no graph node saved, so a plain explanation may hand it on uncopied."""
         ratios: dict[int, torch.Tensor] = {}  # by denominator: parts may share one
         for _, d, _ in parts:
             if id(d) not in ratios:
                 ratios[id(d)] = self._ratio(z, d)
         which = [list(ratios).index(id(d)) for _, d, _ in parts]
         coefs = [c for _, _, c in parts]
+        plain = not self.create_graph
         return Redistribute.apply(
-            z, self.state, coefs, which, not self.create_graph,
+            z, self.state, coefs, which, plain and fresh_output, plain,
             *[p for p, _, _ in parts], *ratios.values(),
         )  # fmt: skip
 

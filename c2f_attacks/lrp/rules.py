@@ -44,25 +44,30 @@ def stabilize(t: torch.Tensor, eps: float) -> torch.Tensor:
 class Redistribute(torch.autograd.Function):
     """Value ``z``; backward sends ``coef_i * g * ratio_i`` into ``part_i``, nothing into ``z``.
 
-    Call as ``Redistribute.apply(z, state, coefs, which, in_place, *parts, *ratios)``: part ``i``
-    uses ``ratios[which[i]]``, where each ratio is ``z / denom`` (parts that share a denominator
-    share a ratio). ``state.lrp`` is True during the explanation's backward pass; the engine
-    sets it to False afterwards, so that when a loss on the relevance is differentiated
-    (``create_graph=True``) the ratios are differentiated through the model's *true* Jacobians,
-    not through the LRP rules. This makes the derivative of the relevance exact.
+    Call as ``Redistribute.apply(z, state, coefs, which, dirty, consume, *parts, *ratios)``: part
+    ``i`` uses ``ratios[which[i]]``, where each ratio is ``z / denom`` (parts that share a
+    denominator share a ratio). ``state.lrp`` is True during the explanation's backward pass;
+    the engine sets it to False afterwards, so that when a loss on the relevance is
+    differentiated (``create_graph=True``) the ratios are differentiated through the model's
+    *true* Jacobians, not through the LRP rules. This makes the derivative of the relevance
+    exact.
 
-    ``in_place=True`` is the fast path for plain explanations, whose graph is used once: it
-    returns ``z`` itself (marked dirty) instead of a copy, which the next module (VGG's
-    ``ReLU(inplace=True)``) may overwrite as nothing saved ``z``, and the backward multiplies
-    into the ratios' memory. The differentiable mode needs the copy and fresh tensors, because
-    there the ratios' graphs saved ``z`` and are differentiated later.
+    Two memory savings for plain explanations, whose graph is used once:
+
+    * ``dirty=True`` returns ``z`` itself (marked dirty) instead of a copy. Only for a ``z``
+      that no graph node saved (a linear layer's output: its backward needs its input only),
+      because the next module (VGG's ``ReLU(inplace=True)``) may then overwrite it.
+    * ``consume=True`` multiplies the gradient into the ratios' memory.
+
+    The differentiable mode needs neither: there the ratios' graphs saved ``z`` and are
+    differentiated later.
     """
 
     @staticmethod
-    def forward(ctx, z, state, coefs, which, in_place, *tensors):
-        ctx.state, ctx.coefs, ctx.which, ctx.in_place = state, coefs, which, in_place
+    def forward(ctx, z, state, coefs, which, dirty, consume, *tensors):
+        ctx.state, ctx.coefs, ctx.which, ctx.consume = state, coefs, which, consume
         ctx.save_for_backward(*tensors[len(coefs) :])
-        if in_place:
+        if dirty:
             ctx.mark_dirty(z)
             return z
         return z.clone()
@@ -75,12 +80,12 @@ class Redistribute(torch.autograd.Function):
             # After the explanation's own backward, this node is part of the ordinary forward
             # graph again (a later loss differentiates through the activations): the true
             # Jacobian of the identity.
-            return (g, None, None, None, None, *([None] * len(ctx.coefs)), *unused)
-        shares = [r.mul_(g) if ctx.in_place else g * r for r in ratios]
+            return (g, None, None, None, None, None, *([None] * len(ctx.coefs)), *unused)
+        shares = [r.mul_(g) if ctx.consume else g * r for r in ratios]
         grads = [
             shares[i] if coef == 1.0 else coef * shares[i] for coef, i in zip(ctx.coefs, ctx.which)
         ]
-        return (None, None, None, None, None, *grads, *unused)
+        return (None, None, None, None, None, None, *grads, *unused)
 
 
 @dataclass
