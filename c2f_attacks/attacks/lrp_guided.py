@@ -44,12 +44,8 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks.base import Attack, CallCounter
-from c2f_attacks.attacks.relevance import (
-    check_explainable,
-    heatmap,
-    stage_relevance_of,
-    top_fraction_mask,
-)
+from c2f_attacks.attacks.relevance import heatmap, stage_relevance_of, top_fraction_mask
+from c2f_attacks.lrp import check_explainable
 
 RELEVANCE_GRADS = ("refresh", "exact", "none")
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2f_attacks.models.base import Normalize
-
 DEFAULT_COMPOSITE = "epsilon_plus_flat"
 
 
@@ -32,39 +30,6 @@ def stage_relevance_of(
     if stage is None:
         return lrp(model, x, target, **options)
     return stage_relevance(model, x, stage=stage, target=target, **options)
-
-
-def check_explainable(model: nn.Module) -> None:
-    """Raise TypeError unless every leaf module of ``model`` is one the LRP engine has a rule
-    or a pass-through for (linear/conv, BatchNorm, pooling, dropout, flatten, the element-wise
-    activations, the model's Normalize). Operations in ``forward`` that are not modules
-    (concatenation, reshapes) are fine; unknown *modules* are not, since their relevance would
-    silently pass as a plain gradient."""
-    from c2f_attacks.lrp.composites import (
-        AVGPOOL_TYPES,
-        BATCHNORM_TYPES,
-        LINEAR_TYPES,
-        PASS_ACTIVATIONS,
-    )
-
-    known = (
-        LINEAR_TYPES + AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS + _ROUTING_TYPES
-        + (Normalize,)
-    )  # fmt: skip
-    for name, module in model.named_modules():
-        if next(module.children(), None) is None and not isinstance(module, known):
-            raise TypeError(
-                f"LRP cannot explain module {name!r} ({type(module).__name__}) of "
-                f"{type(model).__name__}: no LRP rule for that layer type"
-            )
-
-
-#: parameter-free modules whose plain gradient already routes relevance correctly
-_ROUTING_TYPES = (
-    nn.ReLU, nn.ReLU6, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-    nn.Dropout3d, nn.Flatten, nn.Identity,
-)  # fmt: skip
 
 
 def heatmap(relevance: torch.Tensor) -> torch.Tensor:

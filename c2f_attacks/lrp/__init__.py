@@ -15,11 +15,12 @@ from c2f_attacks.lrp.composites import (
     epsilon_plus_flat,
     get_composite,
 )
-from c2f_attacks.lrp.engine import lrp, stage_relevance
+from c2f_attacks.lrp.engine import check_explainable, lrp, stage_relevance
 from c2f_attacks.lrp.rules import AlphaBeta, Epsilon, Flat, Norm, Pass, Rule, ZBox, ZPlus
 
 __all__ = [
     "COMPOSITES", "AlphaBeta", "Composite", "Epsilon", "Flat", "Norm", "Pass", "Rule", "ZBox",
-    "ZPlus", "epsilon", "epsilon_alpha2_beta1_flat", "epsilon_plus_box", "epsilon_plus_flat",
-    "find_conv_bn_pairs", "get_composite", "lrp", "merged_parameters", "stage_relevance",
+    "ZPlus", "check_explainable", "epsilon", "epsilon_alpha2_beta1_flat", "epsilon_plus_box",
+    "epsilon_plus_flat", "find_conv_bn_pairs", "get_composite", "lrp", "merged_parameters",
+    "stage_relevance",
 ]  # fmt: skip

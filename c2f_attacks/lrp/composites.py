@@ -26,6 +26,16 @@ PASS_ACTIVATIONS = (
     nn.SiLU, nn.Sigmoid, nn.Softplus, nn.Tanh,
 )  # fmt: skip
 
+#: parameter-free modules whose plain gradient already routes relevance (max-pooling to the
+#: winner) and that keep the sign of their input
+SIGN_KEEPING_TYPES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Flatten,
+    nn.Identity,
+)  # fmt: skip
+#: rectifiers: their plain gradient passes relevance through, and their output is non-negative
+RECTIFIER_TYPES = (nn.ReLU, nn.ReLU6)
+
 LayerMap = Sequence[tuple[tuple[type, ...], Rule]]
 
 

@@ -32,6 +32,8 @@ from c2f_attacks.lrp.composites import (
     CONV_TYPES,
     LINEAR_TYPES,
     PASS_ACTIVATIONS,
+    RECTIFIER_TYPES,
+    SIGN_KEEPING_TYPES,
     Composite,
     get_composite,
 )
@@ -42,14 +44,9 @@ from c2f_attacks.validation import check_image_batch, check_labels
 STAGES = ("coarse", "fine")
 INITS = ("one_hot", "logit")
 
-# Modules whose output is non-negative when their input is (so that a later z+ layer needs one
-# extra convolution, not two). ReLU makes it non-negative outright.
-_KEEPS_SIGN = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Flatten,
-    nn.Identity,
-)  # fmt: skip
-_NONNEG_OUT = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus)
+# Modules whose output is non-negative (so that a later z+ layer needs one extra convolution,
+# not two); SIGN_KEEPING_TYPES pass non-negativity on.
+_NONNEG_OUT = (*RECTIFIER_TYPES, nn.Sigmoid, nn.Softplus)
 
 
 def _linear_op(module: nn.Module):
@@ -119,7 +116,7 @@ class _Explanation:
                 self.handles.append(m.register_forward_hook(self._elementwise_hook))
             elif isinstance(m, _NONNEG_OUT):
                 self.handles.append(m.register_forward_hook(lambda mod, args, out: self._mark(out)))
-            elif isinstance(m, _KEEPS_SIGN):
+            elif isinstance(m, SIGN_KEEPING_TYPES):
                 self.handles.append(m.register_forward_hook(self._keep_sign_hook))
 
     def detach(self) -> None:
@@ -243,6 +240,24 @@ class _Explanation:
             r = t * g
             rel = rel + (r if c == 1.0 else c * r).reshape(rel.shape)
         return rel if create_graph else rel.detach()
+
+
+def check_explainable(model: nn.Module) -> None:
+    """Raise TypeError unless every leaf module of ``model`` is one the engine has a rule or a
+    pass-through for (linear/conv, BatchNorm, pooling, dropout, flatten, the element-wise
+    activations, the model's Normalize). Operations in ``forward`` that are not modules
+    (concatenation, reshapes) are fine; unknown *modules* are not, since their relevance would
+    silently pass as a plain gradient."""
+    known = (
+        LINEAR_TYPES + AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS + RECTIFIER_TYPES
+        + SIGN_KEEPING_TYPES + (Normalize,)
+    )  # fmt: skip
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None and not isinstance(module, known):
+            raise TypeError(
+                f"LRP cannot explain module {name!r} ({type(module).__name__}) of "
+                f"{type(model).__name__}: no LRP rule for that layer type"
+            )
 
 
 @contextlib.contextmanager
