@@ -81,9 +81,8 @@ def explanation_figure(
 ) -> None:
     """Write a PNG with one row per image: the image with its predicted coarse / fine labels and
     the relevance of the coarse decision C_c and of the fine decision F_c at f."""
-    with torch.no_grad():
-        out = model(x)
-    relevance = {s: stage_relevance(model, x, s, composite=composite) for s in ("coarse", "fine")}
+    coarse, out = stage_relevance(model, x, "coarse", composite=composite, return_output=True)
+    relevance = {"coarse": coarse, "fine": stage_relevance(model, x, "fine", composite=composite)}
     rows = [
         [
             (image_to_rgb(x[i]), _names(model, out, i)),

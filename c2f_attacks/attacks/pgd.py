@@ -112,7 +112,7 @@ class PGD(Attack):
         # rows of this sub-batch still attacked; without early stop a slice: views, no copies
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else slice(None)
         for _ in range(self.steps):
-            counted = None if rows is None and not self.early_stop else _rows(rows, active)
+            counted = _rows(rows, active)
             grad, pred = self._stage_grad(x_adv[active], y[active], self._loss, counted, counter)
             if self.early_stop:
                 # the forward just made tells which iterates already fool the stage: freeze them
@@ -136,8 +136,8 @@ def _select(value: float | torch.Tensor, active) -> float | torch.Tensor:
     return value[active] if isinstance(value, torch.Tensor) else value
 
 
-def _rows(rows: torch.Tensor | None, active) -> torch.Tensor:
-    """Rows of the caller's batch for the active positions of the sub-batch."""
+def _rows(rows: torch.Tensor | None, active) -> torch.Tensor | None:
+    """Rows of the caller's batch for the active positions of the sub-batch (None: all)."""
     if rows is None:
-        return active
+        return None if isinstance(active, slice) else active
     return rows[active]

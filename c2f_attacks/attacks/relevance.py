@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from c2f_attacks.lrp import lrp, stage_relevance
+
 DEFAULT_COMPOSITE = "epsilon_plus_flat"
 
 
@@ -23,8 +25,6 @@ def stage_relevance_of(
 ) -> torch.Tensor:
     """LRP relevance (N, C, H, W) of class ``target`` at ``stage`` (None: a flat classifier);
     ``create_graph=True`` makes it differentiable w.r.t. ``x``."""
-    from c2f_attacks.lrp import lrp, stage_relevance
-
     # callers validated x once; skip the engine's per-call range check (a device sync)
     options = {"composite": composite, "create_graph": create_graph, "check_range": False}
     if stage is None:
