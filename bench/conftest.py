@@ -41,7 +41,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def full_size(request) -> bool:
-    """True under ``--benchmark``: use the sizes the issues name, not the smoke sizes."""
+    """True under ``--benchmark``: full benchmark sizes, not the smoke sizes."""
     return bool(request.config.getoption("--benchmark"))
 
 

@@ -40,29 +40,41 @@ def setup(full_size):
 
 def test_pgd_vs_torchattacks(setup, record_ratio, full_size, benchmark):
     """Both attacks called on the same (contiguous) batch, as a user calls them. Ours hands the
-    CPU model channels-last batches (c2f_attacks/attacks/layout.py); the second ratio gives
-    torchattacks that layout too, which leaves the work ours does beyond its steps: the forward
-    that decides per-image success."""
+    CPU model channels-last batches by default (c2f_attacks/attacks/layout.py); the other ratios
+    compare in one layout (ours with memory_format="contiguous", bit-identical to torchattacks;
+    torchattacks on channels-last input), which leaves the work ours does beyond its steps: the
+    forward that decides per-image success."""
     model, x, repeats = setup
     steps = 10 if full_size else 2
     flat = CoarseLogits(model).eval()
     y = model(x).coarse_pred
     x_cl = x.contiguous(memory_format=torch.channels_last)
     ours = PGD(flat, steps=steps, random_start=False)
+    ours_contiguous = PGD(flat, steps=steps, random_start=False, memory_format="contiguous")
     theirs = torchattacks.PGD(flat, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=False)
     assert prefers_channels_last(flat, x)
     assert torch.allclose(ours(x, y).x_adv, theirs(x_cl, y), atol=1e-6)  # same arithmetic
-    t_ours, t_theirs, t_theirs_cl = interleaved_medians(
-        [lambda: ours(x, y), lambda: theirs(x, y), lambda: theirs(x_cl, y)], repeats
-    )
+    assert torch.equal(ours_contiguous(x, y).x_adv, theirs(x, y))
+    t_ours, t_theirs, t_theirs_cl, t_contiguous = interleaved_medians(
+        [lambda: ours(x, y), lambda: theirs(x, y), lambda: theirs(x_cl, y),
+         lambda: ours_contiguous(x, y)],
+        repeats,
+    )  # fmt: skip
     details = {
         "batch": x.shape[0],
         "steps": steps,
         "ours_s": t_ours,
+        "ours_contiguous_s": t_contiguous,
         "torchattacks_s": t_theirs,
         "torchattacks_channels_last_s": t_theirs_cl,
     }
     record_ratio("pgd_ours_over_torchattacks", t_ours / t_theirs, goal="<= 1.0", **details)
+    record_ratio(
+        "pgd_ours_contiguous_over_torchattacks",
+        t_contiguous / t_theirs,
+        goal="none: both contiguous, bit-identical outputs, ours adds the success forward",
+        **details,
+    )
     record_ratio(
         "pgd_ours_over_torchattacks_channels_last",
         t_ours / t_theirs_cl,

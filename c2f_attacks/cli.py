@@ -1,20 +1,29 @@
-"""``c2f-bench``: run the benchmark, train, export, evaluate, explain, show the leaderboard.
+"""``c2f-bench``: run the benchmark, compare rows, train, export, evaluate, explain, show the
+leaderboard.
 
 User errors (a bad argument, a missing or corrupt file, an unknown name) end the command with
-one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+one line on stderr, ``c2f-bench <command>: error: ...``, and exit status 2; Ctrl-C ends it with
+one line and status 130, SIGTERM with status 143; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from fractions import Fraction
+from pathlib import Path
 
-from c2f_attacks.attacks.base import AttackSanityError
-from c2f_attacks.models.zoo import load_model, shipped_checkpoint
-from exporters.cli import add_evaluate_parser, add_export_parser
-from exporters.errors import ProviderUnavailableError
+from c2f_attacks.attacks import AttackSanityError
+from c2f_attacks.exporters.cli import add_evaluate_parser, add_export_parser
+from c2f_attacks.exporters.errors import ProviderUnavailableError
+from c2f_attacks.interrupts import Interrupted, handle_interrupts
 
-USER_ERRORS = (ValueError, TypeError, OSError, ProviderUnavailableError, AttackSanityError)
+#: what a user can cause and fix: reported in one line, never with a traceback
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, ProviderUnavailableError,
+               AttackSanityError)  # fmt: skip
+
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,12 +43,183 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    """``0.03`` or ``8/255``."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a fraction like 8/255, got {text!r}"
+        ) from None
+
+
+def _names(values: list[str]) -> list[str]:
+    """``["fgsm,pgd", "lrpc"]`` -> ``["fgsm", "pgd", "lrpc"]``: lists by spaces or commas."""
+    return [v for value in values for v in value.split(",") if v]
+
+
+# ----------------------------------------------------------------------------- run
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Which model sees which images; defaults come from RunConfig or the caller's
+    ``set_defaults``."""
+    p.add_argument("--model", help="registered name, checkpoint path or package.module:factory")
+    p.add_argument("--hierarchy", help="hierarchy JSON {coarse: [fine, ...]} for a flat model")
+    p.add_argument("--dataset", help="shapes, cifar10, cifar100, imagenet or imagefolder:PATH")
+    p.add_argument("--split", help="dataset split (shapes: train, val, test; imagenet: val)")
+    p.add_argument("--root", help="dataset folder (not needed for shapes)")
+    # -n/--num-images, never --n: torchrun's parser takes "--n" for its --nnodes / --nproc-per-node
+    p.add_argument("-n", "--num-images", dest="n", type=_positive_int, help="number of images")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per batch")
+
+
+def _add_run_parser(sub) -> None:
+    from c2f_attacks.attacks import MASKS, MEMORY_FORMATS
+    from c2f_attacks.leaderboard import FORMATS
+    from c2f_attacks.lrp import COMPOSITES
+    from c2f_attacks.runner import BACKENDS, MODES, STAGES, RunConfig
+
+    d = RunConfig.__dataclass_fields__
+    p = sub.add_parser(
+        "run", help="the benchmark: attacks, metrics, records, leaderboard, figures",
+        argument_default=argparse.SUPPRESS,  # only given options override RunConfig/--config
+        description="Defaults: RunConfig's (shown in brackets); a --config file's values; "
+        "options given here override both. Lists take spaces or commas.",
+    )  # fmt: skip
+    _add_data_args(p)
+    p.add_argument("--attacks", nargs="+", metavar="ATTACK",
+                   help="fgsm, pgd, lrpc, lrpf, torchattacks:NAME [all four]")
+    p.add_argument("--masks", "--mask", nargs="+", metavar="MASK",
+                   help=f"LRPC/LRPF mask sources: {', '.join(MASKS)} [lrp gradient random]")
+    p.add_argument("--stages", nargs="+", metavar="STAGE", help=f"{', '.join(STAGES)} [both]")
+    p.add_argument("--modes", nargs="+", metavar="MODE",
+                   help=f"{', '.join(MODES)} [FGSM/PGD: fixed minimal; LRPC/LRPF: "
+                        "first_success]")
+    p.add_argument("--eps", type=_number, help="l-inf budget of fixed mode [8/255]")
+    p.add_argument("--eps-max", type=_number,
+                   help=f"upper bound of the minimal-eps search [{d['eps_max'].default:.4g}]")
+    p.add_argument("--search-steps", type=_positive_int, help="bisection steps of minimal mode")
+    lrp = p.add_argument_group("LRPC/LRPF (default: the attacks' documented defaults)")
+    lrp.add_argument("--top-k", type=_number, help="fraction of pixels in the mask")
+    lrp.add_argument("--alpha", type=_number, help="step size")
+    lrp.add_argument("--steps", type=_positive_int, help="iterations")
+    lrp.add_argument("--lam", type=_number, help="weight of the relevance term")
+    lrp.add_argument("--refresh", type=_positive_int, help="steps between mask refreshes")
+    lrp.add_argument("--kappa", type=_number, help="LRPF: coarse-keeping margin")
+    lrp.add_argument("--composite", choices=sorted(COMPOSITES), help="LRP composite")
+    pgd = p.add_argument_group("PGD (default: the attack's defaults)")
+    pgd.add_argument("--pgd-alpha", type=_number, help="step size")
+    pgd.add_argument("--pgd-steps", type=_positive_int, help="iterations")
+    pgd.add_argument("--random-start", action=argparse.BooleanOptionalAction)
+    pgd.add_argument("--loss", help="ce or margin")
+    p.add_argument("--memory-format", choices=MEMORY_FORMATS, help="[auto]")
+    p.add_argument("--config", help="TOML file with any of these options (lists sweep)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help=f"also evaluate in onnxruntime [{d['backend'].default}]")
+    p.add_argument("--seed", type=int, help="[0]")
+    p.add_argument("--out", help=f"folder for the leaderboard, records and figures "
+                                 f"[./{d['out'].default}]")  # fmt: skip
+    p.add_argument("--allow-results-dir", action="store_true",
+                   help="allow --out to be the repository's committed results/ (regeneration)")
+    p.add_argument("--format", choices=FORMATS, help="how the rows are printed [table]")
+    p.add_argument("--no-figures", dest="figures", action="store_false")
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from c2f_attacks.leaderboard import render_table
+    from c2f_attacks.runner import RunConfig, expand, run
+
+    fields = RunConfig.__dataclass_fields__
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    for name in ("attacks", "masks", "stages", "modes"):
+        if name in overrides:
+            overrides[name] = _names(overrides[name])
+    configs = expand(getattr(args, "config", None), overrides)
+    frames = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        for cfg in configs:
+            frames.append(run(cfg))
+    for w in caught:
+        print(f"c2f-bench run: warning: {w.message}", file=sys.stderr)
+    rows = pd.concat(frames, ignore_index=True)
+    if not len(rows):  # ranks other than 0 under torchrun
+        return 0
+    fmt = configs[0].format
+    # Machine formats keep stdout parseable; the where-to-find lines go to stderr.
+    info = sys.stdout if fmt == "table" else sys.stderr
+    for (model, dataset, split, n), part in rows.groupby(["model", "dataset", "split", "n"],
+                                                         sort=False):  # fmt: skip
+        if fmt == "table":
+            print(f"{model} on {dataset}/{split}, {n} images:")
+        print(render_table(part, fmt=fmt))
+    for out in dict.fromkeys(str(Path(c.out)) for c in configs):
+        print(f"leaderboard: {out}/leaderboard.csv; records: {out}/records/; "
+              f"figures: {out}/figures/", file=info)  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------------------- compare
+def _select_row(records, spec: str, out: str):
+    """The records of one row of ``out``: by row_id, or by ``attack:mask[:stage[:mode]]``."""
+    if spec in set(records["row_id"]):
+        return records[records["row_id"] == spec]
+    parts = spec.split(":")
+    if not 2 <= len(parts) <= 4:
+        raise ValueError(f"row {spec!r}: give a row_id or attack:mask[:stage[:mode]]")
+    chosen = records
+    for column, value in zip(("attack", "mask", "stage", "mode"), parts):
+        chosen = chosen[chosen[column] == value]
+    ids = list(dict.fromkeys(chosen["row_id"]))
+    if len(ids) != 1:
+        found = "no row" if not ids else f"{len(ids)} rows ({', '.join(ids)})"
+        raise ValueError(f"row {spec!r} matches {found} in {out}; add :stage:mode or use a row_id")
+    return chosen
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from c2f_attacks.evaluation import compare_records, load_records
+    from c2f_attacks.leaderboard import render_table
+
+    records = load_records(args.out)
+    if not len(records):
+        raise ValueError(f"no per-image records in {args.out}/records/ (run c2f-bench run first)")
+    a, b = (_select_row(records, spec, args.out) for spec in (args.row_a, args.row_b))
+    table = compare_records(a, b, seed=args.seed)
+    if args.format == "table":
+        print(f"{args.row_a} (a) - {args.row_b} (b), paired over images; 95% bootstrap CI:")
+    print(render_table(table, list(table.columns), fmt=args.format))
+    return 0
+
+
+def _add_compare_parser(sub) -> None:
+    from c2f_attacks.leaderboard import FORMATS
+
+    p = sub.add_parser("compare", help="paired differences between two rows of one run")
+    p.add_argument("out", help="the run's --out folder")
+    p.add_argument("row_a", help="row_id, or attack:mask[:stage[:mode]] (e.g. lrpc:lrp)")
+    p.add_argument("row_b", help="the row to subtract (e.g. lrpc:gradient)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=_cmd_compare)
+
+
+# ----------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
+    from c2f_attacks.adversarial_training import adversarial_config_from_args, train_adversarial
     from c2f_attacks.train import TrainConfig, train_shapes
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    meta = train_shapes(cfg, args.out, progress=not args.quiet)
+    adversarial = adversarial_config_from_args(args)
+    if adversarial is None:
+        meta = train_shapes(cfg, args.out, progress=not args.quiet)
+    else:
+        meta = train_adversarial(cfg, adversarial, args.out, progress=not args.quiet)
     last = meta["history"][-1]
     print(
         f"saved {args.out}: val coarse acc {last['val_coarse_acc']:.4f}, "
@@ -48,130 +228,81 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_data_args(p: argparse.ArgumentParser, n: int) -> None:
-    """Which model sees which images: --model --dataset --split --root --n --device."""
-    p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--dataset", default="shapes", help="shapes, cifar10, cifar100 or imagenet")
-    p.add_argument("--split", default="test", help="dataset split (imagenet: val)")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for shapes)")
-    # --num-images: under torchrun, whose parser takes "--n" for an abbreviation of its own
-    # --nnodes / --nproc-per-node and stops.
-    p.add_argument("--n", "--num-images", dest="n", type=_positive_int, default=n,
-                   help="number of images (spell it --num-images after torchrun)")  # fmt: skip
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+def _add_train_parser(sub) -> None:
+    from c2f_attacks.adversarial_training import add_adversarial_args
+
+    p = sub.add_parser("train", help="train a C2F-VGG16 on the shapes data (seeded)")
+    p.add_argument("--out", required=True, help="checkpoint path to write")
+    for name, typ in (("n-train", _positive_int), ("epochs", _positive_int),
+                      ("batch-size", _positive_int), ("lr", float), ("width", float),
+                      ("head-width", _positive_int), ("seed", int)):  # fmt: skip
+        p.add_argument(f"--{name}", type=typ, default=None)
+    add_adversarial_args(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
 
 
-def _model_and_images(args: argparse.Namespace):
-    """(model, images, fine labels) on ``args.device``, from the _add_model_data_args options."""
-    from c2f_attacks.runner import load_images
+# ----------------------------------------------------------------------------- accuracy, explain
+def _model_and_data(args: argparse.Namespace):
+    """(model, dataset) of the _add_data_args options, checked like a run's."""
+    from c2f_attacks.data import get_dataset
+    from c2f_attacks.models import load_model
+    from c2f_attacks.runner import preflight
 
-    model = load_model(args.model, map_location=args.device)
-    x, y, _, _ = load_images(args.dataset, args.split, args.n, args.root)
-    return model, x.to(args.device), y.to(args.device)
+    device = str(preflight.check_device(args.device))
+    preflight.check_num_images(args.n, None, args.dataset, args.split)
+    dataset = get_dataset(args.dataset, args.split, n=args.n, root=args.root,
+                          hierarchy=args.hierarchy)  # fmt: skip
+    preflight.check_num_images(args.n, dataset, args.dataset, args.split)
+    model = load_model(args.model, map_location=device, hierarchy=args.hierarchy)
+    preflight.check_finite(model, args.model)
+    preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, args.model, args.dataset)
+    return model, dataset
+
+
+def _set_data_defaults(p: argparse.ArgumentParser, n: int) -> None:
+    from c2f_attacks.runner import RunConfig
+
+    d = RunConfig()  # cheap: validation only
+    p.set_defaults(model=d.model, hierarchy=None, dataset=d.dataset, split=d.split, root=None,
+                   n=n, device=d.device, batch_size=d.batch_size)  # fmt: skip
 
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
+    from c2f_attacks.runner.distributed import Ranks
+    from c2f_attacks.runner.execute import load_batch
     from c2f_attacks.train import accuracy
 
-    model, x, y = _model_and_images(args)
-    coarse, fine = accuracy(model, x, y)
-    print(f"{args.model} on {args.dataset}/{args.split}, {len(x)} images: "
+    model, dataset = _model_and_data(args)
+    hits_c = hits_f = 0.0
+    for batch in Ranks().batches(args.n, args.batch_size):  # memory: one batch at a time
+        x, y, _ = load_batch(dataset, batch)
+        coarse, fine = accuracy(model, x, y, batch_size=args.batch_size)
+        hits_c, hits_f = hits_c + coarse * len(batch), hits_f + fine * len(batch)
+    coarse, fine = hits_c / args.n, hits_f / args.n
+    print(f"{args.model} on {args.dataset}/{args.split}, {args.n} images: "
           f"coarse accuracy {coarse:.4f}, fine accuracy {fine:.4f}")  # fmt: skip
     return 0
 
 
 def _add_accuracy_parser(sub) -> None:
     p = sub.add_parser("accuracy", help="clean coarse and fine accuracy of a model")
-    _add_model_data_args(p, n=10_000)
+    _add_data_args(p)
+    _set_data_defaults(p, n=10_000)
     p.set_defaults(func=_cmd_accuracy)
-
-
-def _add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a C2F-VGG16 on the shapes data (seeded)")
-    p.add_argument("--out", default=str(shipped_checkpoint("shapes-vgg16")), help="checkpoint path")
-    for name, typ in (("n-train", _positive_int), ("epochs", _positive_int),
-                      ("batch-size", _positive_int), ("lr", float), ("width", float),
-                      ("head-width", _positive_int), ("seed", int)):  # fmt: skip
-        p.add_argument(f"--{name}", type=typ, default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_train)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from c2f_attacks.runner import TABLE, RunConfig, format_table, run
-
-    cfg = RunConfig(
-        model=args.model, dataset=args.dataset, split=args.split, root=args.root, n=args.n,
-        attacks=args.attacks, stages=args.stages, modes=args.modes, eps=args.eps,
-        backend=args.backend, seed=args.seed, out=args.out, device=args.device,
-        batch_size=args.batch_size, figures=not args.no_figures, progress=not args.quiet,
-    )  # fmt: skip
-    rows = run(cfg)
-    if len(rows):  # rank 0 under torchrun
-        print(f"{cfg.model} on {cfg.dataset}/{cfg.split}:")
-        print(format_table(rows, TABLE))
-        print(
-            f"leaderboard: {cfg.out}/leaderboard.csv"
-            + ("" if args.no_figures else f"; figures: {cfg.out}/figures/")
-        )
-    return 0
-
-
-def _add_run_parser(sub) -> None:
-    from c2f_attacks.runner import ATTACKS, BACKENDS, MODES, STAGES
-
-    p = sub.add_parser("run", help="the benchmark: attacks, metrics, leaderboard, figures")
-    _add_model_data_args(p, n=256)
-    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), metavar="ATTACK",
-                   help=f"any of {', '.join(ATTACKS)}")  # fmt: skip
-    p.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
-                   help="coarse and/or fine (LRPC is coarse-only, LRPF fine-only)")  # fmt: skip
-    p.add_argument("--modes", nargs="+", default=list(MODES), metavar="MODE",
-                   help="FGSM/PGD: fixed eps and/or minimal "
-                        "(per-image smallest eps up to --eps)")  # fmt: skip
-    p.add_argument("--eps", type=float, default=8 / 255, help="l-inf budget in pixel scale")
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                   help="where fooling ratios are evaluated "
-                        "(onnxruntime also reports agreement)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results", help="folder for leaderboard.csv and figures/")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_run)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from c2f_attacks.leaderboard import format_table, read_leaderboard
-    from c2f_attacks.runner import TABLE
-
-    board = read_leaderboard(args.path)
-    if not len(board):
-        raise FileNotFoundError(f"no leaderboard rows in {args.path}")
-    columns = ("model", "dataset", *TABLE) if args.columns is None else args.columns
-    print(format_table(board, columns))
-    return 0
-
-
-def _add_leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="print a leaderboard CSV as a table")
-    p.add_argument("path", nargs="?", default="results/leaderboard.csv")
-    p.add_argument("--columns", nargs="+", default=None, help="columns to show")
-    p.set_defaults(func=_cmd_leaderboard)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from c2f_attacks.figures import explanation_figure
+    from c2f_attacks.runner.execute import load_batch
+    from c2f_attacks.runner.preflight import check_out_dir
 
-    model, x, _ = _model_and_images(args)
-    explanation_figure(model, x, args.out, composite=args.composite)
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    check_out_dir(out.parent, args.allow_results_dir)
+    model, dataset = _model_and_data(args)
+    x, _, _ = load_batch(dataset, range(args.n))
+    explanation_figure(model, x, out, composite=args.composite, batch_size=args.batch_size)
+    print(f"wrote {out}")
     return 0
 
 
@@ -179,32 +310,72 @@ def _add_explain_parser(sub) -> None:
     from c2f_attacks.lrp import COMPOSITES
 
     p = sub.add_parser("explain", help="heatmaps of the coarse and fine decisions (LRP)")
-    _add_model_data_args(p, n=6)
+    _add_data_args(p)
+    _set_data_defaults(p, n=6)
     p.add_argument("--composite", default="epsilon_plus_flat", choices=sorted(COMPOSITES))
-    p.add_argument("--out", default="results/figures/explanations.png")
+    p.add_argument("--out", default="c2f-results/explanations.png", help="PNG to write")
+    p.add_argument("--allow-results-dir", action="store_true",
+                   help="allow writing into the repository's committed results/")
     p.set_defaults(func=_cmd_explain)
 
 
+# ----------------------------------------------------------------------------- leaderboard
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from c2f_attacks.leaderboard import TABLE_COLUMNS, read_leaderboard, render_table
+
+    board = read_leaderboard(args.path)
+    if not len(board):
+        raise FileNotFoundError(f"no leaderboard rows in {args.path}")
+    columns = ("model", "dataset", *TABLE_COLUMNS) if args.columns is None else _names(args.columns)
+    unknown = [c for c in columns if c not in board.columns]
+    if unknown:
+        raise ValueError(f"{args.path} has no column {unknown[0]!r}")
+    print(render_table(board, columns, fmt=args.format))
+    return 0
+
+
+def _add_leaderboard_parser(sub) -> None:
+    from c2f_attacks.leaderboard import FORMATS
+
+    p = sub.add_parser("leaderboard", help="print a leaderboard CSV")
+    p.add_argument("path", nargs="?", default="c2f-results/leaderboard.csv")
+    p.add_argument("--columns", nargs="+", default=None, help="columns to show")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+# ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="c2f-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_run_parser(sub)
+    _add_compare_parser(sub)
+    _add_leaderboard_parser(sub)
     _add_train_parser(sub)
     _add_accuracy_parser(sub)
     _add_explain_parser(sub)
-    _add_leaderboard_parser(sub)
     add_export_parser(sub)
     add_evaluate_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "c2f-bench"
     try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"c2f-bench {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        with handle_interrupts():
+            args = build_parser().parse_args(argv)
+            command = f"c2f-bench {args.command}"
+            try:
+                return args.func(args)
+            except USER_ERRORS as err:
+                print(f"{command}: error: {err}", file=sys.stderr)
+                return 2
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted (Ctrl-C); nothing half-written is left", file=sys.stderr)
+        return 130
+    except Interrupted as sig:
+        print(f"{command}: {sig}; nothing half-written is left", file=sys.stderr)
+        return sig.exit_code
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Fine classes live in one global index space ``0..K-1`` ordered group by group, so the fine
 classes of coarse ``i`` are a contiguous block. Validation happens on construction and names the
-offending class or group.
+offending class or group. :func:`hierarchy_difference` says in words how two hierarchies differ
+(used wherever a model's hierarchy must match a dataset's or a user's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from pathlib import Path
 import torch
 
 from c2f_attacks._io import atomic_write_text
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json`` object hook: a repeated key would silently drop the earlier group."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} (a coarse class listed twice)")
+        seen.add(key)
+    return dict(pairs)
 
 
 class Hierarchy:
@@ -83,11 +94,13 @@ class Hierarchy:
     def from_json(cls, path: str | os.PathLike) -> Hierarchy:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(), object_pairs_hook=_refuse_duplicate_keys)
         except FileNotFoundError:
             raise FileNotFoundError(f"hierarchy file {path} does not exist") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"hierarchy file {path} is not valid JSON: {err}") from None
+        except ValueError as err:  # the duplicate-key hook
+            raise ValueError(f"hierarchy file {path}: {err}") from None
         try:
             return cls.from_dict(data)
         except ValueError as err:
@@ -140,3 +153,57 @@ class Hierarchy:
 
     def __repr__(self) -> str:
         return f"Hierarchy({self.num_coarse} coarse, {self.num_fine} fine)"
+
+
+def hierarchy_difference(a: Hierarchy, b: Hierarchy, names: tuple[str, str] = ("a", "b")) -> str:
+    """How ``a`` and ``b`` differ, in words; ``""`` when they are equal.
+
+    Names coarse classes and fine classes present in only one of them, fine classes whose coarse
+    class differs, and, when the groups agree, the first index where the order differs (an order
+    change relabels every index after it). At most three examples per kind.
+    """
+    if a == b:
+        return ""
+    na, nb = names
+
+    def some(items) -> str:
+        items = list(items)
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        return ", ".join(repr(i) for i in items[:3]) + more
+
+    parts = []
+    for x, y, nx in ((a, b, na), (b, a, nb)):
+        only = [c for c in x.coarse_names if c not in set(y.coarse_names)]
+        if only:
+            parts.append(f"coarse classes only in {nx}: {some(only)}")
+        only = [f for f in x.fine_names if f not in set(y.fine_names)]
+        if only:
+            parts.append(f"fine classes only in {nx}: {some(only)}")
+    coarse_a = {f: a.coarse_names[c] for f, c in zip(a.fine_names, a.fine_to_coarse.tolist())}
+    coarse_b = {f: b.coarse_names[c] for f, c in zip(b.fine_names, b.fine_to_coarse.tolist())}
+    moved = [
+        f"{f!r} ({coarse_a[f]!r} in {na}, {coarse_b[f]!r} in {nb})"
+        for f in a.fine_names
+        if f in coarse_b and coarse_a[f] != coarse_b[f]
+    ]
+    if moved:
+        more = f" and {len(moved) - 3} more" if len(moved) > 3 else ""
+        parts.append("fine classes in another coarse class: " + ", ".join(moved[:3]) + more)
+    if not parts:
+        # Same classes in the same groups: only the order differs, which changes the indices.
+        i = next(i for i, (fa, fb) in enumerate(zip(a.fine_names, b.fine_names)) if fa != fb)
+        parts.append(
+            f"same groups in another order: fine index {i} is {a.fine_names[i]!r} in {na}, "
+            f"{b.fine_names[i]!r} in {nb}"
+        )
+    return "; ".join(parts)
+
+
+def check_same_hierarchy(a: Hierarchy, b: Hierarchy, names: tuple[str, str]) -> None:
+    """Raise ValueError naming the differences when ``a`` is not ``b``.
+
+    ``names`` say what the two belong to, e.g. ``("model 'shapes-vgg16'", "dataset 'cifar10'")``.
+    """
+    diff = hierarchy_difference(a, b, names)
+    if diff:
+        raise ValueError(f"the hierarchies of {names[0]} and {names[1]} differ: {diff}")

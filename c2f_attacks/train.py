@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
 from c2f_attacks.models.zoo import save_checkpoint
+from c2f_attacks.modes import eval_mode
 
 #: the shapes images' per-channel statistics, measured on the train split (rounded)
 SHAPES_MEAN = (0.5, 0.5, 0.5)
@@ -56,24 +58,27 @@ def c2f_loss(model: C2FClassifier, x: torch.Tensor, fine: torch.Tensor) -> torch
 
 @torch.no_grad()
 def accuracy(model: C2FClassifier, x: torch.Tensor, fine: torch.Tensor, batch_size: int = 500):
-    """(coarse accuracy, fine accuracy) of ``model`` on images ``x`` with fine labels."""
-    model.eval()
+    """(coarse accuracy, fine accuracy) of ``model`` on images ``x`` with fine labels, in eval
+    mode; every submodule's train/eval flag is restored afterwards."""
+    device = next(model.parameters()).device
     hits_c = hits_f = 0
-    for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
-        y = fine[i : i + batch_size]
-        hits_c += (out.coarse_pred == model.fine_to_coarse[y]).sum().item()
-        hits_f += (out.fine_pred == y).sum().item()
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            out = model(x[i : i + batch_size].to(device))
+            y = fine[i : i + batch_size].to(device)
+            hits_c += (out.coarse_pred == model.fine_to_coarse[y]).sum().item()
+            hits_f += (out.fine_pred == y).sum().item()
     return hits_c / len(x), hits_f / len(x)
 
 
-def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
-    """Train on the shapes train split, validate on the val split, save the checkpoint to
-    ``out``."""
-    seed_everything(cfg.seed)
-    hierarchy = ShapesC2F.hierarchy
-    model = C2FVGG16(
-        hierarchy,
+#: ``perturb_batch(model, x, fine, generator) -> x_adv``: adversarial training's batch change
+Perturb = Callable[[C2FClassifier, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def build_model(cfg: TrainConfig) -> C2FClassifier:
+    """The C2F-VGG16 that ``cfg`` describes, for the shapes hierarchy."""
+    return C2FVGG16(
+        ShapesC2F.hierarchy,
         VGGConfig(
             width=cfg.width,
             input_size=cfg.input_size,
@@ -83,10 +88,23 @@ def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True
             std=SHAPES_STD,
         ),
     )
-    x_train, y_train, _ = ShapesC2F(cfg.n_train, SHAPES_SPLITS["train"], cfg.input_size).tensors()
-    x_val, y_val, _ = ShapesC2F(cfg.n_val, SHAPES_SPLITS["val"], cfg.input_size).tensors()
 
-    steps_per_epoch = (cfg.n_train + cfg.batch_size - 1) // cfg.batch_size
+
+def fit(
+    model: C2FClassifier,
+    cfg: TrainConfig,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    perturb_batch: Perturb | None = None,
+    epoch_metrics: Callable[[C2FClassifier], dict] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """The training loop (SGD + Nesterov, one-cycle lr, random flips), optionally with each
+    batch replaced by ``perturb_batch(model, x, y, gen)`` after the flip (adversarial training).
+    Returns the per-epoch history (val accuracies plus ``epoch_metrics(model)``)."""
+    x_train, y_train = train
+    n_train = len(x_train)
+    steps_per_epoch = (n_train + cfg.batch_size - 1) // cfg.batch_size
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
     )
@@ -97,17 +115,18 @@ def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True
     history = []
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(cfg.n_train, generator=gen)
+        order = torch.randperm(n_train, generator=gen)
         bar = tqdm(
             range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress
         )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = x_train[idx]
-            # Cheap label-preserving augmentation: random horizontal flips (shapes are symmetric
-            # classes under reflection).
+            # Shapes are symmetric classes under reflection: flips preserve the label.
             flip = torch.rand(len(idx), generator=gen) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+            if perturb_batch is not None:
+                xb = perturb_batch(model, xb, y_train[idx], gen)
             loss = c2f_loss(model, xb, y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,11 +134,26 @@ def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True
             sched.step()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-        acc_c, acc_f = accuracy(model, x_val, y_val)
-        history.append({"epoch": epoch + 1, "val_coarse_acc": acc_c, "val_fine_acc": acc_f})
+        acc_c, acc_f = accuracy(model, *val)
+        row = {"epoch": epoch + 1, "val_coarse_acc": acc_c, "val_fine_acc": acc_f}
+        if epoch_metrics is not None:
+            row.update(epoch_metrics(model))
+        history.append(row)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}: val coarse {acc_c:.4f} fine {acc_f:.4f}")
+            tqdm.write(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in row.items()))  # fmt: skip
     model.eval()
+    return history
+
+
+def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
+    """Train on the shapes train split, validate on the val split, save the checkpoint to
+    ``out``."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg)
+    train = ShapesC2F(cfg.n_train, SHAPES_SPLITS["train"], cfg.input_size).tensors()[:2]
+    val = ShapesC2F(cfg.n_val, SHAPES_SPLITS["val"], cfg.input_size).tensors()[:2]
+    history = fit(model, cfg, train, val, progress=progress)
     meta = {"train_config": asdict(cfg), "history": history, "dataset": "shapes"}
     save_checkpoint(model, out, meta=meta)
     return meta

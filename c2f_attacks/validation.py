@@ -69,3 +69,19 @@ def check_labels(y: object, n: int, num_classes: int, name: str = "labels") -> t
     if n and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got [{y.min()}, {y.max()}]")
     return y.long()
+
+
+def check_matches_model(x: torch.Tensor, model: torch.nn.Module, name: str = "images") -> None:
+    """Raise ValueError unless ``x`` has the dtype and device of the model's floating-point
+    parameters (or buffers, for a model without parameters); a model with none passes."""
+    reference = next(
+        (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None
+    )
+    if reference is None:
+        return
+    if x.dtype != reference.dtype or x.device != reference.device:
+        raise ValueError(
+            f"{name} are {x.dtype} on {x.device} but the model's parameters are "
+            f"{reference.dtype} on {reference.device}: convert the images with "
+            f"x.to(device={str(reference.device)!r}, dtype={reference.dtype})"
+        )

@@ -1,10 +1,9 @@
-"""Heatmaps of relevance for figures (matplotlib, Agg backend)."""
+"""Heatmaps of relevance for figures: RGB arrays, and drawing them on a caller's axes.
+
+Only colormaps are taken from matplotlib; the process-wide backend is never changed.
+"""
 
 from __future__ import annotations
-
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files; never needs a display
 
 import numpy as np
 import torch

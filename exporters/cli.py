@@ -10,18 +10,46 @@ import argparse
 import json
 import sys
 
-from exporters.errors import ProviderUnavailableError
+from c2f_attacks.exporters.errors import ProviderUnavailableError
+from c2f_attacks.exporters.quantize import CALIBRATION_IMAGES
+from c2f_attacks.exporters.variants import MIN_AGREEMENT, VARIANTS
 
 _USER_ERRORS = (FileNotFoundError, ValueError, TypeError, ProviderUnavailableError)
+#: test-split images each deployment variant is checked on by ``c2f-bench export --variants``
+CHECK_IMAGES = 512
 
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a C2F model to ONNX (verified against PyTorch before writing)"
+        "export",
+        help="export a C2F model to ONNX (verified against PyTorch before writing)",
+        description="Without --variants: the FP32 graph, parity-checked, to --out. With "
+        "--variants: each variant checked on the dataset's test split (accuracy, agreement with "
+        "PyTorch FP32) and written only if every one agrees on at least --min-agreement of the "
+        "images; fp32 goes to --out, the others to <stem>.<variant>.onnx next to it.",
     )
     p.add_argument("--model", default="shapes-vgg16", help="registered name or checkpoint path")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--fp16", action="store_true", help="half-precision weights (float32 I/O)")
+    p.add_argument("--out", required=True, help="the .onnx file to write (FP32)")
+    p.add_argument(
+        "--variants", type=_variant_list,
+        help=f"comma-separated deployment variants to export and check ({','.join(VARIANTS)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-agreement", type=_fraction, default=MIN_AGREEMENT,
+        help="with --variants: fail (writing nothing) when a variant agrees with PyTorch FP32 "
+        f"on fewer check images than this share (default {MIN_AGREEMENT})",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=_positive_int, default=CALIBRATION_IMAGES,
+        help="int8: calibration images, taken from the training split "
+        f"(default {CALIBRATION_IMAGES})",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-images", type=_positive_int, default=CHECK_IMAGES,
+        help=f"test-split images each variant is checked on (default {CHECK_IMAGES})",
+    )  # fmt: skip
+    p.add_argument("--dataset", default="shapes", help="dataset of the check/calibration images")
+    p.add_argument("--root", help="dataset folder (datasets other than shapes)")
     p.add_argument(
         "--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
         help="auto: torch.export-based, TorchScript if tracing fails",
@@ -41,7 +69,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tensors", required=True, help=".pt file with {'clean': ..., 'adv': ...}")
     p.add_argument("--stage", choices=("coarse", "fine"), default="coarse")
     p.add_argument(
-        "--fine-within-coarse", action="store_true",
+        "--keep-coarse", action="store_true",
         help="fine stage: count an image only if its coarse prediction is unchanged (LRPF)",
     )  # fmt: skip
     p.add_argument("--model", help="torch model (name or path) to report agreement with")
@@ -55,12 +83,15 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_export(args: argparse.Namespace) -> int:
     import onnx
 
+    from c2f_attacks.exporters.export import export_onnx
     from c2f_attacks.models.zoo import load_model
-    from exporters.export import export_onnx
 
     dynamo = {"auto": None, "dynamo": True, "torchscript": False}[args.exporter]
     try:
-        path = export_onnx(load_model(args.model), args.out, fp16=args.fp16, dynamo=dynamo)
+        model = load_model(args.model)
+        if args.variants:
+            return _export_variants(model, args, dynamo)
+        path = export_onnx(model, args.out, dynamo=dynamo)
     except _USER_ERRORS as err:
         return _fail(err)
     proto = onnx.load(str(path), load_external_data=False)
@@ -70,16 +101,49 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_variants(model, args: argparse.Namespace, dynamo: bool | None) -> int:
+    from c2f_attacks.exporters.variants import export_variants
+
+    images, labels = _split(model, args, "test", args.check_images)
+    calibration = (
+        _split(model, args, "train", args.calibration_images)[0]
+        if "int8" in args.variants
+        else None
+    )
+    reports = export_variants(
+        model, args.out, calibration, images, labels, variants=args.variants,
+        min_agreement=args.min_agreement, dynamo=dynamo,
+    )  # fmt: skip
+    for report in reports:
+        print(f"wrote {report.path}: {report.summary()}")
+    return 0
+
+
+def _split(model, args: argparse.Namespace, split: str, n: int):
+    """(images, global fine labels) of the first ``n`` images of the dataset's ``split``."""
+    import torch
+
+    from c2f_attacks.data.registry import get_dataset
+    from c2f_attacks.hierarchy import check_same_hierarchy
+
+    dataset = get_dataset(args.dataset, split=split, n=n, root=args.root)
+    check_same_hierarchy(
+        model.hierarchy, dataset.hierarchy, (f"model {args.model!r}", f"dataset {args.dataset!r}")
+    )
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from c2f_attacks.exporters.evaluate import evaluate_fooling, load_pair
     from c2f_attacks.models.zoo import load_model
-    from exporters.evaluate import evaluate_fooling, load_pair
 
     try:
         clean, adv = load_pair(args.tensors)
         model = load_model(args.model) if args.model else None
         report = evaluate_fooling(
             args.onnx, clean, adv, args.stage, model,
-            fine_within_coarse=args.fine_within_coarse, providers=args.providers,
+            keep_coarse=args.keep_coarse, providers=args.providers,
             batch_size=args.batch_size,
         )  # fmt: skip
     except _USER_ERRORS as err:
@@ -87,9 +151,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    definition = (
-        "fine changed, coarse kept" if report.fine_within_coarse else f"{report.stage} changed"
-    )
+    definition = "fine changed, coarse kept" if report.keep_coarse else f"{report.stage} changed"
     print(f"fooling ratio ({definition}): {report.fooling_ratio:.4f} on {report.n} images")
     print(f"providers: {', '.join(report.providers)}")
     if report.agreement is not None:
@@ -101,3 +163,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _fail(err: Exception) -> int:
     print(f"c2f-bench: error: {err}", file=sys.stderr)
     return 2
+
+
+def _variant_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names from {','.join(VARIANTS)}, got {text!r}"
+        )
+    return names
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

@@ -15,20 +15,24 @@ from pathlib import Path
 import torch
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.attacks.criteria import criterion_for
+from c2f_attacks.attacks.stage import STAGES, Predictions
+from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
+from c2f_attacks.exporters.runtime import OrtC2F
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_image_batch
-from exporters.parity import Parity, compare_outputs
-from exporters.runtime import OrtC2F
-
-STAGES = ("coarse", "fine")
 
 
 @dataclass(frozen=True)
 class FoolingReport:
-    """Fooling ratio of one stage (design.md section 6) and how well ORT agrees with PyTorch."""
+    """Fooling ratio of one stage and how well ORT agrees with PyTorch.
+
+    An image is fooled when the stage's prediction on the adversarial image differs from the one
+    on the clean image (``keep_coarse``, fine stage only: and the coarse prediction is the same,
+    LRPF's rule); :func:`c2f_attacks.attacks.criterion_for` is the definition."""
 
     stage: str
-    fine_within_coarse: bool  #: fine stage counts only images whose coarse prediction was kept
+    keep_coarse: bool  #: fine stage counts only images whose coarse prediction was kept
     n: int
     fooling_ratio: float  #: share of images fooled under the definition above
     fooled: torch.Tensor = field(repr=False)  #: (N,) bool, per image
@@ -50,22 +54,22 @@ class FoolingReport:
 
     def to_dict(self) -> dict:
         """Plain numbers, for JSON and the leaderboard."""
-        keys = ("stage", "fine_within_coarse", "n", "fooling_ratio", "coarse_changed",
+        keys = ("stage", "keep_coarse", "n", "fooling_ratio", "coarse_changed",
                 "fine_changed", "fine_changed_coarse_kept", "providers",
                 "torch_fooling_ratio")  # fmt: skip
         return {**{k: getattr(self, k) for k in keys}, "agreement": self.agreement}
 
 
 def fooled_mask(
-    clean: C2FOutput, adv: C2FOutput, stage: str, fine_within_coarse: bool = False
+    clean: C2FOutput, adv: C2FOutput, stage: str, keep_coarse: bool = False
 ) -> torch.Tensor:
-    """(N,) bool: the stage's prediction changed (and, for ``fine_within_coarse``, the coarse
-    prediction did not: LRPF's success criterion)."""
-    coarse_changed = clean.coarse_pred != adv.coarse_pred
-    if stage == "coarse":
-        return coarse_changed
-    fine_changed = clean.fine_pred != adv.fine_pred
-    return fine_changed & ~coarse_changed if fine_within_coarse else fine_changed
+    """(N,) bool on the CPU: ``criterion_for(stage, keep_coarse)`` applied to two outputs."""
+    return criterion_for(stage, keep_coarse)(_predictions(clean, stage), _predictions(adv, stage))
+
+
+def _predictions(out: C2FOutput, stage: str) -> Predictions:
+    coarse, fine = out.coarse_pred.cpu(), out.fine_pred.cpu()
+    return Predictions(coarse if stage == "coarse" else fine, coarse, fine)
 
 
 def evaluate_fooling(
@@ -75,7 +79,7 @@ def evaluate_fooling(
     stage: str = "coarse",
     model: C2FClassifier | None = None,
     *,
-    fine_within_coarse: bool = False,
+    keep_coarse: bool = False,
     providers=None,
     batch_size: int = 256,
 ) -> FoolingReport:
@@ -87,8 +91,8 @@ def evaluate_fooling(
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    if fine_within_coarse and stage != "fine":
-        raise ValueError("fine_within_coarse applies to stage='fine' only")
+    if keep_coarse and stage != "fine":
+        raise ValueError("keep_coarse applies to stage='fine' only")
     _check_pair(x_clean, x_adv)
     session = (
         ort_or_path
@@ -96,29 +100,27 @@ def evaluate_fooling(
         else OrtC2F(ort_or_path, providers, batch_size=batch_size)
     )
     clean, adv = session(x_clean), session(x_adv)
-    fooled = fooled_mask(clean, adv, stage, fine_within_coarse).cpu()
-    coarse_changed = fooled_mask(clean, adv, "coarse").cpu()
-    fine_changed = fooled_mask(clean, adv, "fine").cpu()
+    fooled = fooled_mask(clean, adv, stage, keep_coarse)
     extra = {}
     if model is not None:
         t_clean, t_adv = (
-            _torch_outputs(model, x_clean, batch_size),
-            _torch_outputs(model, x_adv, batch_size),
+            torch_outputs(model, x_clean, batch_size),
+            torch_outputs(model, x_adv, batch_size),
         )
         extra = {
-            "torch_fooling_ratio": _ratio(fooled_mask(t_clean, t_adv, stage, fine_within_coarse)),
+            "torch_fooling_ratio": _ratio(fooled_mask(t_clean, t_adv, stage, keep_coarse)),
             "clean_parity": compare_outputs(t_clean, clean),
             "adv_parity": compare_outputs(t_adv, adv),
         }
     return FoolingReport(
         stage=stage,
-        fine_within_coarse=fine_within_coarse,
+        keep_coarse=keep_coarse,
         n=x_clean.shape[0],
         fooling_ratio=_ratio(fooled),
         fooled=fooled,
-        coarse_changed=_ratio(coarse_changed),
-        fine_changed=_ratio(fine_changed),
-        fine_changed_coarse_kept=_ratio(fine_changed & ~coarse_changed),
+        coarse_changed=_ratio(fooled_mask(clean, adv, "coarse")),
+        fine_changed=_ratio(fooled_mask(clean, adv, "fine")),
+        fine_changed_coarse_kept=_ratio(fooled_mask(clean, adv, "fine", keep_coarse=True)),
         providers=session.providers,
         **extra,
     )
@@ -126,15 +128,6 @@ def evaluate_fooling(
 
 def _ratio(mask: torch.Tensor) -> float:
     return mask.float().mean().item()
-
-
-@torch.no_grad()
-def _torch_outputs(model: C2FClassifier, x: torch.Tensor, batch_size: int) -> C2FOutput:
-    device = next(model.parameters()).device
-    chunks = [model(x[i : i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)]
-    return C2FOutput(
-        *(torch.cat([getattr(c, f) for c in chunks]).cpu() for f in C2FOutput.__dataclass_fields__)
-    )
 
 
 def _check_pair(x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:

@@ -7,8 +7,6 @@ knowledge of the hierarchy to get ``c = argmax C(x)``, ``f = argmax F_c(x)``.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -23,22 +21,18 @@ class C2FGraph(nn.Module):
     """``images -> (coarse_logits, fine_logits, coarse_pred, fine_pred)``.
 
     Calls ``model.logits`` rather than ``model(x)``: the forward's Python layout check is not
-    traceable and the dataclass output is not an ONNX output. With ``fp16=True`` the weights are
-    a half-precision copy (the caller's model is not touched) while the input and the logits stay
-    float32, so an FP16 file is a drop-in replacement for an FP32 one.
+    traceable and the dataclass output is not an ONNX output. The wrapper changes no mode: the
+    exporter traces it inside :func:`c2f_attacks.modes.eval_mode`.
     """
 
-    def __init__(self, model: C2FClassifier, fp16: bool = False):
+    def __init__(self, model: C2FClassifier):
         super().__init__()
         if not isinstance(model, C2FClassifier):
             raise TypeError(f"model must be a C2FClassifier, got {type(model).__name__}")
-        self.fp16 = fp16
-        self.model = copy.deepcopy(model).half() if fp16 else model
-        self.eval()
+        self.model = model
 
     def forward(self, images: torch.Tensor):
-        x = images.half() if self.fp16 else images
-        coarse_logits, fine_logits = self.model.logits(x)
+        coarse_logits, fine_logits = self.model.logits(images)
         coarse_pred = coarse_logits.argmax(dim=1)
         fine_pred = fine_prediction(fine_logits, coarse_pred, self.model.group_mask)
-        return coarse_logits.float(), fine_logits.float(), coarse_pred, fine_pred
+        return coarse_logits, fine_logits, coarse_pred, fine_pred

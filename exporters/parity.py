@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from c2f_attacks.models.base import C2FOutput
+from c2f_attacks.models.base import C2FClassifier, C2FOutput
+from c2f_attacks.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -51,4 +52,16 @@ def compare_outputs(
         agreement=(coarse_same & fine_same).float().mean().item(),
         max_abs_diff=max(diffs),
         logits_close=bool(close),
+    )
+
+
+@torch.no_grad()
+def torch_outputs(model: C2FClassifier, x: torch.Tensor, batch_size: int = 256) -> C2FOutput:
+    """The PyTorch reference: ``model``'s outputs on ``x`` in eval mode (every submodule; each
+    flag given back after), ``batch_size`` images at a time, gathered on the CPU."""
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        chunks = [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    return C2FOutput(
+        *(torch.cat([getattr(c, f) for c in chunks]).cpu() for f in C2FOutput.__dataclass_fields__)
     )

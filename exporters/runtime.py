@@ -17,9 +17,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from c2f_attacks.exporters.errors import OnnxModelError, ProviderUnavailableError
+from c2f_attacks.exporters.finite import check_finite_onnx
+from c2f_attacks.exporters.graph import OUTPUT_NAMES
 from c2f_attacks.models.base import C2FOutput
-from exporters.errors import OnnxModelError, ProviderUnavailableError
-from exporters.graph import OUTPUT_NAMES
 
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -32,6 +33,11 @@ ProviderSpec = str | tuple[str, dict]
 
 class OrtC2F:
     """An onnxruntime session over an exported C2F graph (see :func:`exporters.export_onnx`).
+
+    ``model`` is a file or the serialized graph itself (``bytes``, e.g. from
+    ``to_onnx(model).SerializeToString()``; :meth:`from_bytes`), which builds the session
+    without any file. A graph whose weights hold NaN or inf is refused (see
+    :mod:`c2f_attacks.exporters.finite`), as is one that is not a C2F graph.
 
     ``OrtC2F(path)(x)`` takes a torch tensor or NumPy array (N, C, H, W) of any N (run in chunks
     of ``batch_size``) and returns a :class:`C2FOutput` of torch tensors on ``x``'s device.
@@ -64,6 +70,7 @@ class OrtC2F:
         self.input_name, self.input_shape, self.num_coarse, self.num_fine = _check_io(
             proto, self.name
         )
+        check_finite_onnx(proto, self.name)
         del proto  # the session holds its own copy of the weights
         defaults = self._default_options(trt_fp16, trt_cache_dir)
         requested = _normalize(providers, defaults)
@@ -77,6 +84,15 @@ class OrtC2F:
                     f"(onnxruntime fell back to {active}); check the GPU, CUDA/cuDNN/TensorRT "
                     "libraries, or ask for CPUExecutionProvider explicitly"
                 )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, providers: Sequence[ProviderSpec] | None = None, **options):
+        """A session over a serialized graph held in memory; no file is read or written."""
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"data must be the serialized ONNX graph (bytes), got {type(data).__name__}"
+            )
+        return cls(data, providers, **options)
 
     @property
     def providers(self) -> list[str]:
@@ -242,6 +258,13 @@ def _normalize(
             raise ProviderUnavailableError(
                 f"execution provider {name!r} is not in this onnxruntime build "
                 f"(available: {available})"
+            )
+        if name in GPU_PROVIDERS and not torch.cuda.is_available():
+            # Asked of a GPU build without a GPU, onnxruntime either falls back to the CPU or,
+            # in some releases (onnxruntime-gpu 1.19), crashes the process while loading CUDA.
+            raise ProviderUnavailableError(
+                f"{name} requested but no CUDA device is visible to this process; ask for "
+                "CPUExecutionProvider explicitly"
             )
         requested.append((name, {**defaults.get(name, {}), **options}))
     return requested

@@ -1,5 +1,7 @@
-"""FGSM / PGD and the attack base: torchattacks parity, per-image determinism, early stop,
-minimal eps, stages, input validation and sanity checks."""
+"""FGSM / PGD and the attack base: torchattacks parity, memory formats, per-image determinism,
+early stop, first-success steps, minimal eps, stages, input validation and sanity checks.
+
+Also the small models the other attack tests share."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks import FGSM, PGD, Attack, AttackSanityError
+from c2f_attacks.attacks.base import Perturbed
 from c2f_attacks.attacks.noise import hash32, uniform_like
-from c2f_attacks.data.shapes import SHAPES_HIERARCHY
+from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.models import load_model
 from c2f_attacks.models.base import C2FClassifier, Normalize
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
 
@@ -63,6 +67,28 @@ def tiny_c2f(seed: int = 0) -> C2FVGG16:
     return C2FVGG16(SHAPES_HIERARCHY, cfg).eval()
 
 
+class StageLogits(nn.Module):
+    """One stage of a C2F model as a flat classifier (its logits), for torchattacks."""
+
+    def __init__(self, model: C2FClassifier, stage: str = "coarse"):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, x):
+        out = self.model(x)
+        return out.coarse_logits if self.stage == "coarse" else out.fine_logits
+
+
+def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first n shapes test images, fine labels and object masks."""
+    return ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("shapes-vgg16")
+
+
 @pytest.fixture
 def batch():
     g = torch.Generator().manual_seed(1)
@@ -70,28 +96,40 @@ def batch():
 
 
 # ---------------------------------------------------------------- torchattacks parity
-# Our attacks run CPU conv nets channels-last (attacks/layout.py), so torchattacks gets the same
-# layout: the convolutions then round alike, and a near-zero gradient cannot flip its sign.
+# memory_format="contiguous" feeds the model exactly what torchattacks feeds it: bit-identical.
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("seed,batch_norm", [(0, False), (1, True)])
-def test_pgd_matches_torchattacks(batch, seed, batch_norm):
+def test_pgd_contiguous_is_bit_identical_to_torchattacks(batch, seed, batch_norm):
     model = small_cnn(seed, batch_norm)
     x, y = batch
     ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)
-    ours = PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)(x, y)
-    assert torch.allclose(ours.x_adv, ref(channels_last(x), y), atol=1e-6, rtol=0)
+    ours = PGD(model, eps=8 / 255, alpha=2 / 255, steps=7, random_start=False,
+               memory_format="contiguous")(x, y)  # fmt: skip
+    assert torch.equal(ours.x_adv, ref(x, y))
 
 
 @pytest.mark.parametrize("seed,batch_norm", [(2, False), (3, True)])
-def test_fgsm_matches_torchattacks(batch, seed, batch_norm):
+def test_fgsm_contiguous_is_bit_identical_to_torchattacks(batch, seed, batch_norm):
     model = small_cnn(seed, batch_norm)
     x, y = batch
-    ref = torchattacks.FGSM(model, eps=4 / 255)(channels_last(x), y)
-    ours = FGSM(model, eps=4 / 255)(x, y)
-    assert torch.allclose(ours.x_adv, ref, atol=1e-6, rtol=0)
+    ref = torchattacks.FGSM(model, eps=4 / 255)(x, y)
+    assert torch.equal(FGSM(model, eps=4 / 255, memory_format="contiguous")(x, y).x_adv, ref)
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_contiguous_is_bit_identical_to_torchattacks_on_the_shipped_model(shipped, stage):
+    """The shipped model flattened to one stage (a flat classifier: loss on y, as torchattacks)."""
+    flat = StageLogits(shipped, stage).eval()
+    x, y, _ = shapes_test(6)
+    y = shipped.fine_to_coarse[y] if stage == "coarse" else y
+    ref = torchattacks.PGD(flat, eps=8 / 255, alpha=2 / 255, steps=3, random_start=False)
+    ours = PGD(flat, steps=3, random_start=False, memory_format="contiguous")
+    assert torch.equal(ours(x, y).x_adv, ref(x, y))
+    fgsm = FGSM(flat, memory_format="contiguous")(x, y).x_adv
+    assert torch.equal(fgsm, torchattacks.FGSM(flat, eps=8 / 255)(x, y))
 
 
 class ViewNet(nn.Module):
@@ -107,7 +145,7 @@ class ViewNet(nn.Module):
         return self.fc(self.conv(x).relu().view(x.shape[0], -1))
 
 
-def test_memory_layout_is_chosen_per_model_and_returned_as_given(batch):
+def test_auto_memory_format_is_chosen_per_model_and_returned_as_given(batch):
     x, y = batch
     conv_net, view_net, mlp = (
         small_cnn(0),
@@ -117,11 +155,32 @@ def test_memory_layout_is_chosen_per_model_and_returned_as_given(batch):
     for model, fast in ((conv_net, True), (view_net, False), (mlp, False)):
         atk = PGD(model, steps=2, random_start=False)
         res = atk(x, y)
-        assert atk._channels_last == {"cpu": fast}
+        assert atk._layout.probed == {"cpu": fast}
         assert res.x_adv.is_contiguous()
         ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=2, random_start=False)
         assert torch.equal(res.x_adv, ref(channels_last(x) if fast else x, y))
     assert not PGD(conv_net, steps=1)(channels_last(x), y).x_adv.is_contiguous()
+
+
+def test_memory_format_option(batch):
+    """Each format feeds the model its layout; "channels_last" equals torchattacks on
+    channels-last input; the option is validated and shown in the repr."""
+    model = small_cnn(0)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x, y = batch
+    for memory_format, expect in (("contiguous", False), ("channels_last", True)):
+        seen.clear()
+        atk = PGD(model, steps=2, random_start=False, memory_format=memory_format)
+        res = atk(x, y)
+        assert seen and all(s == expect for s in seen)
+        assert f"memory_format={memory_format!r}" in repr(atk)
+    ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=2, random_start=False)
+    assert torch.equal(res.x_adv, ref(channels_last(x), y))
+    with pytest.raises(ValueError, match="memory_format"):
+        PGD(model, memory_format="nhwc")
 
 
 def test_first_gradient_reuses_the_clean_forward(batch):
@@ -143,9 +202,10 @@ def test_first_gradient_reuses_the_clean_forward(batch):
 
 def test_training_mode_and_grad_flags_restored(batch):
     model = small_cnn(0, batch_norm=True).train()
+    model[1].eval()  # a BatchNorm deliberately frozen inside a training model
     model[0].weight.requires_grad_(False)
     PGD(model, steps=2)(*batch)
-    assert model.training
+    assert model.training and not model[1].training and model[0].training
     assert not model[0].weight.requires_grad and model[-1].weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
 
@@ -158,10 +218,11 @@ def test_result_fields_and_cost(batch):
     with torch.no_grad():
         clean = model(x).argmax(1)
         adv = model(res.x_adv).argmax(1)
-    assert torch.equal(res.y, clean) and torch.equal(res.clean_pred, clean)
-    assert torch.equal(res.adv_pred, adv)
+    assert torch.equal(res.y, clean) and torch.equal(res.clean.stage, clean)
+    assert torch.equal(res.adv.stage, adv)
     assert torch.equal(res.success, adv != clean)
-    assert res.clean_coarse_pred is None and res.adv_fine_pred is None
+    assert not res.misclassified.any()
+    assert res.clean.coarse is None and res.adv.fine is None
     assert res.forwards.tolist() == [3] * 12 and res.backwards.tolist() == [3] * 12
     assert res.cost()["queries_per_image"] == 6
     assert torch.allclose(res.eps, torch.full((12,), 8 / 255))
@@ -182,6 +243,32 @@ def test_early_stop_freezes_each_image_at_its_first_success(batch):
     assert (linf(early) <= linf(full) + 1e-7).all()
     # it took exactly forwards-1 steps of size alpha from x: so its linf is at most that
     assert (linf(early) <= (early.forwards - 1) * 0.02 + 1e-6).all()
+    # the step it stopped at: its last forward saw the success after forwards - 1 steps; an
+    # image that ran all 20 forwards succeeded at the 20th (step 19) or after the last step
+    stopped = early.forwards < 20
+    assert torch.equal(early.first_success_step[stopped], early.forwards[stopped] - 1)
+    assert torch.isin(early.first_success_step[~stopped], torch.tensor([19, 20])).all()
+
+
+def test_first_success_step_reruns_to_the_same_image(batch):
+    """Running image i for exactly first_success_step[i] steps reproduces its x_adv; the full
+    run without early stop records the same steps, and failures get -1."""
+    model = small_cnn(0)
+    x, _ = batch
+    kwargs = {"eps": 0.3, "alpha": 0.02, "random_start": False}
+    early = PGD(model, steps=8, early_stop=True, **kwargs)(x)
+    full = PGD(model, steps=8, **kwargs)(x)
+    assert (early.first_success_step[~early.success] == -1).all()
+    assert (full.first_success_step[~full.success] == -1).all()
+    both = early.success & full.success
+    assert torch.equal(early.first_success_step[both], full.first_success_step[both])
+    for i in early.success.nonzero().flatten()[:4].tolist():
+        steps = int(early.first_success_step[i])
+        if steps == 0:
+            continue
+        again = PGD(model, steps=steps, **kwargs)(x[i : i + 1])
+        assert again.success.item()
+        assert torch.equal(again.x_adv, early.x_adv[i : i + 1])
 
 
 def test_margin_loss_lowers_every_margin(batch):
@@ -253,28 +340,24 @@ def test_minimal_eps_finds_smaller_successful_budgets(batch, attack):
             x[i : i + 1], index=torch.tensor([i])
         )
         assert single.success.item()
+    assert (res.first_success_step[res.success] >= 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_pgd_minimal_eps_fools_every_shipped_image_at_64(shipped, stage):
+    x, y, _ = shapes_test(16)
+    res = PGD(shipped, eps=64 / 255, stage=stage, minimal_eps=True, search_steps=2)(x, y)
+    assert res.success.all()
+    assert (res.eps <= 64 / 255).all() and (res.eps < 64 / 255).any()
+    linf = (res.x_adv - x).abs().flatten(1).amax(1)
+    assert (linf <= res.eps + 1e-6).all()
 
 
 def _with_eps(atk: PGD, eps: float) -> dict:
     if isinstance(atk, FGSM):
         return {"eps": eps}
     return {"eps": eps, "alpha": eps * atk.alpha / atk.eps, "steps": atk.steps}
-
-
-# ---------------------------------------------------------------- C2F stages
-def test_c2f_stages_and_predictions():
-    model = tiny_c2f()
-    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    out = model(x)
-    coarse = PGD(model, eps=0.1, steps=3, stage="coarse")(x)
-    assert torch.equal(coarse.y, out.coarse_pred)
-    assert torch.equal(coarse.clean_fine_pred, out.fine_pred)
-    adv = model(coarse.x_adv)
-    assert torch.equal(coarse.success, adv.coarse_pred != out.coarse_pred)
-    fine = PGD(model, eps=0.1, steps=3, stage="fine", loss="margin")(x)
-    adv = model(fine.x_adv)
-    assert torch.equal(fine.y, out.fine_pred)
-    assert torch.equal(fine.success, adv.fine_pred != out.fine_pred)
 
 
 # ---------------------------------------------------------------- validation
@@ -331,6 +414,9 @@ def test_bad_labels_and_index(batch):
     atk = PGD(small_cnn(0), steps=1)
     with pytest.raises(ValueError, match="lie in"):
         atk(x, y + 10)
+    c2f = small_c2f()
+    with pytest.raises(ValueError, match="global fine labels"):  # C2F: y are fine labels
+        PGD(c2f, stage="coarse")(torch.rand(2, 3, 32, 32), torch.tensor([0, 12]))
     with pytest.raises(TypeError, match="integer"):
         atk(x, y.float())
     with pytest.raises(ValueError, match="shape"):
@@ -346,8 +432,8 @@ class _Broken(Attack):
         super().__init__(model)
         self.make = make
 
-    def _perturb(self, x, y, index, counter):
-        return self.make(x)
+    def _perturb(self, batch, counter):
+        return Perturbed(*self.make(batch.x))
 
 
 @pytest.mark.parametrize(

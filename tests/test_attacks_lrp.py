@@ -1,4 +1,5 @@
-"""LRPC / LRPF on a tiny C2F-VGG16: masks, stopping, success criteria, budgets, cost, checks."""
+"""LRPC / LRPF on a small C2F CNN: masks, stopping, first-success steps, success criteria,
+budgets (eps-constrained and minimal eps), cost, checks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks import LRPC, LRPF
-from c2f_attacks.attacks.relevance import heatmap, stage_relevance_of, top_fraction_mask
+from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
 from tests.test_attacks import small_c2f, small_cnn
 
 pytest.importorskip("c2f_attacks.lrp")
@@ -49,12 +50,42 @@ def test_lrpc_stops_each_image_at_its_first_success(model, x):
     assert stopped.any() and res.success[stopped].all()
     assert (linf[stopped] <= (margin_forwards[stopped] - 1) * FAST["alpha"] + 1e-6).all()
     assert (margin_forwards[~res.success] == FAST["steps"]).all()
+    # the step each stopped image was seen successful at: after margin_forwards - 1 steps
+    assert torch.equal(res.first_success_step[stopped], margin_forwards[stopped] - 1)
+    assert (res.first_success_step[~res.success] == -1).all()
 
 
 def test_lrpc_eps_budget(model, x):
     res = LRPC(model, eps=0.06, **FAST)(x)
     assert ((res.x_adv - x).abs().flatten(1).amax(1) <= 0.06 + 1e-6).all()
     assert torch.allclose(res.eps, torch.full((8,), 0.06))
+
+
+@pytest.mark.parametrize("attack", [LRPC, LRPF])
+def test_minimal_eps_bisects_a_per_image_budget(model, x, attack):
+    eps_max = 0.3
+    res = attack(model, eps=eps_max, minimal_eps=True, search_steps=4, **FAST)(x)
+    assert res.success.any()
+    assert (res.eps <= eps_max).all() and (res.eps[res.success] < eps_max).any()
+    linf = (res.x_adv - x).abs().flatten(1).amax(1)
+    assert (linf <= res.eps + 1e-6).all()
+    assert (res.first_success_step[res.success] >= 0).all()
+    # the eps-constrained attack at an image's found budget succeeds again, with that image
+    for i in res.success.nonzero().flatten()[:3].tolist():
+        again = attack(model, eps=res.eps[i].item(), **FAST)(x[i : i + 1], index=torch.tensor([i]))
+        assert again.success.item()
+    # a budget at least the unbounded path's l-inf lets the constrained attack take that path
+    # (when the path never goes beyond its final l-inf), so the search ends no higher, up to
+    # its resolution eps_max / 2**4
+    free = attack(model, **FAST)(x)
+    both = free.success & res.success
+    free_linf = (free.x_adv - x).abs().flatten(1).amax(1)
+    assert (res.eps[both] <= free_linf[both] + eps_max / 2**4 + 1e-6).all()
+
+
+def test_minimal_eps_needs_an_upper_bound(model):
+    with pytest.raises(ValueError, match="minimal_eps"):
+        LRPC(model, minimal_eps=True)
 
 
 def test_lrpf_success_keeps_coarse(model, x):
@@ -110,35 +141,12 @@ def test_rejects_models_it_cannot_explain(x):
     "kwargs,match",
     [({"top_k": 0}, "top_k"), ({"top_k": 1.5}, "top_k"), ({"alpha": 0}, "alpha"),
      ({"steps": 0}, "steps"), ({"refresh": 0}, "refresh"), ({"lam": -1}, "lam"),
-     ({"eps": -0.1}, "eps"), ({"relevance_grad": "approx"}, "relevance_grad")],
+     ({"eps": -0.1}, "eps"), ({"relevance_grad": "approx"}, "relevance_grad"),
+     ({"mask": "saliency"}, "mask"), ({"search_steps": -1}, "search_steps"),
+     ({"memory_format": "nhwc"}, "memory_format")],
 )  # fmt: skip
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRPC(small_c2f(), **kwargs)
     with pytest.raises(ValueError, match="kappa"):
         LRPF(small_c2f(), kappa=-1)
-
-
-@pytest.mark.slow
-def test_shipped_model_sparse_and_relevance_focused():
-    """The issue's acceptance checks on a 32-image slice of the shapes test split (the full
-    256-image numbers: results/attacks_shapes.md, ``python -m c2f_attacks.attacks.report``)."""
-    from c2f_attacks.attacks import PGD
-    from c2f_attacks.attacks.lrpc import LRPC_DEFAULTS
-    from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
-    from c2f_attacks.metrics import attack_metrics
-    from c2f_attacks.models.zoo import load_model, shipped_checkpoint
-
-    if not shipped_checkpoint("shapes-vgg16").exists():
-        pytest.skip("shapes-vgg16 checkpoint not shipped")
-    model = load_model("shapes-vgg16")
-    x, labels, masks = ShapesC2F(32, SHAPES_SPLITS["test"]).tensors()
-    top_k = LRPC_DEFAULTS["top_k"]
-    pgd = PGD(model, stage="coarse")
-    dense = attack_metrics(model, x, pgd(x).x_adv, labels, "coarse", top_k=top_k)
-    for attack in (LRPC(model), LRPF(model)):
-        m = attack_metrics(model, x, attack(x).x_adv, labels, attack.stage, masks,
-                           keep_coarse=attack.keep_coarse, top_k=top_k)  # fmt: skip
-        assert m["fooling_ratio"] >= 0.95
-        assert m["l0_mean"] <= 0.25 < dense["l0_mean"]
-        assert m["perturbation_in_relevance"] > 2 * dense["perturbation_in_relevance"]

@@ -64,3 +64,15 @@ def test_tampered_fields(tmp_path, model):
 def test_unknown_name():
     with pytest.raises(ValueError, match="unknown model 'vgg99'.*shapes-vgg16"):
         load_model("vgg99")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path, model, value):
+    path = save_checkpoint(model, tmp_path / "diverged.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["fine_heads.1.6.bias"][0] = value
+    torch.save(payload, path)
+    with pytest.raises(
+        CheckpointError, match="diverged.pt: weight 'fine_heads.1.6.bias' has 1 NaN"
+    ):
+        load_model(path)

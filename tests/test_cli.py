@@ -1,19 +1,27 @@
-"""The command line: the main job end to end, its reruns, torchrun sharding and its errors."""
+"""The command line: run, compare, leaderboard, train, accuracy, explain; errors and exits."""
 
+import io
+import json
 import os
-import re
+import shutil
+import signal
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from c2f_attacks.cli import main
+from c2f_attacks.interrupts import Interrupted
+from c2f_attacks.models import load_model
+from c2f_attacks.runner.preflight import COMMITTED_RESULTS
+from c2f_attacks.train import accuracy
 
 # Columns that are measurements of time or provenance, not results.
 VOLATILE = ["ms_per_image", "images_per_s", "timestamp", "git_commit"]
-SMALL_RUN = ["--num-images", "12", "--batch-size", "4", "--attacks", "fgsm", "pgd", "lrpc", "lrpf",
-             "--modes", "fixed", "--quiet"]  # fmt: skip
+SMALL_RUN = ["-n", "6", "--batch-size", "4", "--pgd-steps", "2", "--steps", "3",
+             "--refresh", "2", "--search-steps", "2", "--quiet"]  # fmt: skip
 
 
 def _run(out, *extra) -> pd.DataFrame:
@@ -21,31 +29,141 @@ def _run(out, *extra) -> pd.DataFrame:
     return pd.read_csv(out / "leaderboard.csv")
 
 
-def test_run_writes_leaderboard_and_figures_and_reruns_identically(tmp_path, capsys):
-    first = _run(tmp_path, "--backend", "onnxruntime")
-    assert set(zip(first.attack, first.stage)) == {
-        ("fgsm", "coarse"), ("fgsm", "fine"), ("pgd", "coarse"), ("pgd", "fine"),
-        ("lrpc", "coarse"), ("lrpf", "fine"),
-    }  # fmt: skip
-    fixed = first[first.attack.isin(["fgsm", "pgd"])]
-    assert (fixed.linf_mean.fillna(0) <= fixed.eps + 1e-6).all()
-    assert (first.backend_agreement == 1.0).all()
-    assert (tmp_path / "figures" / "lrpc_coarse.png").stat().st_size > 10_000
-    out = capsys.readouterr().out
-    assert "| lrpf" in out and "leaderboard:" in out
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
 
-    again = _run(tmp_path, "--backend", "onnxruntime")
-    assert len(again) == len(first)  # upserted, not appended
+
+def test_run_prints_a_table_and_reruns_identically(tmp_path, capsys):
+    args = ("--attacks", "fgsm,lrpc", "--masks", "lrp", "random", "--no-figures")
+    first = _run(tmp_path, *args)
+    assert set(zip(first.attack, first.stage, first["mask"])) == {
+        ("fgsm", "coarse", "none"), ("fgsm", "fine", "none"),
+        ("lrpc", "coarse", "lrp"), ("lrpc", "coarse", "random"),
+    }  # fmt: skip
+    out = capsys.readouterr().out
+    assert "shapes-vgg16 on shapes/test, 6 images:" in out and "leaderboard:" in out
+    table = out.split("images:\n")[1].split("leaderboard:")[0]
+    assert "fgsm" in table and max(len(line) for line in table.splitlines()) <= 100
+    again = _run(tmp_path, *args)
     pd.testing.assert_frame_equal(first.drop(columns=VOLATILE), again.drop(columns=VOLATILE))
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "markdown"])
+def test_machine_formats_keep_stdout_parseable(tmp_path, capsys, fmt):
+    _run(tmp_path, "--attacks", "fgsm", "--stages", "coarse", "--modes", "fixed",
+         "--no-figures", "--format", fmt)  # fmt: skip
+    out = capsys.readouterr().out
+    if fmt == "csv":
+        assert pd.read_csv(io.StringIO(out))["attack"].tolist() == ["fgsm"]
+    elif fmt == "json":
+        assert [row["attack"] for row in json.loads(out)] == ["fgsm"]
+    else:
+        assert out.lstrip().startswith("|") and "fgsm" in out
+
+
+def test_config_file_sweep_from_the_command_line(tmp_path, capsys):
+    config = tmp_path / "sweep.toml"
+    config.write_text('attacks = ["fgsm"]\nstages = ["coarse"]\nmodes = ["fixed"]\n'
+                      'eps = [0.01, 0.02]\nfigures = false\n')  # fmt: skip
+    board = _run(tmp_path, "--config", str(config))
+    assert sorted(board["eps"]) == [0.01, 0.02]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epsilon = 1\n")
+    assert main(["run", "--config", str(bad), "--out", str(tmp_path)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench run: error: config file ") and "'epsilon'" in line
+    assert str(bad) in line
+
+
+def test_compare_prints_paired_differences(tmp_path, capsys):
+    _run(tmp_path, "--attacks", "lrpc", "--masks", "lrp", "random", "--no-figures")
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path), "lrpc:lrp", "lrpc:random", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"]
+    assert table["n_images"][0] == 6
+    assert {"difference", "lo", "hi"} <= set(table.columns)
+    assert main(["compare", str(tmp_path), "lrpc:lrp", "pgd:none"]) == 2
+    assert "row 'pgd:none' matches no row" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--attacks", "cw"], "unknown attack 'cw'"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--model", "missing.pt"], "missing.pt"),
+        (["--stages", "fine", "--attacks", "lrpc"], "LRPC attacks the coarse stage only"),
+        (["--out", ""], "out must name a folder"),
+        (["--out", str(COMMITTED_RESULTS[0])], "committed results folder"),
+        (["-n", str(10**9)], "beyond the limit"),
+    ],
+)
+def test_run_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), "--quiet", *args]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench run: error: ") and message in line
+    assert not (out / "leaderboard.csv").exists()
+
+
+def test_usage_errors_exit_2_with_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "-n", "0"])
+    assert stop.value.code == 2
+    assert "argument -n/--num-images: expected a positive integer, got 0" in _error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["train"])
+    assert "the following arguments are required: --out" in _error_line(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    assert main(["run", "--device", "cuda", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "no CUDA GPU" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "raised, code, text",
+    [(KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
+     (Interrupted(signal.SIGTERM), 143, "interrupted by SIGTERM")],
+)  # fmt: skip
+def test_interrupts_exit_with_one_line_and_the_signal_status(monkeypatch, capsys, raised, code,
+                                                             text):  # fmt: skip
+    def interrupted(cfg):
+        raise raised
+
+    monkeypatch.setattr("c2f_attacks.runner.run", interrupted)
+    assert main(["run", "--quiet"]) == code
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench run: interrupted") and text in line
+
+
+def test_module_and_console_script_entry_points(tmp_path):
+    """`python -m c2f_attacks.cli` and `c2f-bench` (when installed) run and fail alike."""
+    commands = [[sys.executable, "-m", "c2f_attacks.cli"]]
+    script = shutil.which("c2f-bench", path=os.path.dirname(sys.executable))
+    if script:
+        commands.append([script])
+    for command in commands:
+        done = subprocess.run([*command, "leaderboard", str(tmp_path / "none.csv")],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"c2f-bench leaderboard: error: no leaderboard rows in {tmp_path / 'none.csv'}"
+        )
+
+
+@pytest.mark.slow
 def test_two_rank_torchrun_equals_one_process(tmp_path):
-    single = _run(tmp_path / "one", "--backend", "torch", "--no-figures")
+    args = ("--attacks", "fgsm,lrpc", "--masks", "random", "--no-figures")
+    single = _run(tmp_path / "one", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # `python -m torch.distributed.run` is torchrun; `-m c2f_attacks.cli` is c2f-bench. Neither
-    # needs the virtual environment's bin/ on PATH.
+    # `python -m torch.distributed.run` is torchrun; `-m c2f_attacks.cli` is c2f-bench.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "-m", "c2f_attacks.cli", "run", *SMALL_RUN, "--backend", "torch", "--no-figures",
+           "-m", "c2f_attacks.cli", "run", *SMALL_RUN, *args,
            "--out", str(tmp_path / "two")]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -53,46 +171,77 @@ def test_two_rank_torchrun_equals_one_process(tmp_path):
     pd.testing.assert_frame_equal(single.drop(columns=VOLATILE), sharded.drop(columns=VOLATILE))
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--n", "0"], "argument --n/--num-images: expected a positive integer, got 0"),
-        (["--attacks", "cw"], "unknown attack 'cw'"),
-        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
-        (["--model", "missing.pt"], "checkpoint missing.pt does not exist"),
-        (["--stages", "fine", "--attacks", "lrpc"], "LRPC attacks the coarse stage only"),
-    ],
-)
-def test_run_errors_are_one_line_and_write_nothing(tmp_path, args, message):
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "c2f_attacks.cli", "run", "--out", str(out), *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
-    assert not (out / "leaderboard.csv").exists()
-
-
-def test_corrupt_model_and_unwritable_out(tmp_path, capsys):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"\x00" * 100)
-    assert main(["run", "--model", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "bad.pt cannot be read" in capsys.readouterr().err
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert main(["run", "--out", str(blocker / "sub"), "--n", "2", "--quiet"]) == 2
-    assert "is not writable" in capsys.readouterr().err
+def test_accuracy_restores_every_submodule_mode():
+    model = load_model("shapes-vgg16").train()
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][:2]
+    for m in frozen:
+        m.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    x = torch.rand(3, 3, 32, 32)
+    accuracy(model, x, torch.zeros(3, dtype=torch.long))
+    assert {name: m.training for name, m in model.named_modules()} == before
 
 
 def test_accuracy_explain_and_leaderboard_commands(tmp_path, capsys):
-    assert main(["accuracy", "--n", "60"]) == 0
-    found = re.search(r"coarse accuracy ([\d.]+), fine accuracy ([\d.]+)", capsys.readouterr().out)
-    coarse, fine = float(found[1]), float(found[2])
+    assert main(["accuracy", "-n", "40", "--batch-size", "16"]) == 0
+    line = capsys.readouterr().out
+    coarse = float(line.split("coarse accuracy ")[1].split(",")[0])
+    fine = float(line.split("fine accuracy ")[1])
     assert coarse >= 0.95 and fine >= 0.95
     png = tmp_path / "explain.png"
-    assert main(["explain", "--n", "2", "--out", str(png)]) == 0
+    assert main(["explain", "-n", "2", "--out", str(png)]) == 0
     assert png.stat().st_size > 10_000
-    assert main(["leaderboard", str(tmp_path / "none.csv")]) == 2
-    assert "no leaderboard rows" in capsys.readouterr().err
+    assert main(["explain", "--out", str(COMMITTED_RESULTS[0] / "x.png")]) == 2
+    assert "committed results folder" in _error_line(capsys)
+
+
+def test_figures_leave_the_matplotlib_backend_alone():
+    code = ("import matplotlib; import c2f_attacks.figures, c2f_attacks.viz; "
+            "print(matplotlib.get_backend())")  # fmt: skip
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+
+
+def test_own_model_hierarchy_and_image_folder_pass_through(tmp_path, monkeypatch, capsys):
+    """--model module:factory with --hierarchy, on --dataset imagefolder:PATH."""
+    from PIL import Image
+
+    hierarchy = {"round": ["disk", "ring"], "angular": ["square", "star"]}
+    (tmp_path / "h.json").write_text(json.dumps(hierarchy))
+    gen = torch.Generator().manual_seed(0)
+    for fine in ("disk", "ring", "square", "star"):
+        (tmp_path / "images" / fine).mkdir(parents=True)
+        for i in range(2):
+            pixels = (torch.rand(40, 40, 3, generator=gen) * 255).byte().numpy()
+            Image.fromarray(pixels).save(tmp_path / "images" / fine / f"{i}.png")
+    (tmp_path / "tiny_factory.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),\n"
+        "        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    board = _run(tmp_path / "out", "--model", "tiny_factory:make", "--hierarchy",
+                 str(tmp_path / "h.json"), "--dataset", f"imagefolder:{tmp_path / 'images'}",
+                 "--attacks", "fgsm", "--modes", "fixed", "-n", "4", "--no-figures")  # fmt: skip
+    assert board["model"].tolist() == ["tiny_factory:make"] * 2
+    assert set(board["n"]) == {4} and board["model_hash"].nunique() == 1
+
+
+def test_a_failed_final_write_names_the_rejected_rows_file(tmp_path, monkeypatch, capsys):
+    from c2f_attacks.leaderboard import LeaderboardWriteError
+
+    side = tmp_path / "leaderboard.rejected-20250101T000000.csv"
+
+    def fail(path, rows, timeout=60.0):
+        raise LeaderboardWriteError(f"{path}: disk full (rows saved to {side})", side)
+
+    monkeypatch.setattr("c2f_attacks.runner.execute.upsert_rows", fail)
+    assert main(["run", *SMALL_RUN, "--attacks", "fgsm", "--stages", "coarse", "--modes",
+                 "fixed", "--no-figures", "--out", str(tmp_path)]) == 2  # fmt: skip
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench run: error: ") and str(side) in line

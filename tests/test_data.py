@@ -5,7 +5,18 @@ import pytest
 import torch
 from PIL import Image
 
-from c2f_attacks.data import SHAPES_HIERARCHY, ShapesC2F, cifar10, cifar100, get_dataset, imagenet
+from c2f_attacks import Hierarchy
+from c2f_attacks.data import (
+    SHAPES_HIERARCHY,
+    SHAPES_MAX_IMAGES,
+    ShapesC2F,
+    cifar10,
+    cifar100,
+    even_subset,
+    get_dataset,
+    imagenet,
+    load_photos,
+)
 from c2f_attacks.hierarchies import CIFAR10_HIERARCHY, cifar100_hierarchy, imagenet_hierarchy
 
 # ---------------------------------------------------------------------------------- shapes
@@ -135,7 +146,7 @@ def test_imagenet_synset_folders(tmp_path):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "n99999999" / "a.JPEG")
 
     ds = imagenet(tmp_path)
-    assert len(ds) == 6
+    assert len(ds) == 6 and ds.skipped == ["n99999999"]
     labels = sorted({ds[i][1] for i in range(6)})
     assert labels == sorted(h.fine_names.index(w) for w in chosen)
     image, _label = ds[0]
@@ -146,7 +157,7 @@ def test_imagenet_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         imagenet(tmp_path / "nope")
     (tmp_path / "cats").mkdir()
-    with pytest.raises(FileNotFoundError, match="no synset folder of the hierarchy"):
+    with pytest.raises(FileNotFoundError, match="no folder of a fine class of the hierarchy"):
         imagenet(tmp_path)
 
 
@@ -162,3 +173,88 @@ def test_get_dataset_by_name(tmp_path):
         get_dataset("cifar100")
     with pytest.raises(ValueError, match="n must be a positive integer"):
         get_dataset("shapes", n=0)
+
+
+def test_shapes_size_limit_and_chunked_rendering(capsys):
+    with pytest.raises(ValueError, match="beyond the limit of 100,000 shapes images"):
+        ShapesC2F(SHAPES_MAX_IMAGES + 1)
+    ds = ShapesC2F(6, seed=2)
+    x, y, masks = ds.tensors(progress=True)
+    assert "rendering shapes" in capsys.readouterr().err
+    chunk = ds.render(range(4, 8))  # beyond n: the same stream, for chunks of a larger set
+    assert torch.equal(chunk[0][:2], x[4:]) and torch.equal(chunk[2][:2], masks[4:])
+    assert chunk[1].tolist() == [4, 5, 6, 7] and torch.equal(ds.targets, y)
+
+
+# ------------------------------------------------------------------ your own folders, subsets
+def _image_folder(root, counts: dict[str, int], mode="RGB"):
+    for k, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for j in range(count):
+            pixels = np.full((40, 50, 3), 10 * k + j, dtype=np.uint8)
+            Image.fromarray(pixels).convert(mode).save(root / name / f"{j:03d}.png")
+
+
+def test_imagefolder_with_a_user_hierarchy(tmp_path):
+    h = Hierarchy.from_dict({"round": ["ball", "coin"], "long": ["pen"]})
+    _image_folder(tmp_path / "imgs", {"ball": 2, "pen": 3})
+    path = h.to_json(tmp_path / "h.json")
+    ds = get_dataset(f"imagefolder:{tmp_path / 'imgs'}", hierarchy=path)
+    assert ds.hierarchy == h and len(ds) == 5
+    assert sorted(ds.targets) == [0, 0, 2, 2, 2]  # global fine indices of ball, pen
+    image, _ = ds[0]
+    assert image.shape == (3, 224, 224)
+    assert get_dataset(f"imagefolder:{tmp_path / 'imgs'}", hierarchy=h, size=32)[0][0].shape == (
+        3, 32, 32)  # fmt: skip
+    with pytest.raises(ValueError, match="needs a hierarchy whose fine classes are its folder"):
+        get_dataset(f"imagefolder:{tmp_path / 'imgs'}")
+    (tmp_path / "imgs" / "pencil").mkdir()
+    with pytest.raises(
+        ValueError, match="1 folders .* not fine classes of the hierarchy: 'pencil'"
+    ):
+        get_dataset(f"imagefolder:{tmp_path / 'imgs'}", hierarchy=h)
+
+
+def test_imagefolder_grayscale(tmp_path):
+    h = Hierarchy.from_dict({"a": ["x"], "b": ["y"]})
+    _image_folder(tmp_path, {"x": 1, "y": 1}, mode="L")
+    from c2f_attacks.data import HierarchyFolder
+
+    assert HierarchyFolder(tmp_path, h, size=16, mode="L")[0][0].shape == (1, 16, 16)
+
+
+def test_subsets_are_even_across_classes_seeded_and_not_the_first_files(tmp_path):
+    targets = [0] * 50 + [1] * 30 + [2] * 5 + [3] * 15
+    picked = even_subset(targets, 12, seed=0)
+    counts = np.bincount(np.asarray(targets)[picked], minlength=4)
+    assert counts.tolist() == [3, 3, 3, 3]
+    assert picked != list(range(12)) and picked == sorted(picked)
+    assert even_subset(targets, 12, seed=0) == picked and even_subset(targets, 12, seed=1) != picked
+    big = np.bincount(np.asarray(targets)[even_subset(targets, 40, seed=0)], minlength=4)
+    assert big.tolist() == [12, 12, 5, 11] or big.tolist() == [12, 11, 5, 12]  # class 2 runs out
+    assert sorted(even_subset(targets, 100)) == list(range(100))
+    with pytest.raises(ValueError, match=r"n must be in 1..100"):
+        even_subset(targets, 101)
+
+    _image_folder(tmp_path, {"a": 6, "b": 2})
+    h = Hierarchy.from_dict({"g": ["a", "b"]})
+    sub = get_dataset(f"imagefolder:{tmp_path}", n=4, hierarchy=h)
+    assert sorted(sub.dataset.targets[i] for i in sub.indices) == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="n=9 is more than the 8 images of imagefolder"):
+        get_dataset(f"imagefolder:{tmp_path}", n=9, hierarchy=h)
+
+
+def test_dataset_hierarchy_must_match_the_given_one(tmp_path):
+    _write_cifar10(tmp_path)
+    swapped = Hierarchy.from_dict(dict(reversed(CIFAR10_HIERARCHY.to_dict().items())))
+    with pytest.raises(ValueError, match="hierarchies of dataset 'cifar10' and the given"):
+        get_dataset("cifar10", root=tmp_path, hierarchy=swapped)
+    assert len(get_dataset("cifar10", root=tmp_path, hierarchy=CIFAR10_HIERARCHY)) == 20
+
+
+def test_offline_photos():
+    pytest.importorskip("skimage", reason="the photos ship with scikit-image (extra [photos])")
+    x = load_photos(["chelsea", "grace_hopper"], size=64)
+    assert x.shape == (2, 3, 64, 64) and x.min() >= 0 and x.max() <= 1
+    with pytest.raises(ValueError, match="unknown photo 'lena'"):
+        load_photos(["lena"])

@@ -1,9 +1,14 @@
 import json
+from importlib import resources
 
 import pytest
 import torch
 
 from c2f_attacks import Hierarchy
+from c2f_attacks.hierarchies import imagenet_class_names, imagenet_hierarchy, imagenet_wnids
+from c2f_attacks.hierarchies import imagenet_grouping as grouping
+from c2f_attacks.hierarchy import check_same_hierarchy, hierarchy_difference
+from tests.conftest import TINY_HIERARCHY
 
 
 def test_indices_are_laid_out_group_by_group(tiny_hierarchy):
@@ -53,11 +58,113 @@ def test_coarse_of_rejects_out_of_range_and_float(tiny_hierarchy):
 
 
 def test_shipped_groupings_are_valid():
-    from c2f_attacks.hierarchies import cifar100_hierarchy, imagenet_hierarchy, imagenet_wnids
+    from c2f_attacks.hierarchies import cifar100_hierarchy
 
     c100 = cifar100_hierarchy()
     assert c100.num_coarse == 20 and set(c100.group_sizes) == {5}
+
+
+def test_json_with_a_duplicate_coarse_name_is_refused(tmp_path):
+    # json.loads would keep only the last group: the first group's classes would vanish.
+    path = tmp_path / "h.json"
+    path.write_text('{"animal": ["cat"], "vehicle": ["car"], "animal": ["dog"]}')
+    with pytest.raises(ValueError, match="h.json: duplicate key 'animal'"):
+        Hierarchy.from_json(path)
+
+
+# ------------------------------------------------------------------------ differences
+def test_hierarchy_difference_names_every_kind_of_difference(tiny_hierarchy):
+    assert hierarchy_difference(tiny_hierarchy, Hierarchy.from_dict(TINY_HIERARCHY)) == ""
+    other = Hierarchy.from_dict(
+        {"animal": ["cat", "dog"], "vehicle": ["car", "bus", "cow"], "rock": ["granite"]}
+    )
+    diff = hierarchy_difference(tiny_hierarchy, other, names=("model", "data"))
+    assert "coarse classes only in model: 'plant'" in diff
+    assert "fine classes only in model: 'tree'" in diff
+    assert "coarse classes only in data: 'rock'" in diff
+    assert "fine classes only in data: 'granite'" in diff
+    assert "'cow' ('animal' in model, 'vehicle' in data)" in diff
+
+
+def test_hierarchy_difference_names_a_reordering(tiny_hierarchy):
+    swapped = dict(TINY_HIERARCHY)
+    swapped["animal"] = ["dog", "cat", "cow"]
+    diff = hierarchy_difference(tiny_hierarchy, Hierarchy.from_dict(swapped))
+    assert diff == "same groups in another order: fine index 0 is 'cat' in a, 'dog' in b"
+    reordered = Hierarchy.from_dict(dict(reversed(TINY_HIERARCHY.items())))
+    assert "fine index 0 is 'cat' in a, 'tree' in b" in hierarchy_difference(
+        tiny_hierarchy, reordered
+    )
+
+
+def test_check_same_hierarchy(tiny_hierarchy):
+    check_same_hierarchy(tiny_hierarchy, Hierarchy.from_dict(TINY_HIERARCHY), ("m", "d"))
+    with pytest.raises(
+        ValueError,
+        match="hierarchies of model x and dataset y differ: .*'dog', 'cow', 'car' and 2 more",
+    ):
+        check_same_hierarchy(
+            tiny_hierarchy, Hierarchy.from_dict({"a": ["cat"]}), ("model x", "dataset y")
+        )
+
+
+# ------------------------------------------------------------------------ ImageNet grouping
+def test_imagenet_grouping_is_rederived_from_the_shipped_wordnet_data():
+    shipped = (resources.files("c2f_attacks.hierarchies") / grouping.GROUPING_FILE).read_text()
+    derived = grouping.derive_grouping(grouping.shipped_hypernyms(), imagenet_wnids())
+    assert grouping.grouping_json(derived) == shipped
+
+
+def test_imagenet_grouping_puts_every_class_in_exactly_one_group():
+    h = imagenet_hierarchy()
     wnids = imagenet_wnids()
     assert len(wnids) == len(set(wnids)) == 1000
-    inet = imagenet_hierarchy()
-    assert set(inet.fine_names) <= set(wnids)
+    assert sorted(h.fine_names) == sorted(wnids) and h.num_fine == 1000  # no class twice
+    assert h.coarse_names == list(dict.fromkeys(name for name, _ in grouping.CUT))
+    assert min(h.group_sizes) >= 3
+    names = imagenet_class_names()
+    coarse = {names[f]: h.coarse_names[int(c)] for f, c in zip(h.fine_names, h.fine_to_coarse)}
+    expected = {"tiger cat": "feline", "espresso": "food", "moped": "vehicle",
+                "golden retriever": "dog", "goldfish": "fish", "daisy": "plant_fungus",
+                "scuba diver": "person", "volcano": "landscape", "monarch": "insect",
+                "grand piano": "musical_instrument", "timber wolf": "wild_canine"}  # fmt: skip
+    assert {k: coarse[k] for k in expected} == expected
+    # inside a group, ImageNet's class order
+    for c in range(h.num_coarse):
+        members = [wnids.index(f) for f in h.fine_names[h.offsets[c] : h.offsets[c + 1]]]
+        assert members == sorted(members)
+
+
+DATA_NOUN = """\
+  1 This software and database is provided to you, the LICENSEE, by Princeton University
+00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 ~ 00002137 n 0000 ~ 04431553 n 0000 | that which
+00000010 03 n 01 animal 0 002 @ 00001740 n 0000 ~ 00000020 n 0000 | a living thing
+00000011 03 n 02 pet 0 house_pet 0 001 @ 00001740 n 0000 | kept animal
+00000020 05 n 01 dog 0 003 @ 00000010 n 0000 @ 00000011 n 0000 + 01234567 v 0101 | a canine
+00000030 05 n 01 Lassie 0 001 @i 00000020 n 0000 | a famous dog
+00000040 05 n 01 rock 0 001 @ 00001740 n 0000 | a stone
+"""
+
+
+def test_wordnet_extraction_and_the_ordered_cut(tmp_path):
+    path = tmp_path / "data.noun"
+    path.write_text(DATA_NOUN)
+    synsets = grouping.read_wordnet_nouns(path)
+    assert synsets["n00000020"] == ("dog", ("n00000010", "n00000011"))  # verb pointer ignored
+    assert synsets["n00000030"] == ("Lassie", ("n00000020",))  # instance hypernym kept
+    assert synsets["n00000011"] == ("pet", ("n00001740",))  # two lemmas skipped correctly
+    hypernyms = grouping.extract_hypernyms(synsets, ["n00000030", "n00000040"])
+    assert set(hypernyms) == {"n00000030", "n00000020", "n00000010", "n00000011", "n00000040",
+                              "n00001740"}  # fmt: skip
+    assert grouping.parse_hypernyms(grouping.format_hypernyms(hypernyms)) == hypernyms
+    wnids = ["n00000030", "n00000040", "n00000020"]
+    # Lassie and dog are both animals and pets: the earlier cut entry wins.
+    cut = [("pets", "n00000011"), ("animals", "n00000010"), ("things", "n00001740")]
+    assert grouping.derive_grouping(hypernyms, wnids, cut) == {
+        "pets": ["n00000030", "n00000020"], "things": ["n00000040"]}  # fmt: skip
+    cut = [("animals", "n00000010"), ("pets", "n00000011")]
+    with pytest.raises(ValueError, match="class n00000040 is under no synset of the cut"):
+        grouping.derive_grouping(hypernyms, wnids, cut)
+    path.write_text("00000010 03 n xx\n")
+    with pytest.raises(ValueError, match="data.noun:1: not a WordNet data.noun line"):
+        grouping.read_wordnet_nouns(path)

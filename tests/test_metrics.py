@@ -1,25 +1,89 @@
-"""Metrics: norm and share definitions on hand-made deltas, fooling with keep_coarse, and
-attack_metrics recomputed from saved tensors (flat and C2F models)."""
+"""Per-image values: norm and share definitions on hand-made deltas, the success rules and flags
+on a model whose predictions the test sets pixel by pixel, chunked evaluation, input checks."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch import nn
 
-from c2f_attacks.attacks import LRPF, PGD
-from c2f_attacks.attacks.relevance import top_fraction_mask
-from c2f_attacks.attacks.stage import Predictions, StageView
-from c2f_attacks.metrics import (
+from c2f_attacks import Hierarchy
+from c2f_attacks.evaluation import (
     L0_TOLERANCE,
-    attack_metrics,
-    fooled,
+    RECORD_COLUMNS,
+    aggregate,
     pearson,
+    per_image_records,
     perturbation_norms,
     share_inside,
 )
-from tests.test_attacks import small_cnn, tiny_c2f
+from c2f_attacks.evaluation.records import RECORD_KINDS
+from c2f_attacks.models.base import C2FClassifier
+
+HIERARCHY = Hierarchy.from_dict({"animal": ["cat", "dog", "cow"], "vehicle": ["car", "bus"],
+                                 "plant": ["tree"]})  # fmt: skip
+
+
+class ReadoutC2F(C2FClassifier):
+    """Logits read from pixels: coarse k = x[0, 0, k], fine j = x[1, 0, j]. A test writes the
+    predictions it wants into the image."""
+
+    def __init__(self):
+        super().__init__(HIERARCHY)
+
+    def logits(self, x):
+        return x[:, 0, 0, :3], x[:, 1, 0, :6]
+
+
+def image(coarse: int, fine: int) -> torch.Tensor:
+    x = torch.full((3, 8, 8), 0.1)
+    x[0, 0, coarse] = 0.9
+    x[1, 0, fine] = 0.9
+    return x
+
+
+def batch(pairs) -> torch.Tensor:
+    return torch.stack([image(c, f) for c, f in pairs])
+
+
+class SmallC2F(C2FClassifier):
+    """A shallow C2F CNN whose logits vary with the input (LRP-explainable layers only)."""
+
+    input_size = 16
+
+    def __init__(self, seed: int = 0):
+        super().__init__(HIERARCHY)
+        torch.manual_seed(seed)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()
+        )
+        self.coarse_head = nn.Linear(128, 3)
+        self.fine_head = nn.Linear(128, 6)
+
+    def logits(self, x):
+        h = self.trunk(x)
+        return self.coarse_head(h), self.fine_head(h)
+
+
+def small_c2f(seed: int = 0) -> SmallC2F:
+    return SmallC2F(seed).eval()
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(32, 5),
+    ).eval()  # fmt: skip
+
+
+def noisy(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (x + eps * torch.sign(torch.rand(x.shape, generator=g) - 0.5)).clamp(0, 1)
 
 
 def test_perturbation_norms():
@@ -40,110 +104,155 @@ def test_share_inside_and_pearson():
     delta[0, 0, 1, 1] = -0.1
     region = torch.zeros(2, 2, 2, dtype=torch.bool)
     region[:, 0, 0] = True
-    share = share_inside(delta, region)
-    assert share.tolist() == pytest.approx([0.9, 0.0])  # zero delta -> 0
+    assert share_inside(delta, region).tolist() == pytest.approx([0.9, 0.0])  # zero delta -> 0
     a = torch.randn(3, 5, 5)
     assert pearson(a, 2 * a + 1).tolist() == pytest.approx([1.0] * 3, abs=1e-6)
     assert pearson(a, -a).tolist() == pytest.approx([-1.0] * 3, abs=1e-6)
     assert pearson(a, torch.ones_like(a)).tolist() == [0.0] * 3
 
 
-def test_top_fraction_mask_counts_exactly():
-    heat = torch.arange(32.0).view(2, 4, 4)
-    mask = top_fraction_mask(heat, 0.25)
-    assert mask.sum(dim=(1, 2)).tolist() == [4, 4]
-    assert mask[0].flatten()[-4:].all() and not mask[0].flatten()[:-4].any()
-    assert top_fraction_mask(heat, 0.01).sum(dim=(1, 2)).tolist() == [1, 1]
+# (clean coarse, clean fine) -> (adv coarse, adv fine); fine 0-2 are animals (coarse 0), 3-4
+# vehicles (1), 5 the plant (2)
+CLEAN = [(0, 0), (0, 1), (1, 3), (0, 2), (2, 5)]
+ADV = [(0, 1), (1, 4), (1, 3), (0, 2), (0, 0)]
+#      fine in  both    none    none   both flip
 
 
-def test_fooled_keep_coarse():
-    view = StageView(tiny_c2f(), "fine")
-    clean = Predictions(torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]))
-    adv = Predictions(torch.tensor([1, 4, 0]), torch.tensor([0, 1, 0]), torch.tensor([1, 4, 0]))
-    assert fooled(view, clean, adv, keep_coarse=False).tolist() == [True, True, False]
-    assert fooled(view, clean, adv, keep_coarse=True).tolist() == [True, False, False]
+def test_flags_and_both_fine_rules():
+    model = ReadoutC2F()
+    x, x_adv = batch(CLEAN), batch(ADV)
+    y = torch.tensor([0, 2, 3, 2, 1])  # images 1 and 4 misclassified at the fine stage
+    rec = per_image_records(model, x, x_adv, y, "fine", relevance=False)
+    assert list(rec.columns) == list(RECORD_COLUMNS)
+    assert rec.y_coarse.tolist() == [0, 0, 1, 0, 0]
+    assert rec.clean_fine.tolist() == [0, 1, 3, 2, 5] and rec.adv_coarse.tolist() == [0, 1, 1, 0, 0]
+    assert rec.fine_flipped.tolist() == [True, True, False, False, True]
+    assert rec.coarse_flipped.tolist() == [False, True, False, False, True]
+    assert rec.fine_flipped_coarse_kept.tolist() == [True, False, False, False, False]
+    assert rec.success.tolist() == rec.fine_flipped.tolist()  # PGD's fine rule: any fine change
+    assert rec.misclassified.tolist() == [False, True, False, False, True]
+    assert (rec.correct == ~rec.misclassified).all()
+    lrpf = per_image_records(model, x, x_adv, y, "fine", keep_coarse=True, relevance=False)
+    assert lrpf.success.tolist() == [True, False, False, False, False]
+    coarse = per_image_records(model, x, x_adv, y, "coarse", relevance=False)
+    assert coarse.success.tolist() == [False, True, False, False, True]
+    assert coarse.misclassified.tolist() == [False, False, False, False, True]  # coarse of y
+    row = aggregate(rec)
+    assert row["fooling_ratio"] == 0.6 and row["fr_fine_any"] == 0.6
+    assert row["fr_fine_coarse_kept"] == 0.2 and row["coarse_flip_share"] == pytest.approx(2 / 3)
+    assert row["misclassified"] == 2 and row["success_rate"] == pytest.approx(1 / 3)
 
 
-def test_attack_metrics_flat_recomputed_from_tensors():
+def test_misclassified_image_is_not_fooled_by_a_zero_perturbation():
+    model = ReadoutC2F()
+    x = batch(CLEAN)
+    wrong = torch.tensor([1, 0, 4, 0, 0])  # every label disagrees with the clean prediction
+    for stage in ("coarse", "fine"):
+        rec = per_image_records(model, x, x.clone(), wrong, stage, relevance=False)
+        assert not rec.success.any()
+        assert rec.linf.tolist() == [0.0] * 5
+    assert rec.misclassified.all()
+
+
+def test_given_values_and_unavailable_ones():
+    model = ReadoutC2F()
+    x, x_adv = batch(CLEAN), batch(ADV)
+    y = torch.tensor([0, 1, 3, 2, 5])
+    rec = per_image_records(
+        model, x, x_adv, y, "fine", relevance=False, queries=torch.tensor([3, 4, 5, 6, 7]),
+        first_success_step=torch.tensor([0, 2, -1, -1, 1]), eps=0.5,
+        index=torch.tensor([10, 11, 12, 13, 14]),
+    )  # fmt: skip
+    assert rec["index"].tolist() == [10, 11, 12, 13, 14]
+    assert rec.queries.tolist() == [3, 4, 5, 6, 7] and rec.eps.tolist() == [0.5] * 5
+    assert rec.first_success_step.tolist() == [0, 2, -1, -1, 1]
+    bare = per_image_records(model, x, x_adv, y, "fine", relevance=False)
+    assert bare.queries.tolist() == [-1] * 5 and bare.first_success_step.tolist() == [-1] * 5
+    assert bare.eps.isna().all() and bare.object_share.isna().all()
+    assert bare.relevance_shift.isna().all() and bare.perturbation_in_relevance.isna().all()
+    assert bare["index"].tolist() == [0, 1, 2, 3, 4]
+    assert math.isnan(aggregate(bare)["queries_per_image"])
+    assert aggregate(rec)["queries_per_image"] == 5.0
+
+
+def test_dtypes():
+    y = torch.zeros(5, dtype=torch.long)
+    rec = per_image_records(ReadoutC2F(), batch(CLEAN), batch(ADV), y, "fine", relevance=False)
+    kinds = {"int": "int64", "float": "float64", "bool": "bool"}
+    assert {c: str(t) for c, t in rec.dtypes.items()} == {
+        c: kinds[k] for c, k in RECORD_KINDS.items()
+    }
+
+
+def test_flat_model_records():
     model = small_cnn(0)
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(10, 3, 16, 16, generator=g), torch.randint(0, 5, (10,), generator=g)
-    res = PGD(model, eps=0.2, alpha=0.05, steps=5)(x)
-    m = attack_metrics(model, x, res.x_adv, y, None, relevance=False, queries=res.queries)
-    assert m["fooling_ratio"] == pytest.approx(res.success.float().mean().item())
+    x_adv = noisy(x, 0.3)
+    rec = per_image_records(model, x, x_adv, y, None, relevance=False)
     with torch.no_grad():
-        correct = model(x).argmax(1) == y
-    expected = res.success[correct].float().mean().item() if correct.any() else float("nan")
-    assert m["success_rate"] == pytest.approx(expected, nan_ok=True)
-    assert m["clean_acc"] == pytest.approx(correct.float().mean().item())
-    assert m["linf_mean"] <= 0.2 + 1e-6 and m["l0_mean"] > 0.9
-    assert m["queries_per_image"] == 10
-    assert "relevance_shift" not in m and "object_share" not in m
+        clean, adv = model(x).argmax(1), model(x_adv).argmax(1)
+    assert rec.clean_fine.tolist() == clean.tolist() and rec.adv_fine.tolist() == adv.tolist()
+    assert rec.success.tolist() == (clean != adv).tolist()
+    assert rec.correct.tolist() == (clean == y).tolist()
+    assert (rec.y_coarse == -1).all() and not rec.coarse_flipped.any()
+    row = aggregate(rec)
+    assert math.isnan(row["clean_acc_coarse"]) and math.isnan(row["fr_fine_any"])
+    assert row["clean_acc_fine"] == pytest.approx((clean == y).float().mean().item())
+    with pytest.raises(ValueError, match="0..4"):
+        per_image_records(model, x, x_adv, y + 5, None, relevance=False)
 
 
-def test_attack_metrics_c2f_with_relevance_and_masks():
+def test_relevance_and_object_share():
     pytest.importorskip("c2f_attacks.lrp")
-    model = tiny_c2f()
+    model = small_c2f()
     g = torch.Generator().manual_seed(4)
-    x = torch.rand(6, 3, 32, 32, generator=g)
-    labels = torch.randint(0, model.hierarchy.num_fine, (6,), generator=g)
-    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
-    masks[:, 8:24, 8:24] = True
-    res = PGD(model, eps=0.3, alpha=0.1, steps=3, stage="coarse", random_start=False)(x)
-    m = attack_metrics(model, x, res.x_adv, labels, "coarse", masks)
-    for key in ("clean_acc_coarse", "clean_acc_fine", "relevance_shift",
-                "perturbation_in_relevance", "object_share", "linf_median", "l2_mean"):  # fmt: skip
-        assert key in m
-    if m["fooling_ratio"] > 0:
-        # dense PGD spreads |delta| about evenly: a quarter of the pixels hold about a quarter
-        assert 0.1 < m["object_share"] < 0.5
-        assert 0 <= m["perturbation_in_relevance"] <= 1
+    x = torch.rand(6, 3, 16, 16, generator=g)
+    y = torch.randint(0, 6, (6,), generator=g)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[:, 4:12, 4:12] = True  # a quarter of the pixels
+    rec = per_image_records(model, x, noisy(x, 0.05), y, "coarse", masks=masks, top_k=0.25)
+    # a dense sign perturbation spreads |delta| evenly: a quarter of the pixels hold a quarter
+    assert rec.object_share.to_numpy() == pytest.approx(0.25, abs=0.03)
+    assert rec.perturbation_in_relevance.to_numpy() == pytest.approx(0.25, abs=0.03)
+    assert ((rec.relevance_shift >= 0) & (rec.relevance_shift <= 2)).all()
+    same = per_image_records(model, x, x.clone(), y, "coarse", masks=masks)
+    assert same.relevance_shift.to_numpy() == pytest.approx(0.0, abs=1e-5)
+    assert (same.object_share == 0).all()  # a zero perturbation has share 0
 
 
-def test_attack_metrics_in_chunks_equal_one_batch():
-    """Metrics computed batch_size images at a time (bounded memory) equal the one-batch ones."""
-    model = tiny_c2f()
+def test_chunks_equal_one_batch():
+    """Records computed batch_size images at a time (bounded memory) equal the one-batch ones."""
+    model = small_c2f()
     g = torch.Generator().manual_seed(5)
-    x = torch.rand(7, 3, 32, 32, generator=g)
-    labels = torch.randint(0, model.hierarchy.num_fine, (7,), generator=g)
-    masks = torch.rand(7, 32, 32, generator=g) > 0.5
-    x_adv = PGD(model, eps=0.3, alpha=0.1, steps=3, stage="fine", random_start=False)(x).x_adv
-    whole = attack_metrics(model, x, x_adv, labels, "fine", masks, batch_size=7)
-    chunked = attack_metrics(model, x, x_adv, labels, "fine", masks, batch_size=3)
-    assert whole.keys() == chunked.keys()
-    for key, value in whole.items():
-        assert chunked[key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+    x = torch.rand(7, 3, 16, 16, generator=g)
+    y = torch.randint(0, 6, (7,), generator=g)
+    masks = torch.rand(7, 16, 16, generator=g) > 0.5
+    x_adv = noisy(x, 0.2)
+    whole = per_image_records(model, x, x_adv, y, "fine", masks=masks, batch_size=7)
+    chunked = per_image_records(model, x, x_adv, y, "fine", masks=masks, batch_size=3)
+    floats = [c for c in whole.columns if whole[c].dtype == np.float64]
+    pd.testing.assert_frame_equal(whole.drop(columns=floats), chunked.drop(columns=floats))
+    np.testing.assert_allclose(whole[floats], chunked[floats], rtol=1e-5, atol=1e-7)
 
 
-def test_attack_metrics_flat_relevance():
-    pytest.importorskip("c2f_attacks.lrp")
-    model = small_cnn(0)
-    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(6))
-    res = PGD(model, eps=0.3, alpha=0.1, steps=3)(x)
-    m = attack_metrics(model, x, res.x_adv, res.y, None, top_k=0.25)
-    assert m["fooling_ratio"] > 0
-    assert 0 <= m["relevance_shift"] <= 2
-    assert 0.1 < m["perturbation_in_relevance"] < 0.5  # dense: about the region's 25% share
-
-
-def test_attack_metrics_nan_when_nothing_fooled():
-    model = small_cnn(0)
-    x = torch.rand(4, 3, 16, 16)
-    m = attack_metrics(model, x, x.clone(), torch.zeros(4, dtype=torch.long), None, relevance=False)
-    assert m["fooling_ratio"] == 0 and math.isnan(m["linf_mean"])
-
-
-def test_attack_metrics_rejects_bad_input():
-    model = small_cnn(0)
-    x = torch.rand(4, 3, 16, 16)
-    y = torch.zeros(4, dtype=torch.long)
+def test_rejects_bad_input():
+    model = ReadoutC2F()
+    x, y = batch(CLEAN), torch.tensor([0, 1, 3, 2, 5])
     with pytest.raises(ValueError, match="shape"):
-        attack_metrics(model, x, x[:2], y, None, relevance=False)
+        per_image_records(model, x, x[:2], y, "fine", relevance=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        attack_metrics(model, x, x + 2, y, None, relevance=False)
-    with pytest.raises(ValueError, match="flat classifier"):
-        attack_metrics(model, x, x, y, "coarse", relevance=False)
+        per_image_records(model, x, x + 2, y, "fine", relevance=False)
     with pytest.raises(ValueError, match="keep_coarse"):
-        attack_metrics(tiny_c2f(), torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), y, "coarse",
-                       keep_coarse=True, relevance=False)  # fmt: skip
-    assert LRPF.keep_coarse
+        per_image_records(model, x, x, y, "coarse", keep_coarse=True, relevance=False)
+    with pytest.raises(ValueError, match="0..5"):
+        per_image_records(model, x, x, y + 6, "fine", relevance=False)
+    with pytest.raises(ValueError, match="masks"):
+        per_image_records(model, x, x, y, "fine", masks=torch.ones(5, 4, 4), relevance=False)
+    with pytest.raises(ValueError, match="queries"):
+        per_image_records(model, x, x, y, "fine", queries=torch.ones(4), relevance=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        per_image_records(model, x, x, y, "fine", batch_size=0, relevance=False)
+    with pytest.raises(ValueError, match="stage"):
+        per_image_records(small_cnn(), torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8),
+                          torch.zeros(2, dtype=torch.long), "coarse", relevance=False)  # fmt: skip

@@ -1,10 +1,16 @@
+import runpy
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+import c2f_attacks.models.efficientnet as efficientnet
+from c2f_attacks import Hierarchy, load_model
+from c2f_attacks.hierarchies import imagenet_hierarchy
 from c2f_attacks.models import InducedC2F
 from c2f_attacks.models.torchvision_vgg import induced_torchvision_vgg16
-from tests.conftest import tiny_vgg
+from tests.conftest import TINY_HIERARCHY, tiny_vgg
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -105,9 +111,145 @@ def test_torchvision_vgg16_by_weight_name_from_the_local_cache(tmp_path, monkeyp
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     flat = reference.eval()((x - mean) / std)
     torch.testing.assert_close(out.fine_logits, flat[:, model.class_index])
-    assert out.coarse_logits.shape == (2, 11)
+    assert out.coarse_logits.shape == (2, imagenet_hierarchy().num_coarse)
 
 
 def test_torchvision_weights_errors_are_readable(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no weights 'NOT_A_WEIGHT' for vgg16"):
         induced_torchvision_vgg16("NOT_A_WEIGHT")
+
+
+def test_induced_c2f_with_the_identity_mapping_needs_exactly_k_outputs(tiny_hierarchy):
+    model = InducedC2F(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 9)), tiny_hierarchy)
+    with pytest.raises(ValueError, match="returned 9 logits per image, but the hierarchy has 6"):
+        model(torch.rand(2, 3, 4, 4))
+
+
+def test_grayscale_models_take_one_channel(tiny_hierarchy):
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 6))  # fmt: skip
+    model = InducedC2F(flat, tiny_hierarchy).eval()
+    assert model.in_channels == 1
+    assert model.predict(torch.rand(2, 1, 8, 8)).fine_logits.shape == (2, 6)
+    with pytest.raises(ValueError, match="must have 1 channels"):
+        model(torch.rand(2, 3, 8, 8))
+    normalized = InducedC2F(flat, tiny_hierarchy, mean=(0.5,), std=(0.25,))
+    assert normalized.in_channels == 1
+
+
+# ------------------------------------------------------------------ your own model: module:factory
+USER_MODULE = """
+import torch
+from torch import nn
+from c2f_attacks import Hierarchy
+from tests.conftest import TINY_HIERARCHY, tiny_vgg
+
+def c2f():
+    return tiny_vgg(Hierarchy.from_dict(TINY_HIERARCHY))
+
+def flat():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6))
+
+def named():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 7))
+    model.class_names = ["bus", "x", "tree", "cat", "car", "cow", "dog"]
+    return model
+
+def broken():
+    model = flat()
+    model[1].weight.data[0, 0] = float("nan")
+    return model
+
+not_callable = 3
+
+def a_string():
+    return "vgg"
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_models"
+
+
+def test_factory_returning_a_c2f_model(user_module, tiny_hierarchy):
+    model = load_model(f"{user_module}:c2f")
+    assert model.hierarchy == tiny_hierarchy and not model.training
+    other = Hierarchy.from_dict({"animal": ["cat", "dog", "cow"], "vehicle": ["car", "bus"]})
+    with pytest.raises(ValueError, match="fine classes only in model 'my_models:c2f': 'tree'"):
+        load_model(f"{user_module}:c2f", hierarchy=other)
+
+
+def test_factory_returning_a_flat_model_with_a_hierarchy_file(user_module, tmp_path):
+    path = Hierarchy.from_dict(TINY_HIERARCHY).to_json(tmp_path / "h.json")
+    model = load_model(f"{user_module}:flat", hierarchy=path)
+    assert isinstance(model, InducedC2F)
+    x = torch.rand(3, 3, 8, 8)
+    flat = model.flat(x)
+    torch.testing.assert_close(model(x).fine_logits, flat)  # output i is fine class i
+
+
+def test_factory_flat_model_outputs_matched_by_class_names(user_module, tiny_hierarchy):
+    model = load_model(f"{user_module}:named", hierarchy=tiny_hierarchy)
+    x = torch.rand(2, 3, 8, 8)
+    flat = model.flat(x)
+    names = model.flat.class_names
+    expected = flat[:, [names.index(f) for f in tiny_hierarchy.fine_names]]
+    torch.testing.assert_close(model(x).fine_logits, expected)
+    short = Hierarchy.from_dict({"a": ["cat", "lion"]})
+    with pytest.raises(ValueError, match="1 fine classes of the hierarchy are not in the model's"):
+        load_model(f"{user_module}:named", hierarchy=short)
+
+
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ("my_models:flat", ValueError, "flat classifier .*give the hierarchy"),
+        ("my_models:missing", TypeError, "module 'my_models' has no attribute 'missing'"),
+        ("my_models:not_callable", TypeError, "non-callable 'not_callable'"),
+        ("my_models:a_string", TypeError, "factory returned a str"),
+        ("no_such_package.models:build", ValueError, "cannot import module 'no_such_package"),
+        ("my_models:broken", ValueError, "weight 'flat.1.weight' has 1 NaN or infinite values"),
+    ],
+)
+def test_factory_errors(user_module, tiny_hierarchy, spec, error, message):
+    hierarchy = tiny_hierarchy if spec.endswith("broken") else None
+    with pytest.raises(error, match=message):
+        load_model(spec, hierarchy=hierarchy)
+
+
+def test_missing_imagenet_extra_names_the_pip_command(monkeypatch):
+    real_import = efficientnet.importlib.import_module
+
+    def no_timm(name, *args):
+        if name == "timm":
+            raise ModuleNotFoundError("No module named 'timm'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(efficientnet.importlib, "import_module", no_timm)
+    with pytest.raises(ImportError, match=r"pip install 'c2f-attacks\[imagenet\]'"):
+        load_model("imagenet-efficientnet-lite0")
+
+
+def test_lukemelas_key_mapping_is_positional_by_stage():
+    w = torch.zeros(1)
+    state = {"_conv_stem.weight": w, "_bn0.num_batches_tracked": w,
+             "_blocks.0._depthwise_conv.weight": w, "_blocks.1._expand_conv.weight": w,
+             "_blocks.2._project_conv.weight": w, "_blocks.3._bn2.bias": w,
+             "_fc.bias": w}  # fmt: skip
+    mapped = efficientnet.lukemelas_to_timm(state, depths=[1, 2, 1])
+    assert sorted(mapped) == sorted(["conv_stem.weight", "blocks.0.0.conv_dw.weight",
+                                     "blocks.1.0.conv_pw.weight", "blocks.1.1.conv_pwl.weight",
+                                     "blocks.2.0.bn3.bias", "classifier.bias"])  # fmt: skip
+    with pytest.raises(ValueError, match="unexpected key '_head.weight'"):
+        efficientnet.lukemelas_to_timm({"_head.weight": w}, depths=[1])
+
+
+def test_the_documented_own_model_example_runs(capsys):
+    example = Path(__file__).parents[1] / "examples" / "own_model.py"
+    runpy.run_path(str(example))["main"](steps=2, size=32, n=2)
+    out = capsys.readouterr().out
+    assert out.count("image ") == 2 and "fooling ratio" in out

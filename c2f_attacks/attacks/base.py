@@ -1,16 +1,22 @@
-"""The attack base class: validation, clean predictions, cost counting and sanity checks.
+"""The attack base class: validation, clean predictions, labels, cost counting and sanity checks.
 
-Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None)`` does the rest, like
-torchattacks' ``Attack.__call__``:
+Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None, object_mask=None)``
+does the rest, like torchattacks' ``Attack.__call__``:
 
-1. validate the images (rank, channels, size, finite values in [0, 1]), labels and indices;
-2. put the model in eval mode for the call (its previous mode is restored afterwards), and
-   hand it the batch in its fastest memory layout (:mod:`c2f_attacks.attacks.layout`);
-3. predict the clean batch; ``y`` defaults to the clean stage predictions (an attack whose first
-   step starts at the clean batch takes its first gradient from this same forward);
-4. perturb; predict the adversarial batch; decide per-image success;
-5. check the result (no NaN, pixels in [0, 1], ``max |delta| <= eps + 1e-6`` when an eps is
-   set) and raise :class:`AttackSanityError` when a check fails.
+1. validate the images (rank, channels, size, finite values in [0, 1], the model's dtype and
+   device), the labels, the indices and the object masks, before any model call;
+2. put every submodule in eval mode for the call (each one's flag restored afterwards) and hand
+   the model the batch in the chosen memory layout (:mod:`c2f_attacks.attacks.layout`);
+3. predict the clean batch. The loss target ``t`` (``res.y``) is, on a C2F model, the clean
+   stage prediction: the attack pushes away from what the model decides, whatever ``y`` says;
+   on a flat model it is ``y`` (torchattacks' convention), or the clean prediction without y;
+4. perturb; predict the adversarial batch; ``success`` = the attack's criterion
+   (:mod:`c2f_attacks.attacks.criteria`) of the adversarial against the clean predictions;
+   ``misclassified`` flags the images whose clean stage prediction differs from the stage label
+   of the given y (all False without y);
+5. check the result (no NaN, pixels in [0, 1], ``max |delta| <= eps + tolerance`` when an eps is
+   set, ``tolerance = max(1e-6, 4 * finfo(dtype).eps)``) and raise :class:`AttackSanityError`
+   when a check fails.
 
 Cost counts the model calls the attack itself makes to produce ``x_adv`` (the clean and final
 evaluation forwards are not counted): ``forwards[i]`` / ``backwards[i]`` per image, counting only
@@ -20,18 +26,18 @@ the passes image i took part in (early-stopped images stop paying).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.layout import prefers_channels_last
+from c2f_attacks.attacks.criteria import criterion_for
+from c2f_attacks.attacks.layout import Layout
+from c2f_attacks.attacks.minimal_eps import bisect_eps
 from c2f_attacks.attacks.stage import Predictions, StageView
 from c2f_attacks.models.base import C2FOutput
-from c2f_attacks.validation import check_image_batch
-
-SANITY_TOLERANCE = 1e-6
+from c2f_attacks.modes import eval_mode
+from c2f_attacks.validation import check_image_batch, check_matches_model
 
 
 class AttackSanityError(RuntimeError):
@@ -43,17 +49,17 @@ class AttackResult:
     """What one attack call returns, per image of the batch of N."""
 
     x_adv: torch.Tensor  #: (N, C, H, W) adversarial images in [0, 1]
-    success: torch.Tensor  #: (N,) bool, the attack's own success criterion
-    y: torch.Tensor  #: (N,) attacked labels in the stage's index space
-    clean_pred: torch.Tensor  #: (N,) stage prediction on the clean images
-    adv_pred: torch.Tensor  #: (N,) stage prediction on the adversarial images
+    success: torch.Tensor  #: (N,) bool, the attack's criterion against the clean predictions
+    misclassified: torch.Tensor  #: (N,) bool, clean stage prediction != stage label of y
+    clean: Predictions  #: predictions on the clean images
+    adv: Predictions  #: predictions on the adversarial images
+    y: torch.Tensor  #: (N,) the labels the loss used, in the stage's index space
     forwards: torch.Tensor  #: (N,) forward passes image i took part in
     backwards: torch.Tensor  #: (N,) backward passes image i took part in
-    eps: torch.Tensor | None = None  #: (N,) l-inf budget per image (minimal-eps: the one found)
-    clean_coarse_pred: torch.Tensor | None = None  #: C2F models only
-    clean_fine_pred: torch.Tensor | None = None
-    adv_coarse_pred: torch.Tensor | None = None
-    adv_fine_pred: torch.Tensor | None = None
+    eps: torch.Tensor | None  #: (N,) l-inf budget per image (minimal eps: the one found)
+    #: (N,) update steps taken when x_adv's path was first seen successful; -1 if not successful
+    #: or not tracked
+    first_success_step: torch.Tensor
 
     @property
     def queries(self) -> torch.Tensor:
@@ -67,6 +73,37 @@ class AttackResult:
             "backwards_per_image": self.backwards.float().mean().item(),
             "queries_per_image": self.queries.float().mean().item(),
         }
+
+
+@dataclass
+class Perturbed:
+    """What :meth:`Attack._perturb` returns: ``x_adv``, the eps per image (or None) and the
+    first-success step per image (-1 where no iterate was seen successful; None: not tracked)."""
+
+    x_adv: torch.Tensor
+    eps: torch.Tensor | None = None
+    first_success_step: torch.Tensor | None = None
+
+
+@dataclass
+class Batch:
+    """One call's inputs as the attack loops see them (all tensors have N rows).
+
+    ``target`` is the class the loss moves away from (stage index space), ``clean`` the clean
+    predictions, ``index`` the global image indices, ``object_mask`` (N, H, W) or None.
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    clean: Predictions
+    index: torch.Tensor
+    object_mask: torch.Tensor | None = None
+
+    def __getitem__(self, rows: torch.Tensor) -> Batch:
+        return Batch(
+            self.x[rows], self.target[rows], self.clean[rows], self.index[rows],
+            None if self.object_mask is None else self.object_mask[rows],
+        )  # fmt: skip
 
 
 class CallCounter:
@@ -85,15 +122,12 @@ class CallCounter:
             self.backwards.index_add_(0, rows, torch.full_like(rows, backwards))
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for the duration of a call, then the caller's mode again."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def rows_of(rows: torch.Tensor | None, active) -> torch.Tensor | None:
+    """Caller-batch rows of the ``active`` positions of a sub-batch whose caller rows are
+    ``rows`` (None: the whole batch); ``active`` is an index tensor or ``slice(None)``."""
+    if rows is None:
+        return None if isinstance(active, slice) else active
+    return rows[active]
 
 
 def check_index(index: object, n: int, device: torch.device) -> torch.Tensor:
@@ -111,6 +145,23 @@ def check_index(index: object, n: int, device: torch.device) -> torch.Tensor:
     return index.to(device, torch.long)
 
 
+def check_object_mask(mask: object, x: torch.Tensor) -> torch.Tensor | None:
+    """Validate ground-truth object masks: None, or a tensor (N, H, W) (nonzero = object)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"object_mask must be a torch.Tensor, got {type(mask).__name__}")
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"object_mask must have shape {expected}, got {tuple(mask.shape)}")
+    return mask.to(x.device).bool()
+
+
+def sanity_tolerance(dtype: torch.dtype) -> float:
+    """Slack of the eps check: rounding of ``x + delta`` in ``dtype`` (1e-6 at least)."""
+    return max(1e-6, 4 * torch.finfo(dtype).eps)
+
+
 def sanity_check(x: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor | None) -> None:
     """Raise :class:`AttackSanityError` on NaN, pixels outside [0, 1] or ``|delta| > eps``."""
     if x_adv.shape != x.shape:
@@ -123,8 +174,8 @@ def sanity_check(x: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor | None)
             f"x_adv leaves [0, 1]: values in [{lo.item():.6g}, {hi.item():.6g}]"
         )
     if eps is not None:
-        linf = (x_adv - x).abs().flatten(1).amax(dim=1)
-        over = linf > eps + SANITY_TOLERANCE
+        linf = (x_adv - x).abs().flatten(1).amax(dim=1).float()
+        over = linf > eps + sanity_tolerance(x.dtype)
         if over.any():
             i = int(over.nonzero()[0])
             raise AttackSanityError(
@@ -133,25 +184,34 @@ def sanity_check(x: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor | None)
 
 
 class Attack:
-    """Base class: ``res = atk(x, y=None, index=None)``; see the module docstring.
+    """Base class: ``res = atk(x, y=None, index=None, object_mask=None)``; see the module
+    docstring.
 
     ``keep_coarse`` (class attribute) selects LRPF's success criterion: the fine label changed
     and the coarse label did not.
     """
 
     keep_coarse = False
+    #: the number of update steps of a full run (first-success steps of images that succeed
+    #: only at the end); None where not tracked
+    steps: int | None = None
 
-    def __init__(self, model: nn.Module, stage: str | None = None, seed: int = 0):
+    def __init__(
+        self, model: nn.Module, stage: str | None = None, seed: int = 0,
+        memory_format: str = "auto",
+    ):  # fmt: skip
         self.view = StageView(model, stage)
         self.model, self.stage = model, stage
-        if not isinstance(seed, int):
+        if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed
-        self._channels_last: dict[str, bool] = {}  # by device type, see _in_fast_layout
+        self._layout = Layout(memory_format)
+        self.memory_format = memory_format
+        self.criterion = criterion_for(stage, self.keep_coarse)
         self._clean_pass: tuple | None = None  # during a call, see _first_grad_at_clean
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(stage={self.stage!r})"
+        return f"{type(self).__name__}(stage={self.stage!r}, memory_format={self.memory_format!r})"
 
     @staticmethod
     def _check_eps(name: str, value: float | None, allow_none: bool = False) -> None:
@@ -160,59 +220,67 @@ class Attack:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
+    @staticmethod
+    def _check_search_steps(value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"search_steps must be a non-negative integer, got {value!r}")
+
     def __call__(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        object_mask: torch.Tensor | None = None,
     ) -> AttackResult:
         check_image_batch(x, size=getattr(self.model, "input_size", None))
+        check_matches_model(x, self.model)
         n = x.shape[0]
         index = check_index(index, n, x.device)
+        object_mask = check_object_mask(object_mask, x)
+        self._check_call(x, object_mask)
+        if y is not None and self.view.is_c2f:
+            y = self.view.check_labels(y, n, -1).to(x.device)
         caller_x = x.detach()
         with eval_mode(self.model):
-            x = self._in_fast_layout(caller_x)
+            x = self._layout(self.model, caller_x)
             # An attack whose first gradient is taken at x keeps this forward's graph for it.
             keep = self._first_grad_at_clean
             x_clean = x.detach().requires_grad_(keep)
             with torch.set_grad_enabled(keep):
                 logits, clean, out = self.view.forward(x_clean)
-            num_classes = self.view.num_classes if self.view.is_c2f else logits.shape[1]
-            y = clean.stage if y is None else self.view.check_labels(y, n, num_classes).to(x.device)
-            self._check_model(x, y)
+            if y is not None and not self.view.is_c2f:  # the class count is known now
+                y = self.view.check_labels(y, n, logits.shape[1]).to(x.device)
+            target = y if y is not None and not self.view.is_c2f else clean.stage
+            misclassified = torch.zeros(n, dtype=torch.bool, device=x.device)
+            if y is not None:
+                misclassified = self.view.stage_labels(y) != clean.stage
+            self._check_model(x)
             counter = CallCounter(n, x.device)
             self._clean_pass = (x_clean, logits, out, clean) if keep else None
             try:
-                x_adv, eps = self._perturb(x, y, index, counter)
+                done = self._perturb(Batch(x, target, clean, index, object_mask), counter)
             finally:
                 self._clean_pass = None
-            x_adv = x_adv.detach()
+            x_adv = done.x_adv.detach()
             with torch.no_grad():
                 _, adv, _ = self.view.forward(x_adv)
         if caller_x.is_contiguous():
             x_adv = x_adv.contiguous()
-        sanity_check(x, x_adv, eps)
+        sanity_check(x, x_adv, done.eps)
+        success = self.criterion(clean, adv)
         return AttackResult(
-            x_adv=x_adv,
-            success=self.view.success(adv, y, self.keep_coarse),
-            y=y,
-            clean_pred=clean.stage,
-            adv_pred=adv.stage,
-            forwards=counter.forwards,
-            backwards=counter.backwards,
-            eps=eps,
-            clean_coarse_pred=clean.coarse,
-            clean_fine_pred=clean.fine,
-            adv_coarse_pred=adv.coarse,
-            adv_fine_pred=adv.fine,
-        )
+            x_adv=x_adv, success=success, misclassified=misclassified, clean=clean, adv=adv,
+            y=target, forwards=counter.forwards, backwards=counter.backwards, eps=done.eps,
+            first_success_step=self._first_success(done.first_success_step, success),
+        )  # fmt: skip
 
-    def _in_fast_layout(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in the memory layout the model runs fastest on (:mod:`.layout`), probed once
-        per device type."""
-        device = x.device.type
-        if device not in self._channels_last:
-            self._channels_last[device] = prefers_channels_last(self.model, x)
-        if self._channels_last[device]:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+    def _first_success(self, seen: torch.Tensor | None, success: torch.Tensor) -> torch.Tensor:
+        """Per image: the step its path was first seen successful, ``steps`` for a success seen
+        only by the final forward, -1 for a failure or where not tracked."""
+        if seen is None or self.steps is None:
+            return torch.full_like(success, -1, dtype=torch.long)
+        seen = torch.where(seen >= 0, seen, self.steps)
+        return torch.where(success, seen, -1)
 
     @property
     def _first_grad_at_clean(self) -> bool:
@@ -221,26 +289,27 @@ class Attack:
         makes two forwards instead of three)."""
         return False
 
-    def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _check_call(self, x: torch.Tensor, object_mask: torch.Tensor | None) -> None:
+        """Hook for attacks with extra requirements on a call's inputs (mask sources)."""
+
+    def _check_model(self, x: torch.Tensor) -> None:
         """Hook for attacks with extra requirements on the model (LRP attacks)."""
 
-    def _perturb(
-        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, counter: CallCounter
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(x_adv, eps per image or None)``; count model calls on ``counter``."""
+    def _perturb(self, batch: Batch, counter: CallCounter) -> Perturbed:
+        """Attack ``batch``; count model calls on ``counter``."""
         raise NotImplementedError
 
     def _stage_grad(
         self,
         x: torch.Tensor,
-        y: torch.Tensor,
+        t: torch.Tensor,
         loss_fn: Callable[[torch.Tensor, C2FOutput | None, torch.Tensor], torch.Tensor],
         rows: torch.Tensor | None,
         counter: CallCounter,
     ) -> tuple[torch.Tensor, Predictions]:
         """One forward and backward: ``(d sum_i loss_i / dx, predictions at x)``.
 
-        ``loss_fn(stage_logits, c2f_output_or_None, y) -> (N,)``. Per-image losses are summed
+        ``loss_fn(stage_logits, c2f_output_or_None, t) -> (N,)``. Per-image losses are summed
         (not averaged) so each image's gradient does not depend on the batch size.
         """
         clean_pass, self._clean_pass = self._clean_pass, None
@@ -250,6 +319,40 @@ class Attack:
             else:
                 x = x.detach().requires_grad_(True)
                 logits, pred, out = self.view.forward(x)
-            (grad,) = torch.autograd.grad(loss_fn(logits, out, y).sum(), x)
+            (grad,) = torch.autograd.grad(loss_fn(logits, out, t).sum(), x)
         counter.add(rows)
         return grad, pred
+
+    def _minimal_eps(
+        self,
+        batch: Batch,
+        counter: CallCounter,
+        eps_max: float,
+        search_steps: int,
+        attack_rows: Callable[
+            [Batch, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+        ],
+        frozen_at_success: bool,
+    ) -> Perturbed:
+        """Bisect a per-image eps in ``(0, eps_max]`` (:func:`bisect_eps`).
+
+        ``attack_rows(sub_batch, eps (n,), rows) -> (x_adv, first-success steps)`` runs the
+        attack on the caller rows ``rows``. Its success is then judged by one counted forward,
+        skipped for images already known successful (``frozen_at_success``: an image seen
+        successful was frozen there).
+        """
+
+        def run(rows: torch.Tensor, eps: torch.Tensor):
+            sub = batch[rows]
+            x_adv, seen = attack_rows(sub, eps, rows)
+            success = seen >= 0 if frozen_at_success else torch.zeros_like(seen, dtype=torch.bool)
+            unknown = (~success).nonzero().squeeze(1)
+            if unknown.numel():
+                with torch.no_grad():
+                    _, pred, _ = self.view.forward(x_adv[unknown])
+                counter.add(rows[unknown], forwards=1, backwards=0)
+                success[unknown] = self.criterion(sub.clean[unknown], pred)
+            return x_adv, success, self._first_success(seen, success)
+
+        x_adv, eps, first = bisect_eps(run, batch.x.shape[0], eps_max, search_steps, batch.x.device)
+        return Perturbed(x_adv, eps, first)

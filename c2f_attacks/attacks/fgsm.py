@@ -14,7 +14,8 @@ from c2f_attacks.attacks.pgd import PGD
 
 
 class FGSM(PGD):
-    """``FGSM(model, eps=8/255, stage=None)``; ``minimal_eps=True`` bisects a per-image eps."""
+    """``FGSM(model, eps=8/255, stage=None, minimal_eps=False, search_steps=8, seed=0,
+    memory_format="auto")``; ``minimal_eps=True`` bisects a per-image eps."""
 
     def __init__(
         self,
@@ -24,11 +25,16 @@ class FGSM(PGD):
         minimal_eps: bool = False,
         search_steps: int = 8,
         seed: int = 0,
+        memory_format: str = "auto",
     ):
         super().__init__(
             model, eps=eps, alpha=eps, steps=1, random_start=False, loss="ce", early_stop=False,
             stage=stage, minimal_eps=minimal_eps, search_steps=search_steps, seed=seed,
+            memory_format=memory_format,
         )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"FGSM(eps={self.eps:.5g}, stage={self.stage!r}, minimal_eps={self.minimal_eps})"
+        return (
+            f"FGSM(eps={self.eps:.5g}, stage={self.stage!r}, minimal_eps={self.minimal_eps}, "
+            f"memory_format={self.memory_format!r})"
+        )

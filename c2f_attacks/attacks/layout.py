@@ -1,15 +1,18 @@
-"""The memory layout of the batches an attack feeds its model.
+"""The memory layout of the batches an attack feeds its model (``memory_format=``).
 
-On the CPU, oneDNN runs convolutions on channels-last (NHWC) batches without reordering them to
-and from its blocked layout at every layer: one forward and input-gradient pass of shapes-vgg16 on
-64 images takes about 26 ms instead of 31, and a forward alone 9 ms instead of 15 (2 cores;
-``bench/test_bench_attacks.py`` keeps the comparison with torchattacks in both layouts). The
-values are the same up to float rounding.
+- ``"contiguous"``: the batch as a plain contiguous (NCHW) tensor, as torchattacks runs it; FGSM
+  and PGD are then bit-identical to torchattacks' (no random start, CE loss, no early stop).
+- ``"channels_last"``: NHWC batches.
+- ``"auto"`` (default): channels-last for conv nets on the CPU when a one-image probe shows the
+  model takes such a batch, the caller's layout everywhere else.
 
-So attacks feed conv nets on the CPU channels-last batches. They keep the caller's layout on other
-devices (not measured here), for models without 2-d convolutions, and for models that cannot take
-a channels-last batch (a ``.view`` of a conv output raises on it), which a one-image probe finds
-out once per attack.
+Why "auto": on the CPU, oneDNN runs convolutions on channels-last batches without reordering
+them to and from its blocked layout at every layer: one forward and input-gradient pass of
+shapes-vgg16 on 64 images takes about 26 ms instead of 31, and a forward alone 9 ms instead of
+15 (2 cores; ``bench/test_bench_attacks.py``). The values agree only up to float rounding, and a
+sign step turns a rounding difference in a near-zero gradient into a full step, so a few images
+can end elsewhere than under ``"contiguous"``. Models that ``.view`` a conv output raise on a
+channels-last batch; the probe finds this out once per attack and device type.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
 
 def prefers_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``model`` should see ``x``'s batches channels-last (see the module docstring).
+    """Whether "auto" gives ``model`` channels-last batches of ``x`` (see the module docstring).
 
     Call in the model's eval mode: the probe runs one image through it without gradients.
     """
@@ -33,3 +38,26 @@ def prefers_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class Layout:
+    """The layout policy of one attack: ``Layout(memory_format)(model, x)`` returns the batch
+    the model sees; "auto" probes once per device type."""
+
+    def __init__(self, memory_format: str):
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}"
+            )
+        self.memory_format = memory_format
+        self.probed: dict[str, bool] = {}  # "auto": channels-last or not, by device type
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_format == "contiguous":
+            return x.contiguous()
+        if self.memory_format == "channels_last":
+            return x.contiguous(memory_format=torch.channels_last)
+        device = x.device.type
+        if device not in self.probed:
+            self.probed[device] = prefers_channels_last(model, x)
+        return x.contiguous(memory_format=torch.channels_last) if self.probed[device] else x

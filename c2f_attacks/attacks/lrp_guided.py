@@ -1,11 +1,12 @@
-"""The scheme LRPC and LRPF share (design.md section 5): masked signed steps guided by LRP.
+"""The scheme LRPC and LRPF share: masked signed steps guided by LRP (or by a control mask).
 
 For each image with explained class t (the clean decision of the attacked stage) and step size
-alpha, every ``r`` steps (starting at step 0) the attack explains t at the current iterate:
+alpha, every ``r`` steps (starting at step 0) the attack refreshes at the current iterate:
 
-    R = LRP relevance of t at x_t                          (N, C, H, W)
-    M = top-k fraction of pixels of sum_c R                (the mask, 1 inside, 0 outside)
-    G_rel = d/dx sum_{p in M} R_p(x)                       (relevance gradient, see below)
+    M = the mask of the chosen source, k fraction of pixels    (1 inside, 0 outside;
+        :mod:`c2f_attacks.attacks.masks`: top-k of the LRP map of t by default)
+    R = LRP relevance of t at x_t                              (N, C, H, W)
+    G_rel = d/dx sum_{p in M} R_p(x)                           (relevance gradient, see below)
 
 and every step it descends
 
@@ -17,25 +18,33 @@ allowed logit; < 0 means fooled); ``penalty`` is LRPF's coarse hinge. An image s
 at the first iterate that meets the attack's success criterion, so its perturbation is the
 smallest this path finds; the others run until ``steps``.
 
+The relevance term is the same for every mask source: it lowers the LRP relevance of t on the
+masked pixels, whichever source chose them, so that a control mask (gradient, random, ...)
+differs from ``lrp`` in where it perturbs and in nothing else. It costs an LRP pass at every
+refresh also for sources that need none for the mask; with ``lam=0`` or
+``relevance_grad="none"`` it is off, and such sources then make no LRP pass at all.
+
 Relevance gradient (``relevance_grad``):
 
 - ``"refresh"`` (default): ``G_rel`` is the exact derivative (LRP's differentiable mode, one
-  double backward) computed with each mask refresh and reused for the next ``r - 1`` steps. The
-  mask refresh needs an LRP pass anyway, so this adds one double backward every ``r`` steps.
+  double backward) computed with each refresh and reused for the next ``r - 1`` steps.
 - ``"exact"``: ``G_rel`` recomputed at every step (a double backward per step).
 - ``"none"``: no relevance term (lambda ignored), for ablations.
 
 Why "refresh": on CPU a differentiable LRP pass plus its double backward costs many plain
 forward+backward passes (shapes-vgg16, 64 images: 1.1 s vs 0.03-0.09 s), so "exact" makes every
-step far more than the 2.5x-a-PGD-step goal, while "refresh" with ``r = 20`` measured 1.16-1.22x a
-PGD step (bench/test_bench_attacks.py). The cheaper first-order form ``mask * g_LRP`` (using
-``R = x * g_LRP``) is not available through ``stage_relevance``, which returns R only, and does
-not hold at the flat input rule of ``epsilon_plus_flat``. On shapes-vgg16 the relevance term
-changed fooling and norms by less than the sampling noise (see results/attacks_shapes.md); it is
-kept because it is part of the attack's definition.
+step far more than 2.5x a PGD step, while "refresh" with ``r = 20`` measured 1.16-1.22x a PGD step
+(``bench/test_bench_attacks.py``). The cheaper first-order form ``mask * g_LRP`` (using
+``R = x * g_LRP``) does not hold at the flat input rule of ``epsilon_plus_flat``.
+
+Modes: ``eps=None`` (unbounded, first success), ``eps=E`` (the same inside the l-inf ball of
+radius E), ``minimal_eps=True, eps=E``: the batched per-image bisection of
+:mod:`c2f_attacks.attacks.minimal_eps` for the smallest budget in ``(0, E]`` at which the
+eps-constrained attack succeeds (alpha stays fixed; the ball clips the steps).
 
 Cost counting: an LRP pass is one forward and one backward; its differentiable mode adds one
-more backward (the double backward); each margin gradient is one forward and one backward.
+more backward (the double backward); each margin gradient (a step's, or a gradient mask's) is one
+forward and one backward.
 """
 
 from __future__ import annotations
@@ -43,19 +52,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.base import Attack, CallCounter
-from c2f_attacks.attacks.relevance import heatmap, stage_relevance_of, top_fraction_mask
+from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows_of
+from c2f_attacks.attacks.masks import MaskInputs, get_mask_source
 from c2f_attacks.lrp import check_explainable
+from c2f_attacks.lrp.explain import heatmap, stage_relevance_of
 
 RELEVANCE_GRADS = ("refresh", "exact", "none")
 
-#: Defaults shared by LRPC and LRPF (so their norms compare at equal settings), chosen on the
-#: shipped shapes-vgg16 (``python -m c2f_attacks.attacks.report --sweep 32``; numbers in
-#: results/attacks_shapes.md): k = 0.15 is the smallest mask with which LRPF reaches >= 98% on
-#: 256 test images (k = 0.1: 95-98%) while changing ~16% of the pixels (< 25%); alpha = 2/255
-#: halves the queries of 1/255 at the same fooling ratio; 200 steps leave room for the images
-#: whose masked pixels saturate (LRPF at 100 steps: 97.7%); r = 20 needs fewer queries than
-#: r = 5 with no loss in fooling ratio; lambda = 1 (0 and 3 measured within noise).
+#: Defaults shared by LRPC and LRPF (so their norms compare at equal settings). They are to be
+#: chosen by ``scripts/sweep_defaults.py`` on the shapes validation split (never on test
+#: images), which reports how each setting moves fooling ratio, norms and queries; until its
+#: report says otherwise they stay: k = 0.15 (about 16% of the pixels changed), alpha = 2/255,
+#: 200 steps, lambda = 1, refresh every r = 20 steps.
 SHARED_DEFAULTS = {"top_k": 0.15, "alpha": 2 / 255, "steps": 200, "lam": 1.0, "refresh": 20}
 
 
@@ -75,11 +83,15 @@ class LRPGuidedAttack(Attack):
         lam: float,
         refresh: int,
         eps: float | None,
+        minimal_eps: bool,
+        search_steps: int,
+        mask: str,
         relevance_grad: str,
         composite: str,
         seed: int,
+        memory_format: str,
     ):
-        super().__init__(model, self.attacked_stage, seed)
+        super().__init__(model, self.attacked_stage, seed, memory_format)
         if not isinstance(top_k, (int, float)) or not 0 < top_k <= 1:
             raise ValueError(f"top_k must be a fraction of pixels in (0, 1], got {top_k!r}")
         self._check_eps("alpha", alpha)
@@ -93,15 +105,22 @@ class LRPGuidedAttack(Attack):
             raise ValueError(
                 f"relevance_grad must be one of {RELEVANCE_GRADS}, got {relevance_grad!r}"
             )
+        self._check_search_steps(search_steps)
+        if minimal_eps and eps is None:
+            raise ValueError("minimal_eps=True needs eps, the upper bound of the search")
+        self.mask_source = get_mask_source(mask)
         self.top_k, self.alpha, self.steps = float(top_k), float(alpha), steps
         self.lam, self.refresh, self.eps = float(lam), refresh, None if eps is None else float(eps)
-        self.relevance_grad, self.composite = relevance_grad, composite
+        self.minimal_eps, self.search_steps = bool(minimal_eps), search_steps
+        self.mask, self.relevance_grad, self.composite = mask, relevance_grad, composite
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(top_k={self.top_k}, alpha={self.alpha:.5g}, "
             f"steps={self.steps}, lam={self.lam}, refresh={self.refresh}, eps={self.eps}, "
-            f"relevance_grad={self.relevance_grad!r})"
+            f"minimal_eps={self.minimal_eps}, mask={self.mask!r}, "
+            f"relevance_grad={self.relevance_grad!r}, composite={self.composite!r}, "
+            f"memory_format={self.memory_format!r})"
         )
 
     @property
@@ -110,76 +129,123 @@ class LRPGuidedAttack(Attack):
 
     @property
     def _first_grad_at_clean(self) -> bool:
-        return True  # the iterates start at x
+        return True  # the iterates start at x (in minimal-eps mode, the first run: every row)
 
-    def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _check_call(self, x: torch.Tensor, object_mask: torch.Tensor | None) -> None:
+        if self.mask_source.needs == "object" and object_mask is None:
+            raise ValueError(
+                "mask='object' needs the ground-truth object masks: call "
+                "atk(x, y, object_mask=masks) with masks of shape (N, H, W) (nonzero = object)"
+            )
+
+    def _check_model(self, x: torch.Tensor) -> None:
         check_explainable(self.model)
 
-    def _penalty(self, out, y: torch.Tensor) -> torch.Tensor | None:
+    def _penalty(self, out, t: torch.Tensor) -> torch.Tensor | None:
         """Extra per-image loss term (LRPF's coarse hinge); None for none."""
         return None
 
-    def _loss(self, logits: torch.Tensor, out, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, out, t: torch.Tensor) -> torch.Tensor:
         """The per-image loss the steps descend: stage margin (+ penalty)."""
-        margin = self.view.margin(logits, y)
-        penalty = self._penalty(out, y)
+        margin = self.view.margin(logits, t)
+        penalty = self._penalty(out, t)
         return margin if penalty is None else margin + penalty
 
-    def _explain(
+    def _margin_loss(self, logits: torch.Tensor, out, t: torch.Tensor) -> torch.Tensor:
+        return self.view.margin(logits, t)
+
+    def _perturb(self, batch: Batch, counter: CallCounter) -> Perturbed:
+        if self.minimal_eps:
+
+            def attack_rows(sub: Batch, eps: torch.Tensor, rows: torch.Tensor):
+                return self._attack_rows(sub, eps, rows, counter)
+
+            return self._minimal_eps(batch, counter, self.eps, self.search_steps, attack_rows, True)
+        n = batch.x.shape[0]
+        eps = None if self.eps is None else torch.full((n,), self.eps, device=batch.x.device)
+        x_adv, first = self._attack_rows(batch, eps, None, counter)
+        return Perturbed(x_adv, eps, first)
+
+    def _attack_rows(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        rows: torch.Tensor,
+        batch: Batch,
+        eps: torch.Tensor | None,
+        rows: torch.Tensor | None,
         counter: CallCounter,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One LRP pass at the iterate ``x``: ``(mask (n, 1, H, W), relevance gradient or None)``.
-
-        The mask is the given one, or (None) the top-k pixels of this pass's relevance; the
-        gradient is ``d/dx sum_{p in mask} R_p(x)`` when the relevance term is on.
-        """
-        differentiable = self._uses_relevance_term
-        x = x.detach().requires_grad_(differentiable)
-        with torch.enable_grad():
-            relevance = stage_relevance_of(
-                self.model, x, self.stage, y, self.composite, create_graph=differentiable
-            )
-            if mask is None:
-                mask = top_fraction_mask(heatmap(relevance.detach()), self.top_k).unsqueeze(1)
-                mask = mask.to(x.dtype)
-            grad = None
-            if differentiable:
-                (grad,) = torch.autograd.grad((relevance * mask).sum(), x)
-        counter.add(rows, forwards=1, backwards=2 if differentiable else 1)
-        return mask, grad
-
-    def _perturb(self, x, y, index, counter):
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scheme on a (sub-)batch whose rows in the caller's batch are ``rows`` (None: all),
+        with per-image budgets ``eps`` (n,) or None. Returns ``(x_adv, first-success step or
+        -1)``; an image seen successful was frozen there."""
+        x, t = batch.x, batch.target
         n = x.shape[0]
         x_adv = x.clone()
         mask = torch.zeros_like(x[:, :1])
         relevance_grad = torch.zeros_like(x) if self._uses_relevance_term else None
+        first = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        bound = None if eps is None else eps.to(x.dtype).view(-1, 1, 1, 1)
         active = torch.arange(n, device=x.device)
-        eps = None if self.eps is None else torch.full((n,), self.eps, device=x.device)
 
         for step in range(self.steps):
-            grad, pred = self._stage_grad(x_adv[active], y[active], self._loss, active, counter)
+            grad, pred = self._stage_grad(
+                x_adv[active], t[active], self._loss, rows_of(rows, active), counter
+            )
             # the margin forward tells which iterates already succeed: freeze them first, so
             # that they pay for no further LRP pass
-            keep = ~self.view.success(pred, y[active], self.keep_coarse)
-            active, grad = active[keep], grad[keep]
+            hit = self.criterion(batch.clean[active], pred)
+            first[active[hit]] = step
+            active, grad = active[~hit], grad[~hit]
             if active.numel() == 0:
                 break
             refresh = step % self.refresh == 0
             if refresh or self.relevance_grad == "exact":
-                kept = None if refresh else mask[active]
-                new_mask, g = self._explain(x_adv[active], y[active], active, counter, kept)
-                mask[active] = new_mask
-                if g is not None:
-                    relevance_grad[active] = g
+                new_mask = refresh and not (self.mask_source.fixed and step > 0)
+                self._refresh(batch, x_adv, active, rows, counter, mask, relevance_grad, new_mask)
             if relevance_grad is not None:
                 grad = grad + self.lam * relevance_grad[active]
             stepped = x_adv[active] - self.alpha * mask[active] * grad.sign()
-            if eps is not None:
-                stepped = x[active] + (stepped - x[active]).clamp(-self.eps, self.eps)
+            if bound is not None:
+                e = bound[active]
+                stepped = x[active] + torch.clamp(stepped - x[active], min=-e, max=e)
             x_adv[active] = stepped.clamp(0, 1)
-        return x_adv, eps
+        return x_adv, first
+
+    def _refresh(
+        self,
+        batch: Batch,
+        x_adv: torch.Tensor,
+        active: torch.Tensor,
+        rows: torch.Tensor | None,
+        counter: CallCounter,
+        mask: torch.Tensor,
+        relevance_grad: torch.Tensor | None,
+        new_mask: bool,
+    ) -> None:
+        """At the iterates of the ``active`` positions: a new mask (``new_mask``) and the
+        relevance gradient ``d/dx sum_{p in M} R_p(x)`` (when the relevance term is on), written
+        into ``mask`` and ``relevance_grad``. One LRP pass serves both when both need it."""
+        source = self.mask_source
+        called = rows_of(rows, active)
+        x, t = x_adv[active].detach(), batch.target[active]
+        differentiable = self._uses_relevance_term
+        relevance = None
+        with torch.enable_grad():
+            if differentiable or (new_mask and source.needs == "lrp"):
+                x.requires_grad_(differentiable)
+                relevance = stage_relevance_of(
+                    self.model, x, self.stage, t, self.composite, create_graph=differentiable
+                )
+                counter.add(called, forwards=1, backwards=2 if differentiable else 1)
+            if new_mask:
+                inputs = MaskInputs(x.detach(), batch.index[active], self.top_k, self.seed)
+                if source.needs == "lrp":
+                    inputs.heat = heatmap(relevance.detach())
+                elif source.needs == "gradient":
+                    inputs.margin_grad, _ = self._stage_grad(
+                        x, t, self._margin_loss, called, counter
+                    )
+                elif source.needs == "object":
+                    inputs.object_mask = batch.object_mask[active]
+                mask[active] = source.select(inputs).unsqueeze(1).to(mask.dtype)
+            if differentiable:
+                (grad,) = torch.autograd.grad((relevance * mask[active]).sum(), x)
+                relevance_grad[active] = grad

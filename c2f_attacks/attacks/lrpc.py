@@ -1,14 +1,14 @@
-"""LRPC: the LRP-guided attack on the coarse stage (design.md section 5).
+"""LRPC: the LRP-guided attack on the coarse stage.
 
-Explains the clean coarse decision c, perturbs only its top-k relevant pixels with signed steps
-on the coarse margin ``z_c - max_{j != c} z_j`` plus ``lambda`` times the masked relevance of c,
-refreshes the mask every ``refresh`` steps, and stops each image when its coarse prediction
-flips. The scheme and its cost are in :mod:`c2f_attacks.attacks.lrp_guided`.
+Explains the clean coarse decision c, perturbs only its top-k relevant pixels (or those of
+another mask source, ``mask=``) with signed steps on the coarse margin
+``z_c - max_{j != c} z_j`` plus ``lambda`` times the masked relevance of c, refreshes the mask
+every ``refresh`` steps, and stops each image when its coarse prediction flips. The scheme, its
+modes (unbounded, eps-constrained, minimal eps) and its cost are in
+:mod:`c2f_attacks.attacks.lrp_guided`.
 
 Defaults: :data:`LRPC_DEFAULTS` = the shared ``SHARED_DEFAULTS`` of
-:mod:`~c2f_attacks.attacks.lrp_guided` (k=0.15, alpha=2/255, steps=200, lambda=1, r=20), chosen
-by measurement on the shipped ``shapes-vgg16`` (how and why: that module and
-results/attacks_shapes.md).
+:mod:`~c2f_attacks.attacks.lrp_guided` (k=0.15, alpha=2/255, steps=200, lambda=1, r=20).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
-from c2f_attacks.attacks.relevance import DEFAULT_COMPOSITE
+from c2f_attacks.lrp.explain import DEFAULT_COMPOSITE
 
 LRPC_DEFAULTS = dict(SHARED_DEFAULTS)
 
@@ -35,11 +35,17 @@ class LRPC(LRPGuidedAttack):
         lam: float = LRPC_DEFAULTS["lam"],
         refresh: int = LRPC_DEFAULTS["refresh"],
         eps: float | None = None,
+        minimal_eps: bool = False,
+        search_steps: int = 8,
+        mask: str = "lrp",
         relevance_grad: str = "refresh",
         composite: str = DEFAULT_COMPOSITE,
         seed: int = 0,
+        memory_format: str = "auto",
     ):
         super().__init__(
             model, top_k=top_k, alpha=alpha, steps=steps, lam=lam, refresh=refresh, eps=eps,
+            minimal_eps=minimal_eps, search_steps=search_steps, mask=mask,
             relevance_grad=relevance_grad, composite=composite, seed=seed,
+            memory_format=memory_format,
         )  # fmt: skip

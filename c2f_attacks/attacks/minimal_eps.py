@@ -14,28 +14,30 @@ from collections.abc import Callable
 
 import torch
 
-#: run(rows, eps) -> (x_adv, success) for the batch rows ``rows`` at per-row budgets ``eps``
-RunAtEps = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: run(rows, eps) -> (x_adv, success, first-success step) for the batch rows ``rows`` at per-row
+#: budgets ``eps``
+RunAtEps = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def bisect_eps(
     run: RunAtEps, n: int, eps_max: float, search_steps: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x_adv (N, ...), eps (N,))``: the adversarial image at the smallest successful eps found;
-    images that fail even at ``eps_max`` keep their ``eps_max`` attempt and ``eps = eps_max``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_adv (N, ...), eps (N,), first-success step (N,))``: the adversarial image at the
+    smallest successful eps found, with its run's step; images that fail even at ``eps_max`` keep
+    their ``eps_max`` attempt and ``eps = eps_max``."""
     rows = torch.arange(n, device=device)
     hi = torch.full((n,), float(eps_max), device=device)
-    x_adv, success = run(rows, hi)
-    x_adv = x_adv.clone()
+    x_adv, success, first = run(rows, hi)
+    x_adv, first = x_adv.clone(), first.clone()
     lo = torch.zeros_like(hi)
     searched = success.nonzero().squeeze(1)
     for _ in range(search_steps):
         if searched.numel() == 0:
             break
         mid = (lo[searched] + hi[searched]) / 2
-        candidate, ok = run(searched, mid)
+        candidate, ok, step = run(searched, mid)
         won = searched[ok]
-        x_adv[won] = candidate[ok]
+        x_adv[won], first[won] = candidate[ok], step[ok]
         hi[won] = mid[ok]
         lo[searched[~ok]] = mid[~ok]
-    return x_adv, hi
+    return x_adv, hi, first

@@ -1,15 +1,17 @@
 """Projected gradient descent (Madry et al. 2018), l-inf, with the options of the C2F benchmark.
 
 Each step ascends the per-image loss L (cross-entropy, or ``-margin`` with
-``margin = z_y - max_{j != y} z_j`` over the stage's allowed classes):
+``margin = z_t - max_{j != t} z_j`` over the stage's allowed classes) of the target t (the clean
+stage prediction on C2F models; y or the clean prediction on flat models):
 
-    x_{t+1} = clip_[0,1]( x + clip_[-eps, eps]( x_t + alpha * sign(grad_x L(x_t)) - x ) )
+    x_{s+1} = clip_[0,1]( x + clip_[-eps, eps]( x_s + alpha * sign(grad_x L(x_s)) - x ) )
 
-which is exactly torchattacks.PGD's update (so with ``random_start=False, loss="ce",
-early_stop=False`` the outputs match torchattacks to float rounding). ``random_start`` draws
-``x_0 = clip_[0,1](x + U(-eps, eps))`` from a counter-based hash of ``(seed, index[i], pixel)``,
-so image i's start never depends on the rest of the batch. ``early_stop`` freezes each image at
-the first iterate that fools the stage. ``minimal_eps=True`` bisects a per-image eps in
+which is torchattacks.PGD's update: with ``random_start=False, loss="ce", early_stop=False,
+memory_format="contiguous"`` the outputs are bit-identical to torchattacks'. ``random_start``
+draws ``x_0 = clip_[0,1](x + U(-eps, eps))`` from a counter-based hash of ``(seed, index[i],
+pixel)``, so image i's start never depends on the rest of the batch. Every step's forward also
+tells whether the iterate ``x_s`` already succeeds (``first_success_step`` = the first such s);
+``early_stop`` freezes each image there. ``minimal_eps=True`` bisects a per-image eps in
 ``(0, eps]`` (see :mod:`c2f_attacks.attacks.minimal_eps`), scaling alpha with eps.
 """
 
@@ -18,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.base import Attack, CallCounter
-from c2f_attacks.attacks.minimal_eps import bisect_eps
+from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows_of
 from c2f_attacks.attacks.noise import uniform_like
 
 LOSSES = ("ce", "margin")
@@ -27,7 +28,8 @@ LOSSES = ("ce", "margin")
 
 class PGD(Attack):
     """l-inf PGD: ``PGD(model, eps=8/255, alpha=2/255, steps=10, random_start=True, loss="ce",
-    early_stop=False, stage=None)``; see the module docstring for the update."""
+    early_stop=False, stage=None, minimal_eps=False, search_steps=8, seed=0,
+    memory_format="auto")``; see the module docstring for the update."""
 
     def __init__(
         self,
@@ -42,16 +44,16 @@ class PGD(Attack):
         minimal_eps: bool = False,
         search_steps: int = 8,
         seed: int = 0,
+        memory_format: str = "auto",
     ):
-        super().__init__(model, stage, seed)
+        super().__init__(model, stage, seed, memory_format)
         self._check_eps("eps", eps)
         self._check_eps("alpha", alpha)
-        if not isinstance(steps, int) or steps < 1:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if not isinstance(search_steps, int) or search_steps < 0:
-            raise ValueError(f"search_steps must be a non-negative integer, got {search_steps!r}")
+        self._check_search_steps(search_steps)
         self.eps, self.alpha, self.steps = float(eps), float(alpha), steps
         self.random_start, self.loss, self.early_stop = random_start, loss, early_stop
         self.minimal_eps, self.search_steps = minimal_eps, search_steps
@@ -60,84 +62,84 @@ class PGD(Attack):
         return (
             f"{type(self).__name__}(eps={self.eps:.5g}, alpha={self.alpha:.5g}, "
             f"steps={self.steps}, random_start={self.random_start}, loss={self.loss!r}, "
-            f"early_stop={self.early_stop}, "
-            f"stage={self.stage!r}, minimal_eps={self.minimal_eps})"
+            f"early_stop={self.early_stop}, stage={self.stage!r}, "
+            f"minimal_eps={self.minimal_eps}, memory_format={self.memory_format!r})"
         )
 
     @property
     def _first_grad_at_clean(self) -> bool:
-        return not self.random_start and not self.minimal_eps
+        # minimal eps: the first run covers every row from x, so it may reuse the clean forward
+        return not self.random_start
 
-    def _perturb(self, x, y, index, counter):
-        n = x.shape[0]
+    def _perturb(self, batch: Batch, counter: CallCounter) -> Perturbed:
         if not self.minimal_eps:
-            x_adv = self._attack_rows(x, y, index, self.eps, self.alpha, counter, None)
-            return x_adv, torch.full((n,), self.eps, device=x.device)
+            x_adv, first = self._attack_rows(batch, self.eps, self.alpha, counter, None)
+            return Perturbed(x_adv, torch.full_like(first, self.eps, dtype=torch.float32), first)
 
-        def run(rows: torch.Tensor, eps: torch.Tensor):
-            alpha = eps * (self.alpha / self.eps)
-            x_adv = self._attack_rows(x[rows], y[rows], index[rows], eps, alpha, counter, rows)
-            with torch.no_grad():
-                _, pred, _ = self.view.forward(x_adv)
-            counter.add(rows, forwards=1, backwards=0)
-            return x_adv, self.view.success(pred, y[rows], self.keep_coarse)
+        def attack_rows(sub: Batch, eps: torch.Tensor, rows: torch.Tensor):
+            return self._attack_rows(sub, eps, eps * (self.alpha / self.eps), counter, rows)
 
-        return bisect_eps(run, n, self.eps, self.search_steps, x.device)
+        return self._minimal_eps(
+            batch, counter, self.eps, self.search_steps, attack_rows, self.early_stop
+        )
 
-    def _loss(self, logits: torch.Tensor, out, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, out, t: torch.Tensor) -> torch.Tensor:
         if self.loss == "ce":
-            return self.view.cross_entropy(logits, y)
-        return -self.view.margin(logits, y)
+            return self.view.cross_entropy(logits, t)
+        return -self.view.margin(logits, t)
 
     def _attack_rows(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        index: torch.Tensor,
+        batch: Batch,
         eps: float | torch.Tensor,
         alpha: float | torch.Tensor,
         counter: CallCounter,
         rows: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """PGD on a sub-batch whose rows in the caller's batch are ``rows`` (None: all of them).
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PGD on a (sub-)batch whose rows in the caller's batch are ``rows`` (None: all).
 
         ``eps`` and ``alpha`` are one float for all images or a per-image tensor (N,) (minimal
         eps); floats keep the step as cheap as torchattacks' (scalar clamps, no broadcasts).
+        Returns ``(x_adv, first-success step or -1)``.
         """
-        eps, alpha = _per_image(eps), _per_image(alpha)
+        x, t = batch.x, batch.target
+        eps, alpha = _per_image(eps, x.dtype), _per_image(alpha, x.dtype)
+        first = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
         if self.random_start:
-            noise = (2 * uniform_like(x, self.seed, index) - 1) * eps
+            noise = (2 * uniform_like(x, self.seed, batch.index) - 1) * eps
             x_adv = (x + noise).clamp(0, 1)
         # rows of this sub-batch still attacked; without early stop a slice: views, no copies
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else slice(None)
-        for _ in range(self.steps):
-            counted = _rows(rows, active)
-            grad, pred = self._stage_grad(x_adv[active], y[active], self._loss, counted, counter)
-            if self.early_stop:
-                # the forward just made tells which iterates already fool the stage: freeze them
-                keep = ~self.view.success(pred, y[active], self.keep_coarse)
-                active, grad = active[keep], grad[keep]
+        for step in range(self.steps):
+            grad, pred = self._stage_grad(
+                x_adv[active], t[active], self._loss, rows_of(rows, active), counter
+            )
+            # the forward just made tells which iterates already fool the stage
+            hit = self.criterion(batch.clean[active], pred)
+            _record_first(first, active, hit, step)
+            if self.early_stop:  # freeze them
+                active, grad = active[~hit], grad[~hit]
                 if active.numel() == 0:
                     break
             e, a = _select(eps, active), _select(alpha, active)
             stepped = x_adv[active] + a * grad.sign()
             delta = torch.clamp(stepped - x[active], min=-e, max=e)
             x_adv[active] = torch.clamp(x[active] + delta, min=0, max=1)
-        return x_adv
+        return x_adv, first
 
 
-def _per_image(value: float | torch.Tensor) -> float | torch.Tensor:
-    """A float stays a float; a per-image tensor (N,) becomes (N, 1, 1, 1) to broadcast."""
-    return value.view(-1, 1, 1, 1) if isinstance(value, torch.Tensor) else value
+def _record_first(first: torch.Tensor, active, hit: torch.Tensor, step: int) -> None:
+    """Set ``first`` to ``step`` at the ``active`` positions hit now and never before."""
+    current = first[active]
+    first[active] = torch.where(hit & (current < 0), step, current)
+
+
+def _per_image(value: float | torch.Tensor, dtype: torch.dtype) -> float | torch.Tensor:
+    """A float stays a float; a per-image tensor (N,) becomes (N, 1, 1, 1) in the images' dtype
+    (so that low-precision iterates stay low-precision)."""
+    return value.to(dtype).view(-1, 1, 1, 1) if isinstance(value, torch.Tensor) else value
 
 
 def _select(value: float | torch.Tensor, active) -> float | torch.Tensor:
     return value[active] if isinstance(value, torch.Tensor) else value
-
-
-def _rows(rows: torch.Tensor | None, active) -> torch.Tensor | None:
-    """Rows of the caller's batch for the active positions of the sub-batch (None: all)."""
-    if rows is None:
-        return None if isinstance(active, slice) else active
-    return rows[active]

@@ -1,9 +1,12 @@
-"""What one attacked stage means: its logits, its prediction, its margin and its success test.
+"""What one attacked stage means: its logits, its predictions, its labels and its margin.
 
-A *stage* is ``None`` for a flat classifier (any ``nn.Module`` returning logits ``(N, K)``),
-``"coarse"`` (the coarse classifier C of a C2F model) or ``"fine"`` (the fine classifier F_c of
-the coarse class c that the label belongs to). Labels ``y`` are always in the stage's own index
-space: class index (flat), coarse index (coarse), global fine index (fine).
+A *stage* is ``"coarse"`` (the coarse classifier C of a C2F model), ``"fine"`` (the fine
+classifier F_c of the coarse class c) or ``None`` for a flat classifier (any ``nn.Module``
+returning logits ``(N, K)``).
+
+Labels: on a C2F model ``y`` is always the global fine label (what a dataset yields); the stage
+label is derived from it (coarse: ``fine_to_coarse[y]``; fine: ``y``). On a flat model ``y`` is
+the class index, as in torchattacks.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from torch import nn
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_labels
 
-STAGES = (None, "coarse", "fine")
+#: the stages of a C2F model; ``None`` stands for a flat classifier
+STAGES = ("coarse", "fine")
 
 
 def check_stage(model: nn.Module, stage: str | None) -> None:
     """Raise unless ``stage`` fits the model: a stage on C2F models, ``None`` on flat ones."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if stage not in STAGES:
+    if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be None, 'coarse' or 'fine', got {stage!r}")
     is_c2f = isinstance(model, C2FClassifier)
     if is_c2f and stage is None:
@@ -46,13 +50,21 @@ class Predictions:
     coarse: torch.Tensor | None = None
     fine: torch.Tensor | None = None
 
+    def __getitem__(self, rows) -> Predictions:
+        """The predictions of the batch rows ``rows`` (index tensor, mask or slice)."""
+        return Predictions(
+            self.stage[rows],
+            None if self.coarse is None else self.coarse[rows],
+            None if self.fine is None else self.fine[rows],
+        )
+
 
 class StageView:
-    """Stage logits, predictions, margins and success for ``model`` at ``stage``.
+    """Stage logits, predictions, labels and margins for ``model`` at ``stage``.
 
-    ``margin(x, y) = z_y - max_{j != y, j allowed} z_j`` where the allowed classes are all classes
-    (flat, coarse) or the members of ``y``'s coarse group (fine: the margin inside F_c). A
-    negative margin means the stage no longer predicts ``y``.
+    ``margin(logits, t) = z_t - max_{j != t, j allowed} z_j`` where the allowed classes are all
+    classes (flat, coarse) or the members of t's coarse group (fine: the margin inside F_c). A
+    negative margin means the stage no longer predicts t.
     """
 
     def __init__(self, model: nn.Module, stage: str | None):
@@ -60,16 +72,18 @@ class StageView:
         self.model, self.stage = model, stage
         self.is_c2f = stage is not None
 
-    @property
-    def num_classes(self) -> int:
-        if self.stage == "coarse":
-            return self.model.hierarchy.num_coarse
-        if self.stage == "fine":
-            return self.model.hierarchy.num_fine
-        return -1  # flat: known after the first forward
+    def check_labels(self, y: object, n: int, num_flat_classes: int) -> torch.Tensor:
+        """Validate the caller's labels: global fine labels (C2F) or class indices in
+        ``0..num_flat_classes-1`` (flat)."""
+        if self.is_c2f:
+            num_fine = self.model.hierarchy.num_fine
+            return check_labels(y, n, num_fine, name="labels y (global fine labels)")
+        return check_labels(y, n, num_flat_classes, name="labels y")
 
-    def check_labels(self, y: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
-        return check_labels(y, n, num_classes, name=f"labels for stage {self.stage!r}")
+    def stage_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """The stage's label for the caller's label y: the coarse class of a fine label for the
+        coarse stage, y itself otherwise."""
+        return self.model.fine_to_coarse[y] if self.stage == "coarse" else y
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Predictions, C2FOutput | None]:
         """``(stage logits (N, K_stage), predictions, full C2F output or None)``."""
@@ -85,36 +99,24 @@ class StageView:
         pred = out.coarse_pred if self.stage == "coarse" else out.fine_pred
         return logits, Predictions(pred, out.coarse_pred, out.fine_pred), out
 
-    def allowed(self, y: torch.Tensor) -> torch.Tensor | None:
-        """BoolTensor (N, K) of the classes the stage chooses among for label y (fine only)."""
+    def allowed(self, t: torch.Tensor) -> torch.Tensor | None:
+        """BoolTensor (N, K) of the classes the stage chooses among for class t (fine only)."""
         if self.stage != "fine":
             return None
-        return self.model.group_mask[self.model.fine_to_coarse[y]]
+        return self.model.group_mask[self.model.fine_to_coarse[t]]
 
-    def restrict(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Logits with the classes outside y's group set to -inf (fine), unchanged otherwise."""
-        allowed = self.allowed(y)
+    def restrict(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits with the classes outside t's group set to -inf (fine), unchanged otherwise."""
+        allowed = self.allowed(t)
         return logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
 
-    def margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-image ``z_y - max_{j != y} z_j`` over the allowed classes, shape (N,)."""
-        logits = self.restrict(logits, y)
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        others = logits.scatter(1, y[:, None], float("-inf"))
+    def margin(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-image ``z_t - max_{j != t} z_j`` over the allowed classes, shape (N,)."""
+        logits = self.restrict(logits, t)
+        true = logits.gather(1, t[:, None]).squeeze(1)
+        others = logits.scatter(1, t[:, None], float("-inf"))
         return true - others.max(dim=1).values
 
-    def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-image cross-entropy over the allowed classes, shape (N,)."""
-        return nn.functional.cross_entropy(self.restrict(logits, y), y, reduction="none")
-
-    def coarse_label(self, y: torch.Tensor) -> torch.Tensor | None:
-        """The coarse class to keep for label y (fine stage), else None."""
-        return self.model.fine_to_coarse[y] if self.stage == "fine" else None
-
-    def success(self, pred: Predictions, y: torch.Tensor, keep_coarse: bool = False):
-        """Per-image success: the stage no longer predicts y (and, with ``keep_coarse``, the
-        coarse prediction is still y's coarse class: LRPF's criterion)."""
-        changed = pred.stage != y
-        if keep_coarse:
-            changed &= pred.coarse == self.coarse_label(y)
-        return changed
+    def cross_entropy(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-image cross-entropy of class t over the allowed classes, shape (N,)."""
+        return nn.functional.cross_entropy(self.restrict(logits, t), t, reduction="none")

@@ -1,13 +1,17 @@
-"""Datasets yielding ``(image, fine_label)`` with a ``.hierarchy``: shapes, CIFAR, ImageNet."""
+"""Datasets yielding ``(image, fine_label)`` with a ``.hierarchy``: shapes, CIFAR, ImageNet,
+your own image folders, and the offline photos of the demo."""
 
 from c2f_attacks.data.cifar import cifar10, cifar100
-from c2f_attacks.data.imagenet import SynsetFolder, imagenet
+from c2f_attacks.data.folder import HierarchyFolder, center_crop_transform, even_subset
+from c2f_attacks.data.imagenet import imagenet
+from c2f_attacks.data.photos import PHOTOS, load_photos, photo_array
 from c2f_attacks.data.registry import DATASETS, get_dataset
 from c2f_attacks.data.relabel import HierarchicalDataset
-from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_MAX_IMAGES, SHAPES_SPLITS, ShapesC2F
 
 __all__ = [
-    "DATASETS", "HierarchicalDataset", "SHAPES_HIERARCHY", "SHAPES_SPLITS",
-    "ShapesC2F", "SynsetFolder", "cifar10", "cifar100", "get_dataset",
-    "imagenet",
+    "DATASETS", "PHOTOS", "SHAPES_HIERARCHY", "SHAPES_MAX_IMAGES", "SHAPES_SPLITS",
+    "HierarchicalDataset", "HierarchyFolder", "ShapesC2F", "center_crop_transform",
+    "cifar10", "cifar100", "even_subset", "get_dataset", "imagenet", "load_photos",
+    "photo_array",
 ]  # fmt: skip

@@ -9,10 +9,12 @@ image, label and object mask (the pixels at least half covered by the shape).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from c2f_attacks.hierarchy import Hierarchy
 
@@ -27,6 +29,10 @@ SHAPES_HIERARCHY = Hierarchy.from_dict(
 
 #: seeds of the standard splits; the shipped model was trained on "train" only
 SHAPES_SPLITS = {"train": 0, "val": 1, "test": 2}
+
+#: the most images one ShapesC2F holds: ``tensors()`` keeps them all in memory (100,000 images
+#: at 32 px are 1.2 GB); larger experiments render chunks with :meth:`ShapesC2F.render`.
+SHAPES_MAX_IMAGES = 100_000
 
 _SUPERSAMPLE = 4
 
@@ -137,7 +143,8 @@ class ShapesC2F(Dataset):
     """``n`` procedural shapes images; item ``i`` is ``(image (3, size, size), fine_label)``.
 
     The standard splits use ``seed=SHAPES_SPLITS[split]``; object masks come from
-    :meth:`object_mask` or :meth:`tensors`.
+    :meth:`object_mask`, :meth:`render` or :meth:`tensors`. ``n`` is at most
+    :data:`SHAPES_MAX_IMAGES`.
     """
 
     hierarchy = SHAPES_HIERARCHY
@@ -145,6 +152,11 @@ class ShapesC2F(Dataset):
     def __init__(self, n: int, seed: int = 0, size: int = 32):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if n > SHAPES_MAX_IMAGES:
+            raise ValueError(
+                f"n={n:,} is beyond the limit of {SHAPES_MAX_IMAGES:,} shapes images per dataset "
+                "(tensors() holds them all in memory); render chunks with render(range(...))"
+            )
         if not isinstance(size, int) or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
         self.n, self.seed, self.size = n, seed, size
@@ -169,13 +181,32 @@ class ShapesC2F(Dataset):
         """BoolTensor (size, size): pixels at least half covered by the shape."""
         return torch.from_numpy(render_shape(self.seed, self._check(index), self.size)[2])
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @property
+    def targets(self) -> torch.Tensor:
+        """Fine labels of all images (image ``i`` has label ``i % K``), without rendering."""
+        return torch.arange(self.n) % SHAPES_HIERARCHY.num_fine
+
+    def render(
+        self, indices: Iterable[int], progress: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images (B, 3, S, S), labels (B,) and object masks (B, S, S) of ``indices``.
+
+        Any index of the seed's stream is allowed, beyond ``n`` too (chunks of a larger set).
+        ``progress`` shows a tqdm bar on stderr.
+        """
+        indices = list(indices)
+        if any(i < 0 for i in indices):
+            raise IndexError(f"indices must be non-negative, got {min(indices)}")
+        it = tqdm(indices, desc="rendering shapes", unit="img", disable=not progress)
+        rendered = [render_shape(self.seed, i, self.size) for i in it]
+        return (
+            torch.from_numpy(np.stack([r[0] for r in rendered])),
+            torch.tensor([r[1] for r in rendered], dtype=torch.long),
+            torch.from_numpy(np.stack([r[2] for r in rendered])),
+        )
+
+    def tensors(self, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All images (N, 3, S, S), labels (N,) and object masks (N, S, S), rendered once."""
         if self._cache is None:
-            rendered = [render_shape(self.seed, i, self.size) for i in range(self.n)]
-            self._cache = (
-                torch.from_numpy(np.stack([r[0] for r in rendered])),
-                torch.tensor([r[1] for r in rendered], dtype=torch.long),
-                torch.from_numpy(np.stack([r[2] for r in rendered])),
-            )
+            self._cache = self.render(range(self.n), progress)
         return self._cache

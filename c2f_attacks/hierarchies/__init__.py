@@ -2,17 +2,17 @@
 
 - CIFAR-10: vehicles / animals.
 - CIFAR-100: the 20 official superclasses x 5 classes.
-- ImageNet: 11 superclasses over the 398 animal classes (ImageNet-1k indices 0-397), grouped by
-  the contiguous index ranges of WordNet's animal subtrees, named by synset id; the ranges are
-  fish 0-6, 389-397; bird 7-24, 80-100, 127-146; amphibian 25-32; reptile 33-68; invertebrate
-  69-79, 107-126, 327-329; insect 300-326; dog 151-268; wolf_fox 269-280; cat 281-293;
-  primate 365-382; other_mammal 101-106, 147-150, 294-299, 330-364, 383-388.
+- ImageNet: all 1000 ImageNet-1k classes (named by synset id) in 28 superclasses, derived from
+  WordNet 3.0 hypernyms by an ordered cut (``imagenet_grouping.py`` documents and re-derives it:
+  each class goes to the first listed synset above it, e.g. dog before mammal before animal).
   ``imagenet_wnids.txt`` lists the 1000 synset ids in torchvision's output order.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+
+from torchvision.models import VGG16_Weights
 
 from c2f_attacks.hierarchy import Hierarchy
 
@@ -43,3 +43,20 @@ def imagenet_hierarchy() -> Hierarchy:
 def imagenet_wnids() -> list[str]:
     """The 1000 ImageNet-1k synset ids in the order of torchvision's classifier outputs."""
     return (_HERE / "imagenet_wnids.txt").read_text().split()
+
+
+def imagenet_class_names() -> dict[str, str]:
+    """Readable name of each ImageNet-1k synset id (torchvision's category names, no download)."""
+    return dict(zip(imagenet_wnids(), VGG16_Weights.IMAGENET1K_V1.meta["categories"]))
+
+
+def imagenet_class_index(hierarchy: Hierarchy) -> list[int]:
+    """The ImageNet-1k output index of each fine class of ``hierarchy`` (named by synset id)."""
+    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    unknown = [f for f in hierarchy.fine_names if f not in index]
+    if unknown:
+        raise ValueError(
+            f"hierarchy names {len(unknown)} classes that are not ImageNet-1k synset ids, "
+            f"e.g. {unknown[0]!r}"
+        )
+    return [index[f] for f in hierarchy.fine_names]

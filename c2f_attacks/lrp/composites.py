@@ -1,8 +1,9 @@
 """Composites: which rule each layer gets.
 
 A composite maps ``(module, is_input_layer)`` to a rule (or ``None``: plain gradient). Input
-layers are the linear layers that see the image itself (or the output of the model's
-``Normalize``); a model with separate backbones has several.
+layers are the first linear layers in data flow from the image: no other linear layer lies
+between the image and them (normalization, padding or a channel repeat may); a model with
+separate backbones has several.
 """
 
 from __future__ import annotations
@@ -11,30 +12,14 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from c2f_attacks.lrp.rules import AlphaBeta, Epsilon, Flat, Norm, Pass, Rule, ZBox, ZPlus
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-LINEAR_TYPES = (nn.Linear, *CONV_TYPES)
-AVGPOOL_TYPES = (
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-)  # fmt: skip
-BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-#: element-wise activations whose plain gradient does not pass relevance through
-PASS_ACTIVATIONS = (
-    nn.ELU, nn.GELU, nn.Hardtanh, nn.Hardswish, nn.LeakyReLU, nn.Mish, nn.PReLU, nn.SELU,
-    nn.SiLU, nn.Sigmoid, nn.Softplus, nn.Tanh,
-)  # fmt: skip
-
-#: parameter-free modules whose plain gradient already routes relevance (max-pooling to the
-#: winner) and that keep the sign of their input
-SIGN_KEEPING_TYPES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Flatten,
-    nn.Identity,
-)  # fmt: skip
-#: rectifiers: their plain gradient passes relevance through, and their output is non-negative
-RECTIFIER_TYPES = (nn.ReLU, nn.ReLU6)
+from c2f_attacks.lrp.layers import (
+    AVGPOOL_TYPES,
+    BATCHNORM_TYPES,
+    CONV_TYPES,
+    LINEAR_TYPES,
+    PASS_ACTIVATIONS,
+)
+from c2f_attacks.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus
 
 LayerMap = Sequence[tuple[tuple[type, ...], Rule]]
 
@@ -64,6 +49,10 @@ class Composite:
             (PASS_ACTIVATIONS, Pass()),
         ]
         self.layer_map = list(layer_map) + base
+        #: element-wise layer types this composite gives a rule beyond the built-in kinds
+        self.named_types = tuple(
+            t for types, _ in layer_map for t in types if not issubclass(t, LINEAR_TYPES)
+        )
         self.first_map = list(first_map)
         self.low, self.high = low, high
         self.name = name
@@ -126,10 +115,30 @@ def epsilon(epsilon: float = 1e-6) -> Composite:
     return Composite([(LINEAR_TYPES, Epsilon(epsilon))], name="epsilon")
 
 
+def epsilon_gamma_box(
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    stabilizer: float = 1e-6,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> Composite:
+    """Zennit's ``EpsilonGammaBox``: z^B on input convolutions (box [low, high] in pixel space),
+    gamma on the other convolutions, epsilon on fully connected layers. The usual choice for
+    ResNets."""
+    return Composite(
+        [(CONV_TYPES, Gamma(gamma, stabilizer)), ((nn.Linear,), Epsilon(epsilon))],
+        [(CONV_TYPES, ZBox(stabilizer))],
+        low=low,
+        high=high,
+        name="epsilon_gamma_box",
+    )
+
+
 COMPOSITES: dict[str, Callable[[], Composite]] = {
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_plus_box": epsilon_plus_box,
     "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
+    "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon": epsilon,
 }
 

@@ -1,18 +1,20 @@
 """The LRP engine: one forward and one backward pass per (batched) explanation.
 
-During an explanation, forward hooks replace the output of every linear layer (Conv/Linear, a
-Conv+BatchNorm pair, average pooling, ...) by :class:`~c2f_attacks.lrp.rules.Redistribute`:
-the same value, with a gradient that implements the layer's LRP rule. The backward is seeded
-with ``R_out / z_out`` at the explained output, so the gradient at every activation ``a`` is
+During an explanation, the output of every linear layer (Conv/Linear, a Conv+BatchNorm pair,
+average pooling, ...) is replaced by :class:`~c2f_attacks.lrp.rules.Redistribute`: the same
+value, with a gradient that implements the layer's LRP rule. The backward is seeded with
+``R_out / z_out`` at the explained output, so the gradient at every activation ``a`` is
 ``R(a) / a`` and the input relevance is ``input * gradient`` (for the flat and z^B input rules,
-a signed sum over the rule's proxy tensors). The hooks live only inside the call; the model's
-parameters, buffers and ``requires_grad`` flags are never touched.
+a signed sum over the rule's proxy tensors). What a layer's output feeds, and whether a layer
+sees the image, is read off the forward pass itself (:mod:`~c2f_attacks.lrp.dataflow`), so
+BatchNorm folding and the input rule do not depend on how modules are nested. The model runs
+in eval mode and its hooks live only inside the call; parameters, buffers, training and
+``requires_grad`` flags are left exactly as they were.
 
 Differentiable mode (``create_graph=True``): the explanation's backward is recorded, and once it
 has run, the ``Redistribute`` nodes of the pass switch to the identity gradient, so a later loss
 on the relevance (or on the logits of the same pass) differentiates through the model's true
-Jacobians: the derivative is exact, not the ``.detach()`` approximation (checked against finite
-differences in tests/test_lrp.py).
+Jacobians: the derivative is exact, not the ``.detach()`` approximation.
 """
 
 from __future__ import annotations
@@ -24,35 +26,28 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._pytree import tree_map
 
-from c2f_attacks.lrp.canonizers import find_conv_bn_pairs, merged_parameters
-from c2f_attacks.lrp.composites import (
+from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
+from c2f_attacks.lrp.check import check_explainable
+from c2f_attacks.lrp.composites import Composite, get_composite
+from c2f_attacks.lrp.dataflow import DeferredLinear, InputLayers, Pending
+from c2f_attacks.lrp.layers import (
     AVGPOOL_TYPES,
     BATCHNORM_TYPES,
-    CONV_TYPES,
     LINEAR_TYPES,
+    NONNEG_TYPES,
     PASS_ACTIVATIONS,
-    RECTIFIER_TYPES,
     SIGN_KEEPING_TYPES,
-    Composite,
-    get_composite,
+    linear_op,
 )
 from c2f_attacks.lrp.rules import LayerCall, Redistribute, stabilize
 from c2f_attacks.models.base import C2FClassifier, C2FOutput, Normalize, fine_prediction
+from c2f_attacks.modes import eval_mode
 from c2f_attacks.validation import check_image_batch, check_labels
 
 STAGES = ("coarse", "fine")
 INITS = ("one_hot", "logit")
-
-# Modules whose output is non-negative (so that a later z+ layer needs one extra convolution,
-# not two); SIGN_KEEPING_TYPES pass non-negativity on.
-_NONNEG_OUT = (*RECTIFIER_TYPES, nn.Sigmoid, nn.Softplus)
-
-
-def _linear_op(module: nn.Module):
-    if isinstance(module, CONV_TYPES):
-        return module._conv_forward
-    return F.linear
 
 
 class _Explanation:
@@ -62,14 +57,16 @@ class _Explanation:
         self.composite = composite
         self.x = x
         self.create_graph = create_graph
-        # Tensors that count as "the input": x, and Normalize(x) with its module (for z^B bounds).
-        self.roots: list[tuple[torch.Tensor, Normalize | None]] = [(x, None)]
-        self.sources: list[tuple[torch.Tensor, float]] = []
+        self.inputs = InputLayers(x)
+        self.flow = DeferredLinear(self._finalize, self._fold)
+        # per input layer: (its input a, the root a comes from, [(source tensor, coef)])
+        self.sources: list[tuple[torch.Tensor, torch.Tensor, list]] = []
         self.nonneg: set[int] = set()
         self._alive: list[torch.Tensor] = []  # keeps ids in `nonneg` unique during the pass
-        # inputs recorded by pre-hooks: of a conv merged with its BatchNorm, and of an in-place
-        # activation before it overwrites them
-        self.inputs: dict[nn.Module, torch.Tensor] = {}
+        # inputs of in-place activations, recorded before they are overwritten
+        self.inputs_of: dict[nn.Module, torch.Tensor] = {}
+        self._folds_before: dict[nn.Module, int] = {}
+        self._busy = False  # a rule is computing: its own calls of a layer are no layer calls
         self.handles: list = []
         # shared by every Redistribute node of this pass: LRP gradients until the relevance is
         # computed, true gradients afterwards
@@ -83,13 +80,7 @@ class _Explanation:
     def _is_nonneg(self, t: torch.Tensor) -> bool:
         return id(t) in self.nonneg
 
-    def _root(self, t: torch.Tensor) -> tuple[torch.Tensor, Normalize | None] | None:
-        for root in self.roots:
-            if root[0] is t:
-                return root
-        return None
-
-    def _bounds(self, norm: Normalize | None, like: torch.Tensor):
+    def _bounds(self, norm: nn.Module | None, like: torch.Tensor):
         low = torch.tensor(self.composite.low, dtype=like.dtype, device=like.device)
         high = torch.tensor(self.composite.high, dtype=like.dtype, device=like.device)
         if norm is not None:  # the box [low, high] in the normalized space the layer sees
@@ -99,22 +90,24 @@ class _Explanation:
 
     # -- hooks ---------------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> None:
-        pairs = find_conv_bn_pairs(model)
-        paired = {layer: bn for bn, layer in pairs.items()}
+        gates = SqueezeExcitation.gates(model)
+        self.handles += SqueezeExcitation.register(model)
+        elementwise = AVGPOOL_TYPES + PASS_ACTIVATIONS + self.composite.named_types
         for m in model.modules():
+            if m in gates:
+                continue  # a constant: no rule of its own
             if isinstance(m, Normalize):
                 self.handles.append(m.register_forward_hook(self._normalize_hook))
-            elif m in paired:
-                self.handles.append(m.register_forward_pre_hook(self._record_input_hook))
             elif isinstance(m, LINEAR_TYPES):
-                self.handles.append(m.register_forward_hook(self._make_linear_hook(m, m)))
-            elif m in pairs:
-                self.handles.append(m.register_forward_hook(self._make_linear_hook(pairs[m], m)))
-            elif isinstance(m, AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS):
+                self.handles.append(m.register_forward_hook(self._linear_hook))
+            elif isinstance(m, BATCHNORM_TYPES):
+                self.handles.append(m.register_forward_pre_hook(self._batchnorm_pre_hook))
+                self.handles.append(m.register_forward_hook(self._batchnorm_hook))
+            elif isinstance(m, elementwise) and next(m.children(), None) is None:
                 if getattr(m, "inplace", False):
                     self.handles.append(m.register_forward_pre_hook(self._copy_input_hook))
                 self.handles.append(m.register_forward_hook(self._elementwise_hook))
-            elif isinstance(m, _NONNEG_OUT):
+            elif isinstance(m, NONNEG_TYPES):
                 self.handles.append(m.register_forward_hook(lambda mod, args, out: self._mark(out)))
             elif isinstance(m, SIGN_KEEPING_TYPES):
                 self.handles.append(m.register_forward_hook(self._keep_sign_hook))
@@ -124,58 +117,45 @@ class _Explanation:
             h.remove()
         self.handles.clear()
         self._alive.clear()
-        self.inputs.clear()
+        self.inputs_of.clear()
+
+    def run(self, fn, *args):
+        """``fn(*args)`` (the model's forward) with every linear output ruled, returned ones
+        included."""
+        with self.flow:
+            out = fn(*args)
+        return tree_map(self.flow.resolve, out)
 
     def _normalize_hook(self, module, args, output):
-        root = self._root(args[0])
+        root = self.inputs.root_of(self.flow.resolve(args[0]))
         if root is not None and root[1] is None:
-            self.roots.append((output, module))
+            self.inputs.add_root(output, module)
 
-    def _record_input_hook(self, module, args):
-        self.inputs[module] = args[0]
+    def _linear_hook(self, module, args, output):
+        if not self._busy:
+            self.flow.defer(module, args[0], output)
+
+    def _batchnorm_pre_hook(self, module, args):
+        self._folds_before[module] = self.flow.folds
+
+    def _batchnorm_hook(self, module, args, output):
+        if self.flow.folds > self._folds_before.pop(module):
+            return None  # folded into the linear layer that feeds it
+        return self._elementwise_hook(module, args, output)
 
     def _copy_input_hook(self, module, args):
         # The pass-through rule sends relevance to the activation's input, which an in-place
         # activation would overwrite (and re-attach to its own backward): it gets a copy.
-        self.inputs[module] = args[0]
+        self.inputs_of[module] = args[0]
         return (args[0].clone(), *args[1:])
 
     def _keep_sign_hook(self, module, args, output):
-        if self._is_nonneg(args[0]):
+        if self._is_nonneg(self.flow.resolve(args[0])):
             self._mark(output)
-
-    def _make_linear_hook(self, layer: nn.Module, out_module: nn.Module):
-        """Hook for ``layer`` (Conv/Linear); ``out_module`` is the layer itself or the BatchNorm
-        merged into it, whose output the hook replaces."""
-        merged = out_module is not layer
-
-        def hook(module, args, output):
-            a = self.inputs.pop(layer) if merged else args[0]
-            root = self._root(a)
-            rule = self.composite.rule_for(layer, root is not None)
-            if rule is None:
-                if root is not None:
-                    self.sources.append((a, 1.0))
-                return None
-            if merged:
-                weight, bias = merged_parameters(layer, out_module)
-            else:
-                weight = layer.weight.detach()
-                bias = None if layer.bias is None else layer.bias.detach()
-            low = high = None
-            if root is not None:
-                low, high = self._bounds(root[1], a)
-            call = LayerCall(
-                _linear_op(layer), a, weight, bias, output, self._is_nonneg(a),
-                root is not None, low, high, self.sources,
-            )  # fmt: skip
-            return self._redistribute(output, rule.parts(call), fresh_output=True)
-
-        return hook
 
     def _elementwise_hook(self, module, args, output):
         rule = self.composite.rule_for(module, False)
-        a = self.inputs.pop(module, args[0])
+        a = self.flow.resolve(self.inputs_of.pop(module, args[0]))
         if rule is None:
             new = None
         else:
@@ -183,9 +163,52 @@ class _Explanation:
             # copied: an activation's backward may have saved this output (tanh, in-place
             # activations), and the other outputs here are small
             new = self._redistribute(output, rule.parts(call), fresh_output=False)
-        if self._is_nonneg(a) and isinstance(module, AVGPOOL_TYPES):
-            self._mark(output if new is None else new)
+        out = output if new is None else new
+        if isinstance(module, NONNEG_TYPES) or (
+            isinstance(module, AVGPOOL_TYPES) and self._is_nonneg(a)
+        ):
+            self._mark(out)
         return new
+
+    # -- linear layers (called by the data-flow mode) --------------------------------------------
+    def _finalize(self, p: Pending) -> torch.Tensor:
+        bias = None if p.layer.bias is None else p.layer.bias.detach()
+        return self._apply_rule(p.layer, p.a, p.z, p.layer.weight.detach(), bias, not p.folded)
+
+    def _fold(self, p: Pending, bn: dict, z: torch.Tensor) -> torch.Tensor:
+        weight, bias = fold_batchnorm(
+            p.layer.weight, p.layer.bias, bn["running_mean"], bn["running_var"], bn["weight"],
+            bn["bias"], bn["eps"],
+        )  # fmt: skip
+        return self._apply_rule(p.layer, p.a, z, weight, bias, fresh_output=True)
+
+    def _apply_rule(self, layer, a, z, weight, bias, fresh_output: bool) -> torch.Tensor:
+        """``z`` (the output of ``layer``, or of the BatchNorm folded into it, whose merged
+        parameters are ``weight, bias``) wrapped with the layer's rule. ``fresh_output``: no
+        graph node saved ``z`` (a BatchNorm that used it did)."""
+        root = self.inputs.root_of(a)
+        rule = self.composite.rule_for(layer, root is not None)
+        sources: list[tuple[torch.Tensor, float]] = []
+        if rule is None:
+            out = z
+            sources.append((a, 1.0))
+        else:
+            low = high = None
+            if root is not None and a is root[0]:  # bounds are known in the root's space only
+                low, high = self._bounds(root[1], a)
+            call = LayerCall(
+                linear_op(layer), a, weight, bias, z, self._is_nonneg(a), root is not None,
+                low, high, sources,
+            )  # fmt: skip
+            self._busy = True
+            try:
+                out = self._redistribute(z, rule.parts(call), fresh_output)
+            finally:
+                self._busy = False
+        if root is not None:
+            self.sources.append((a, root[0], sources))
+        self.inputs.add_linear_output(out)
+        return out
 
     def _redistribute(self, z, parts, fresh_output: bool):
         """Wrap ``z`` in :class:`Redistribute`. ``fresh_output``: ``z`` is a linear layer's
@@ -218,46 +241,44 @@ class _Explanation:
         self, out: torch.Tensor, seed: torch.Tensor, init: str, create_graph: bool
     ) -> torch.Tensor:
         """Backward from ``out`` with output relevance ``seed`` (or ``seed * out`` for
-        ``init="logit"``); returns the input relevance shaped like ``x``."""
+        ``init="logit"``); returns the input relevance shaped like ``x``.
+
+        Each input layer's relevance lands on its input ``a``. When ``a`` has the shape of the
+        root it comes from (the image, or a ``Normalize`` output: element-wise preprocessing
+        and padding inside the layer), that is the root's relevance. Otherwise ``a`` is an
+        index map of the root (flatten, explicit padding, channel repeat) and the relevance is
+        routed back by its gradient: padded entries dropped, copies summed. A root that a
+        ``Normalize`` broadcast to more channels than the image has (a grayscale image with
+        RGB statistics) sums its channels."""
         seed = seed.detach().to(out.dtype)
         # gradient = relevance / value; the tiny stabilizer only matters for a logit exactly 0
         grad_out = seed if init == "logit" else seed / stabilize(out, 1e-30)
-        sources = self.sources or [(self.x, 1.0)]
-        unique: dict[int, tuple[torch.Tensor, float]] = {}
-        for t, c in sources:
-            unique.setdefault(id(t), (t, c))
-        tensors = [t for t, _ in unique.values()]
+        groups = self.sources or [(self.x, self.x, [(self.x, 1.0)])]
+        unique: dict[int, tuple[torch.Tensor, float, int]] = {}
+        for i, (_, _, sources) in enumerate(groups):
+            for t, c in sources:
+                unique.setdefault(id(t), (t, c, i))
+        routed = any(a.shape != root.shape for a, root, _ in groups)
         try:
             grads = torch.autograd.grad(
-                out, tensors, grad_outputs=grad_out, create_graph=create_graph, allow_unused=True
-            )
+                out, [t for t, _, _ in unique.values()], grad_outputs=grad_out,
+                create_graph=create_graph, retain_graph=create_graph or routed, allow_unused=True,
+            )  # fmt: skip
         finally:
             self.state.lrp = False
+        per_input: list[torch.Tensor | None] = [None] * len(groups)
+        for (t, c, i), g in zip(unique.values(), grads):
+            if g is not None:
+                r = t * g if c == 1.0 else c * t * g
+                per_input[i] = r if per_input[i] is None else per_input[i] + r
         rel = torch.zeros_like(self.x)
-        for (t, c), g in zip(unique.values(), grads):
-            if g is None:
+        for (a, root, _), r in zip(groups, per_input):
+            if r is None:
                 continue
-            r = t * g
-            rel = rel + (r if c == 1.0 else c * r).reshape(rel.shape)
+            if a.shape != root.shape:
+                (r,) = torch.autograd.grad(a, root, r, create_graph=create_graph)
+            rel = rel + r.sum_to_size(self.x.shape)
         return rel if create_graph else rel.detach()
-
-
-def check_explainable(model: nn.Module) -> None:
-    """Raise TypeError unless every leaf module of ``model`` is one the engine has a rule or a
-    pass-through for (linear/conv, BatchNorm, pooling, dropout, flatten, the element-wise
-    activations, the model's Normalize). Operations in ``forward`` that are not modules
-    (concatenation, reshapes) are fine; unknown *modules* are not, since their relevance would
-    silently pass as a plain gradient."""
-    known = (
-        LINEAR_TYPES + AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS + RECTIFIER_TYPES
-        + SIGN_KEEPING_TYPES + (Normalize,)
-    )  # fmt: skip
-    for name, module in model.named_modules():
-        if next(module.children(), None) is None and not isinstance(module, known):
-            raise TypeError(
-                f"LRP cannot explain module {name!r} ({type(module).__name__}) of "
-                f"{type(model).__name__}: no LRP rule for that layer type"
-            )
 
 
 @contextlib.contextmanager
@@ -274,6 +295,12 @@ def _explaining(
             yield ex, x_root
     finally:
         ex.detach()
+
+
+def _predict(model: C2FClassifier, coarse: torch.Tensor, fine: torch.Tensor) -> C2FOutput:
+    coarse_pred = coarse.detach().argmax(dim=1)
+    fine_pred = fine_prediction(fine.detach(), coarse_pred, model.group_mask)
+    return C2FOutput(coarse, fine, coarse_pred, fine_pred)
 
 
 def _check_init(init: str) -> None:
@@ -301,11 +328,15 @@ def lrp(
     """LRP relevance of ``target`` for a flat classifier ``module`` (images -> (N, C) logits).
 
     Args:
-        module: the classifier; used as is (eval mode expected), left exactly as it was.
-        x: images (N, C, H, W) in [0, 1].
+        module: the classifier. It runs in eval mode (BatchNorm statistics never change) and
+            is left exactly as it was: parameters, buffers, every submodule's training flag,
+            ``requires_grad``. Refused (TypeError) when a layer has no LRP rule
+            (:func:`~c2f_attacks.lrp.check.check_explainable`).
+        x: images (N, C, H, W) in [0, 1] (any number of channels the model takes).
         target: class per image (N,) or one int for all; None: the model's prediction.
         composite: a registered name (``epsilon_plus_flat``, ``epsilon_plus_box``,
-            ``epsilon_alpha2_beta1_flat``, ``epsilon``) or a :class:`Composite`.
+            ``epsilon_gamma_box``, ``epsilon_alpha2_beta1_flat``, ``epsilon``) or a
+            :class:`Composite`.
         init: ``"one_hot"``: R = delta on the target class; ``"logit"``: R = the target logit.
         create_graph: keep the graph so that a loss may depend on the relevance (exact
             derivatives); pass an ``x`` that requires grad to differentiate w.r.t. it.
@@ -325,8 +356,9 @@ def lrp(
     check_image_batch(x, channels=None, check_range=check_range)
     _check_init(init)
     comp = get_composite(composite)
-    with _explaining(module, comp, x, create_graph) as (ex, x_root):
-        out = module(x_root)
+    check_explainable(module, comp)
+    with eval_mode(module), _explaining(module, comp, x, create_graph) as (ex, x_root):
+        out = ex.run(module, x_root)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"lrp() needs a module returning (N, classes) logits, got {shape}")
@@ -375,37 +407,36 @@ def stage_relevance(
         )
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    check_image_batch(x, size=model.input_size, check_range=check_range)
+    check_image_batch(x, channels=None, size=model.input_size, check_range=check_range)
     _check_init(init)
     comp = get_composite(composite)
+    check_explainable(model, comp)
     h = model.hierarchy
     n_classes = h.num_coarse if stage == "coarse" else h.num_fine
     if target is not None:
         target = _as_target(target, x.shape[0], n_classes, x.device)
-    one_pass = type(model).relevance_seed is C2FClassifier.relevance_seed
-    output = None
-    if not one_pass and (target is None or return_output):
-        with torch.no_grad():
-            o = model(x)
-        output = C2FOutput(o.coarse_logits, o.fine_logits, o.coarse_pred, o.fine_pred)
-        if target is None:
-            target = o.coarse_pred if stage == "coarse" else o.fine_pred
-    with _explaining(model, comp, x, create_graph) as (ex, x_root):
-        if one_pass:
-            # The base class seeds a one-hot on the stage's logits; computing it here lets the
-            # predictions (target=None) come from the same pass.
-            coarse, fine = model.logits(x_root)
-            coarse_pred = coarse.detach().argmax(dim=1)
-            fine_pred = fine_prediction(fine.detach(), coarse_pred, model.group_mask)
-            if create_graph:  # the graph is kept, and carries true gradients after the pass
-                output = C2FOutput(coarse, fine, coarse_pred, fine_pred)
-            else:
-                output = C2FOutput(coarse.detach(), fine.detach(), coarse_pred, fine_pred)
+    with eval_mode(model):
+        one_pass = type(model).relevance_seed is C2FClassifier.relevance_seed
+        output = None
+        if not one_pass and (target is None or return_output):
+            with torch.no_grad():  # model(x) without its layout check (x was checked above)
+                output = _predict(model, *model.logits(x))
             if target is None:
-                target = coarse_pred if stage == "coarse" else fine_pred
-            logits = coarse if stage == "coarse" else fine
-            seed = F.one_hot(target, logits.shape[1]).to(logits.dtype)
-        else:
-            logits, seed = model.relevance_seed(x_root, stage, target)
-        rel = ex.relevance(logits, seed, init, create_graph)
+                target = output.coarse_pred if stage == "coarse" else output.fine_pred
+        with _explaining(model, comp, x, create_graph) as (ex, x_root):
+            if one_pass:
+                # The base class seeds a one-hot on the stage's logits; computing it here lets the
+                # predictions (target=None) come from the same pass.
+                coarse, fine = ex.run(model.logits, x_root)
+                if create_graph:  # the graph is kept, and carries true gradients after the pass
+                    output = _predict(model, coarse, fine)
+                else:
+                    output = _predict(model, coarse.detach(), fine.detach())
+                if target is None:
+                    target = output.coarse_pred if stage == "coarse" else output.fine_pred
+                logits = coarse if stage == "coarse" else fine
+                seed = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+            else:
+                logits, seed = ex.run(model.relevance_seed, x_root, stage, target)
+            rel = ex.relevance(logits, seed, init, create_graph)
     return (rel, output) if return_output else rel

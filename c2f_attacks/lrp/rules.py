@@ -226,6 +226,43 @@ class AlphaBeta(Rule):
         ]
 
 
+class Gamma(Rule):
+    """Generalized gamma rule (Zennit's ``Gamma``): with ``W^+g = W + gamma W+``,
+    ``W^-g = W + gamma W-`` (biases alike),
+
+    ``z^+_k = (W^+g a+ + W^-g a- + b^+g)_k``,  ``z^-_k = (W^-g a+ + W^+g a- + b^-g)_k``,
+    ``R_j = sum_k [ [z_k > 0] (a+_j w^+g_jk + a-_j w^-g_jk) / stab(z^+_k)
+                  + [z_k < 0] (a+_j w^-g_jk + a-_j w^+g_jk) / stab(z^-_k) ] R_k``
+
+    where ``z`` is the true output. For non-negative inputs (after a ReLU) this is the gamma
+    rule of Montavon et al.; ``gamma = 0`` gives LRP-0 (epsilon = stabilizer). A unit whose
+    output has the other sign contributes nothing to that term: its denominator is ``inf``.
+    """
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6):
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma, self.stabilizer = gamma, stabilizer
+
+    def parts(self, call: LayerCall) -> Parts:
+        if call.is_input:
+            call.sources.append((call.a, 1.0))
+        w, b, g = call.weight, call.bias, self.gamma
+        w_up, w_down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        b_up = None if b is None else b + g * b.clamp(min=0)
+        b_down = None if b is None else b + g * b.clamp(max=0)
+        if call.nonneg:  # a- = 0: two terms vanish
+            up, down = [call.op(call.a, w_up, b_up)], [call.op(call.a, w_down, b_down)]
+        else:
+            ap, an = call.a.clamp(min=0), call.a.clamp(max=0)
+            up = [call.op(ap, w_up, b_up), call.op(an, w_down, None)]
+            down = [call.op(ap, w_down, b_down), call.op(an, w_up, None)]
+        inf = torch.tensor(float("inf"), dtype=call.z.dtype, device=call.z.device)
+        d_up = torch.where(call.z > 0, stabilize(sum(up), self.stabilizer), inf)
+        d_down = torch.where(call.z < 0, stabilize(sum(down), self.stabilizer), inf)
+        return [(p, d_up, 1.0) for p in up] + [(p, d_down, 1.0) for p in down]
+
+
 class Flat(Rule):
     """Flat rule (input layer): ``R_j = sum_k R_k / stab(sum_j' 1)`` over k's receptive field,
     i.e. relevance spread evenly over the inputs each unit sees (weights and inputs set to one,
@@ -273,7 +310,7 @@ class ZBox(Rule):
 
 class Pass(Rule):
     """Pass-through for element-wise layers whose gradient would not pass relevance on
-    (an un-merged BatchNorm, non-ReLU activations): ``R_in = R_out``.
+    (an un-merged BatchNorm, activations other than ReLU, ReLU6 included): ``R_in = R_out``.
 
     ReLU, Dropout, Flatten and max-pooling need no rule: their plain gradient already passes
     relevance through (to the max-pooling winner) in the gradient-times-input form.

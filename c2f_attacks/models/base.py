@@ -48,6 +48,8 @@ class C2FClassifier(nn.Module):
 
     #: the input side length the model expects, or None for any size
     input_size: int | None = None
+    #: the number of image channels the model expects (1 for grayscale), or None for any
+    in_channels: int | None = 3
 
     def __init__(self, hierarchy: Hierarchy):
         super().__init__()
@@ -63,7 +65,7 @@ class C2FClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> C2FOutput:
         # Layout only: a range check would cost a reduction on every attack step; the library's
         # entry points (attacks, LRP, evaluation) check the values once.
-        check_image_batch(x, size=self.input_size, check_range=False)
+        check_image_batch(x, channels=self.in_channels, size=self.input_size, check_range=False)
         coarse_logits, fine_logits = self.logits(x)
         coarse_pred = coarse_logits.argmax(dim=1)
         fine_pred = fine_prediction(fine_logits, coarse_pred, self.group_mask)
@@ -72,7 +74,7 @@ class C2FClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> C2FOutput:
         """Validated inference: checks the values are pixels in [0, 1], then runs ``forward``."""
-        check_image_batch(x, size=self.input_size)
+        check_image_batch(x, channels=self.in_channels, size=self.input_size)
         return self(x)
 
     def relevance_seed(
@@ -81,7 +83,7 @@ class C2FClassifier(nn.Module):
         """The output to explain for ``stage`` and the relevance that starts there.
 
         Returns ``(logits, seed)`` with ``seed`` shaped like ``logits``: the one-hot delta on the
-        explained class (design.md section 5). Coarse explains C_c, fine explains F_c at f (the
+        explained class. Coarse explains C_c, fine explains F_c at f (the
         fine logits hold F_c at f's global index). Subclasses whose coarse logits are not the
         output of a linear layer override this.
         """

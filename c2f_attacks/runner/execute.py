@@ -1,0 +1,226 @@
+"""The main job, ``c2f-bench run``: pre-flight, attacks, per-image records, leaderboard, figures.
+
+One pass over the images in batches of ``batch_size``: each batch is loaded once and every plan
+attacks it, so memory holds one batch of images (plus a few figure examples and the per-image
+records) whatever the number of images. Per plan, the per-image records are written under
+``<out>/records/`` and their aggregate becomes the plan's leaderboard row, upserted by its full
+key (model and model hash, dataset, split, n, seed, attack and settings, mask, backend, device).
+Figures are drawn after the leaderboard is written; a figure that fails is a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from c2f_attacks.attacks import FGSM, Attack
+from c2f_attacks.data import get_dataset
+from c2f_attacks.evaluation import aggregate, per_image_records, write_records
+from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
+from c2f_attacks.models import load_model
+from c2f_attacks.runner import preflight
+from c2f_attacks.runner.backends import OrtBackend
+from c2f_attacks.runner.distributed import Ranks
+from c2f_attacks.runner.plan import Plan, RunConfig
+
+#: figure rows per attack: successful images first (lowest indices), then the others
+EXAMPLES = 4
+
+
+class FigureWarning(UserWarning):
+    """A figure could not be drawn after the leaderboard was written."""
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """First 12 hex digits of SHA-256 over the hierarchy (when the model has one) and every
+    state_dict entry (name, dtype, shape, bytes) in name order: equal weights, equal hash."""
+    digest = hashlib.sha256()
+    hierarchy = getattr(model, "hierarchy", None)
+    if hierarchy is not None:
+        digest.update(json.dumps(hierarchy.to_dict()).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class Examples:
+    """The first few successful and unsuccessful images of a plan, for its figure."""
+
+    hits: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    misses: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    def offer(self, index: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success) -> None:
+        for i, ok in enumerate(success):
+            kept = self.hits if ok else self.misses
+            if len(kept) < EXAMPLES:
+                kept.append((int(index[i]), x[i].cpu(), x_adv[i].cpu()))
+
+    @staticmethod
+    def merge(parts: list[Examples]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(x, x_adv) of the figure rows over every rank's examples (None if there are none)."""
+        hits = sorted((e for p in parts for e in p.hits), key=lambda e: e[0])
+        misses = sorted((e for p in parts for e in p.misses), key=lambda e: e[0])
+        chosen = (hits + misses)[:EXAMPLES]
+        if not chosen:
+            return None
+        return torch.stack([e[1] for e in chosen]), torch.stack([e[2] for e in chosen])
+
+
+@dataclass
+class PlanResult:
+    """One rank's share of one plan: records, attack seconds, backend counts, examples."""
+
+    records: list[pd.DataFrame] = field(default_factory=list)
+    seconds: float = 0.0
+    backend_fooled: int = 0
+    backend_agree: int = 0
+    examples: Examples = field(default_factory=Examples)
+
+
+def load_batch(dataset, batch: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, fine labels, object masks or None) of the dataset's items ``batch``."""
+    items = [dataset[i] for i in batch]
+    x = torch.stack([torch.as_tensor(img) for img, _ in items])
+    y = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
+    object_mask = getattr(dataset, "object_mask", None)
+    masks = torch.stack([object_mask(i) for i in batch]) if object_mask is not None else None
+    return x, y, masks
+
+
+def _attack(plan: Plan, atk: Attack, x, y, index, masks):
+    extra = {"object_mask": masks} if plan.mask == "object" else {}
+    return atk(x, y=y, index=index, **extra)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run(cfg: RunConfig) -> pd.DataFrame:
+    """Run every plan of ``cfg``; on rank 0 write records, upsert the leaderboard, draw figures
+    and return this run's rows (an empty frame on the other ranks)."""
+    ranks = Ranks.from_env(cfg.device)
+    out = Path(cfg.out).expanduser().resolve()
+    ranks.check_same(str(out), "--out")
+    if ranks.is_main:
+        preflight.check_out_dir(cfg.out, cfg.allow_results_dir)
+        preflight.check_outputs(out, cfg.figures)
+    device = str(preflight.check_device(cfg.device))
+    preflight.check_num_images(cfg.n, None, cfg.dataset, cfg.split)
+    dataset = get_dataset(cfg.dataset, cfg.split, n=cfg.n, root=cfg.root,
+                          hierarchy=cfg.hierarchy, seed=cfg.seed)  # fmt: skip
+    preflight.check_num_images(cfg.n, dataset, cfg.dataset, cfg.split)
+    model = load_model(cfg.model, map_location=device, hierarchy=cfg.hierarchy)
+    preflight.check_finite(model, cfg.model)
+    preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, cfg.model, cfg.dataset)
+    plans = cfg.plans()
+    attacks = [plan.build(model) for plan in plans]  # constructors validate every setting
+    digest = model_hash(model)
+    backend = OrtBackend(model, out, digest, ranks) if cfg.backend == "onnxruntime" else None
+
+    results = _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device)
+    if not ranks.is_main:
+        return pd.DataFrame()
+    env = environment_columns(device)
+    common = {"model": cfg.model, "model_hash": digest, "dataset": cfg.dataset,
+              "split": cfg.split, "n": cfg.n, "seed": cfg.seed,
+              "eval_backend": cfg.backend, "device": env["device"]}  # fmt: skip
+    rows, curves, figures = [], [], []
+    for plan, atk, parts in zip(plans, attacks, results):
+        records = pd.concat([r for p in parts for r in p.records]).sort_values("index")
+        records = records.reset_index(drop=True)
+        key = {**common, **plan.key(atk)}
+        write_records(out, key, records)
+        seconds = max(p.seconds for p in parts)  # ranks attack in parallel
+        row = {**key, **aggregate(records, seed=cfg.seed),
+               "ms_per_image": 1000 * seconds / cfg.n, "images_per_s": cfg.n / seconds,
+               **env}  # fmt: skip
+        if backend is not None:
+            row["backend_fooling_ratio"] = sum(p.backend_fooled for p in parts) / cfg.n
+            row["backend_agreement"] = sum(p.backend_agree for p in parts) / cfg.n
+        rows.append(row)
+        curves.append((plan, records))
+        figures.append((plan, Examples.merge([p.examples for p in parts])))
+    written = upsert_rows(out / "leaderboard.csv", rows)
+    if cfg.figures:
+        _draw_figures(cfg, model, out / "figures", curves, figures)
+    ids = [row_id(row) for row in rows]
+    return written.set_index("row_id").loc[ids].reset_index()
+
+
+def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> list[list]:
+    """Every plan on this rank's batches; per plan, every rank's :class:`PlanResult`."""
+    mine = ranks.batches(cfg.n, cfg.batch_size)
+    results = [PlanResult() for _ in plans]
+    bar = tqdm(total=len(mine) * len(plans), desc="attacks", unit="batch",
+               disable=not (cfg.progress and ranks.is_main))  # fmt: skip
+    warmed = False
+    for batch in mine:
+        x, y, masks = load_batch(dataset, batch)
+        x, y = x.to(device), y.to(device)
+        masks = masks.to(device) if masks is not None else None
+        index = torch.as_tensor(list(batch), device=device)
+        if not warmed:  # one-time set-up (kernel choice, allocator) is not billed to a row
+            FGSM(model, stage="coarse", memory_format=cfg.memory_format)(x)
+            warmed = True
+        for plan, atk, result in zip(plans, attacks, results):
+            bar.set_postfix_str(plan.label)
+            # Global RNG state per (seed, batch): third-party attacks that draw from it give
+            # the same numbers whatever the number of ranks.
+            torch.manual_seed(cfg.seed * 1_000_003 + batch.start)
+            start = time.perf_counter()
+            res = _attack(plan, atk, x, y, index, masks)
+            _sync(device)
+            result.seconds += time.perf_counter() - start
+            keep_coarse = plan.attack == "lrpf"
+            records = per_image_records(
+                model, x, res.x_adv, y, plan.stage, keep_coarse=keep_coarse, masks=masks,
+                queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
+                index=index, batch_size=cfg.batch_size,
+            )  # fmt: skip
+            result.records.append(records)
+            result.examples.offer(index, x, res.x_adv, records["success"].to_numpy())
+            if backend is not None:
+                fooled, agrees = backend.evaluate(x, res.x_adv, records, plan.stage, keep_coarse)
+                result.backend_fooled += int(fooled.sum())
+                result.backend_agree += int(agrees.sum())
+            bar.update()
+    bar.close()
+    gathered = ranks.gather(results)
+    return [[rank_results[j] for rank_results in gathered] for j in range(len(plans))]
+
+
+def _draw_figures(cfg: RunConfig, model, folder: Path, curves, figures) -> None:
+    """Attack figures (fixed and first-success rows) and one budget-curve figure per stage;
+    failures become warnings."""
+    from c2f_attacks import figures as draw
+
+    jobs = []
+    for plan, chosen in figures:
+        if chosen is not None and plan.mode != "minimal":
+            jobs.append((draw.attack_figure, folder / f"{plan.label.replace('/', '_')}.png",
+                         dict(model=model, x=chosen[0], x_adv=chosen[1], stage=plan.stage,
+                              title=f"{plan.label} on {cfg.model}",
+                              keep_coarse=plan.attack == "lrpf", batch_size=cfg.batch_size)))
+    masked = {plan.label for plan, _ in curves if plan.mask != "none"}
+    for stage in dict.fromkeys(plan.stage for plan, _ in curves):
+        rows = [(plan.label, records) for plan, records in curves if plan.stage == stage]
+        jobs.append((draw.budget_figure, folder / f"budget_{stage}.png",
+                     dict(rows=rows, stage=stage, l0_rows=masked)))  # fmt: skip
+    for function, path, kwargs in jobs:
+        try:
+            function(path=path, **kwargs)
+        except Exception as err:  # the leaderboard is written: a figure must not undo that
+            warnings.warn(f"figure {path} not written: {err}", FigureWarning, stacklevel=2)

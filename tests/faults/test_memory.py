@@ -1,0 +1,67 @@
+"""Memory is flat in the number of images: every pass over the images runs in batches (figures
+included), and the peak RSS of a real run barely moves between two sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import run_args, run_in_process
+
+BATCH = 2
+
+
+@pytest.fixture
+def largest_batch():
+    """The largest batch any torch module of this process sees while the fixture is active."""
+    seen = [0]
+
+    def record(module, args):
+        sizes = [a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.dim() >= 2]
+        seen[0] = max([seen[0], *sizes])
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    yield seen
+    handle.remove()
+
+
+def test_every_model_pass_runs_in_batches_figures_included(tmp_path, largest_batch):
+    """8 images in batches of 2: a whole-set pass shows as a batch of 8 (the figure step used
+    to run the model on all images at once). Twice the batch size is allowed (clean and
+    adversarial images explained together)."""
+    n = 4 * BATCH
+    args = run_args(tmp_path, "--num-images", str(n), "--batch-size", str(BATCH), figures=True)
+    assert run_in_process(args) == 0
+    assert 0 < largest_batch[0] <= 2 * BATCH
+
+
+#: sizes of the RSS comparison, the batch size, and the allowed growth of the peak
+RSS_SIZES, RSS_BATCH, RSS_MARGIN = (32, 256), 32, 1.25
+
+
+def _peak_rss_mb(tmp_path, n: int) -> float:
+    """Peak resident memory (MB) of ``c2f-bench run`` on ``n`` images, measured by the kernel for
+    that child alone (wait4's rusage)."""
+    args = run_args(tmp_path / f"n{n}", "--num-images", str(n), "--batch-size", str(RSS_BATCH))
+    err = tmp_path / f"stderr-{n}.txt"
+    with open(err, "w") as stderr:
+        command = [sys.executable, "-m", "c2f_attacks.cli", *args]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    assert proc.returncode == 0, err.read_text()
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # KiB on Linux, bytes on macOS
+    return usage.ru_maxrss / scale
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 (POSIX)")
+def test_peak_rss_is_flat_in_n(tmp_path, record_property):
+    small, large = (_peak_rss_mb(tmp_path, n) for n in RSS_SIZES)
+    record_property("peak_rss_mb", {RSS_SIZES[0]: round(small), RSS_SIZES[1]: round(large)})
+    print(f"peak RSS: n={RSS_SIZES[0]}: {small:.0f} MB, n={RSS_SIZES[1]}: {large:.0f} MB")
+    assert large <= RSS_MARGIN * small

@@ -1,0 +1,144 @@
+"""The run itself: rows, records, leaderboard identity, bounded batches, figures, backends."""
+
+import math
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+
+from c2f_attacks.evaluation import aggregate, load_records
+from c2f_attacks.leaderboard import KEY, read_leaderboard
+from c2f_attacks.models import load_model
+from c2f_attacks.runner import FigureWarning, RunConfig, expand, model_hash, run
+
+# Small and fast: 6 images in batches of 4 (the last batch is short), few steps.
+SMALL = dict(n=6, batch_size=4, pgd_steps=2, steps=3, refresh=2, search_steps=2,
+             progress=False, figures=False)  # fmt: skip
+MIXED = dict(attacks=["fgsm", "pgd", "lrpc", "lrpf"], masks=["lrp", "random"],
+             stages=["coarse", "fine"], modes=["fixed", "minimal", "first_success"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    rows = run(RunConfig(out=str(out), **SMALL, **MIXED))
+    return out, rows
+
+
+def test_every_plan_is_one_row_with_its_full_key(mixed_run):
+    out, rows = mixed_run
+    board = read_leaderboard(out / "leaderboard.csv")
+    assert len(rows) == len(board) == len(RunConfig(**SMALL, **MIXED).plans()) == 8 + 12
+    assert board[list(KEY)].notna().drop(columns=["eps", "steps"]).all().all()
+    assert set(board["split"]) == {"test"} and set(board["n"]) == {6}
+    assert set(board["model_hash"]) == {model_hash(load_model("shapes-vgg16"))}
+    first = board[board["mode"] == "first_success"]
+    assert first["eps"].isna().all() and set(first["mask"]) == {"lrp", "random"}
+    assert set(board.loc[board["mode"] == "minimal", "eps"]) == {RunConfig().eps_max}
+    assert set(board.loc[board["attack"].isin(["fgsm", "pgd"]), "mask"]) == {"none"}
+
+
+def test_aggregates_are_recomputed_exactly_from_the_records(mixed_run):
+    out, _ = mixed_run
+    board = read_leaderboard(out / "leaderboard.csv").set_index("row_id")
+    records = load_records(out)
+    assert set(records["row_id"]) == set(board.index)
+    for rid, part in records.groupby("row_id"):
+        assert sorted(part["index"]) == list(range(6))
+        for column, value in aggregate(part, seed=0).items():
+            stored = board.loc[rid, column]
+            assert (math.isnan(value) and pd.isna(stored)) or stored == pytest.approx(value), column
+
+
+def test_fixed_rows_stay_within_eps_and_minimal_rows_report_per_image_eps(mixed_run):
+    out, _ = mixed_run
+    records = load_records(out)
+    fixed = records[(records["mode"] == "fixed") & records["success"]]
+    assert (fixed["linf"] <= fixed["key_eps"] + 1e-6).all()
+    minimal = records[records["mode"] == "minimal"]
+    assert minimal["eps"].notna().all() and (minimal["eps"] <= RunConfig().eps_max + 1e-6).all()
+
+
+def test_rerun_replaces_its_rows_and_another_seed_or_split_adds_rows(tmp_path):
+    cfg = dict(out=str(tmp_path), attacks=["fgsm"], stages=["coarse"], modes=["fixed"], **SMALL)
+    run(RunConfig(**cfg))
+    run(RunConfig(**cfg))
+    assert len(read_leaderboard(tmp_path / "leaderboard.csv")) == 1
+    run(RunConfig(**{**cfg, "seed": 1}))
+    run(RunConfig(**{**cfg, "split": "val"}))
+    run(RunConfig(**{**cfg, "n": 5}))
+    board = read_leaderboard(tmp_path / "leaderboard.csv")
+    assert len(board) == 4 and len(set(board["row_id"])) == 4
+
+
+def test_the_model_never_sees_more_than_one_batch(tmp_path, monkeypatch):
+    """Memory is bounded by the batch size: attacks, records and figures all run in chunks."""
+    seen = []
+    model = load_model("shapes-vgg16")
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    monkeypatch.setattr("c2f_attacks.runner.execute.load_model", lambda *a, **k: model)
+    run(RunConfig(out=str(tmp_path), attacks=["fgsm", "lrpc"], masks=["lrp"],
+                  **{**SMALL, "n": 7, "batch_size": 3, "figures": True}))  # fmt: skip
+    assert seen and max(seen) <= 3
+    assert (tmp_path / "figures" / "lrpc_coarse_first_success_lrp.png").stat().st_size > 5_000
+    assert (tmp_path / "figures" / "budget_coarse.png").exists()
+    assert (tmp_path / "figures" / "budget_fine.png").exists()
+
+
+def test_a_failing_figure_is_a_warning_after_the_leaderboard_is_written(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no canvas")
+
+    monkeypatch.setattr("c2f_attacks.figures.budget_figure", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = run(RunConfig(out=str(tmp_path), attacks=["fgsm"], stages=["coarse"],
+                             modes=["fixed"], **{**SMALL, "figures": True}))  # fmt: skip
+    assert len(rows) == 1 and (tmp_path / "leaderboard.csv").exists()
+    messages = [str(w.message) for w in caught if issubclass(w.category, FigureWarning)]
+    assert messages == [f"figure {tmp_path / 'figures' / 'budget_coarse.png'} not written: "
+                        "no canvas"]  # fmt: skip
+
+
+def test_onnxruntime_backend_uses_a_file_under_out_and_agrees(tmp_path):
+    rows = run(RunConfig(out=str(tmp_path), attacks=["pgd"], stages=["fine"], modes=["fixed"],
+                         backend="onnxruntime", **SMALL))  # fmt: skip
+    digest = model_hash(load_model("shapes-vgg16"))
+    assert (tmp_path / "onnx" / f"{digest}.onnx").stat().st_size > 100_000
+    assert rows["backend_agreement"].tolist() == [1.0]
+    assert rows["backend_fooling_ratio"].tolist() == rows["fooling_ratio"].tolist()
+    assert rows["eval_backend"].tolist() == ["onnxruntime"]
+
+
+def test_random_mask_rows_do_not_depend_on_the_batch_size(tmp_path):
+    cfg = dict(attacks=["lrpc"], masks=["random"], memory_format="contiguous", **SMALL)
+    run(RunConfig(out=str(tmp_path / "a"), **{**cfg, "batch_size": 2}))
+    run(RunConfig(out=str(tmp_path / "b"), **{**cfg, "batch_size": 5}))
+    a, b = load_records(tmp_path / "a"), load_records(tmp_path / "b")
+    columns = ["index", "success", "first_success_step", "queries", "l0"]
+    pd.testing.assert_frame_equal(a[columns], b[columns])
+
+
+def test_model_hash_follows_weights_and_hierarchy():
+    model = load_model("shapes-vgg16")
+    digest = model_hash(model)
+    assert digest == model_hash(load_model("shapes-vgg16")) and len(digest) == 12
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1.0
+    assert model_hash(model) != digest
+
+
+def test_torchattacks_rows_take_their_arguments_from_the_config(tmp_path):
+    pytest.importorskip("torchattacks")
+    config = tmp_path / "ta.toml"
+    config.write_text('attacks = ["torchattacks:FGSM"]\nstages = ["fine"]\n'
+                      '[torchattacks.FGSM]\neps = 0.02\n')  # fmt: skip
+    (cfg,) = expand(config, {**SMALL, "out": str(tmp_path)})
+    rows = run(cfg)
+    assert rows[["attack", "stage", "mode", "mask"]].values.tolist() == [
+        ["torchattacks.FGSM", "fine", "fixed", "none"]
+    ]
+    assert rows["eps"].tolist() == [0.02] and rows["seed"].tolist() == [0]
+    records = load_records(tmp_path)
+    assert (records.loc[records["success"], "linf"] <= 0.02 + 1e-6).all()

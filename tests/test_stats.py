@@ -1,0 +1,101 @@
+"""Bootstrap intervals: a binomial proportion against its normal and Wilson intervals, coverage
+on a seeded simulation, pairing, NaN-marked images, seeding, speed and input checks."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from c2f_attacks.evaluation import bootstrap_ci, nanmedian, paired_bootstrap
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    return centre - half, centre + half
+
+
+def test_binomial_proportion_matches_normal_and_wilson_intervals():
+    n = 4000
+    values = np.zeros(n)
+    values[:1200] = 1  # p = 0.3
+    lo, hi = bootstrap_ci(values, np.mean, n_boot=2000, seed=1)
+    half = Z95 * math.sqrt(0.3 * 0.7 / n)  # 0.0142
+    assert (lo, hi) == pytest.approx((0.3 - half, 0.3 + half), abs=0.002)
+    assert (lo, hi) == pytest.approx(wilson(1200, n), abs=0.002)
+
+
+def test_coverage_on_a_seeded_simulation():
+    rng = np.random.default_rng(0)
+    trials, covered = 200, 0
+    for t in range(trials):
+        values = (rng.random(200) < 0.3).astype(float)
+        lo, hi = bootstrap_ci(values, np.mean, n_boot=500, seed=t)
+        covered += lo <= 0.3 <= hi
+    assert 0.88 <= covered / trials <= 0.99  # nominal 0.95; 200 trials: sd about 0.015
+
+
+def test_seeded_and_level():
+    values = np.random.default_rng(2).normal(size=300)
+    assert bootstrap_ci(values, np.median, seed=3) == bootstrap_ci(values, np.median, seed=3)
+    assert bootstrap_ci(values, np.median, seed=3) != bootstrap_ci(values, np.median, seed=4)
+    lo90, hi90 = bootstrap_ci(values, np.mean, level=0.9)
+    lo99, hi99 = bootstrap_ci(values, np.mean, level=0.99)
+    assert lo99 < lo90 < np.mean(values) < hi90 < hi99
+
+
+def test_nan_marks_images_outside_the_statistic():
+    values = np.array([1.0, 2.0, 3.0, np.nan, np.nan] * 40)
+    lo, hi = bootstrap_ci(values, nanmedian, n_boot=300)
+    assert 1.0 <= lo <= 2.0 <= hi <= 3.0
+    assert all(math.isnan(v) for v in bootstrap_ci(np.full(5, np.nan), np.nanmedian))
+    assert all(math.isnan(v) for v in bootstrap_ci(np.array([]), np.mean))
+    assert bootstrap_ci(np.ones(50), np.mean) == (1.0, 1.0)
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=500)
+    assert paired_bootstrap(a, a, np.mean) == (0.0, 0.0)
+    lo, hi = paired_bootstrap(a + 0.25, a, np.mean)  # the same images: the shift exactly
+    assert lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
+    # pairing removes the between-image spread an unpaired interval would carry
+    b = a + 0.25 + rng.normal(scale=0.05, size=500)
+    lo, hi = paired_bootstrap(b, a, np.mean)
+    assert lo < 0.25 < hi and hi - lo < 0.02
+    with pytest.raises(ValueError, match="paired"):
+        paired_bootstrap(a, a[:10], np.mean)
+
+
+def test_fast_and_memory_bounded():
+    values = np.random.default_rng(6).random(20_000)
+    start = time.perf_counter()
+    bootstrap_ci(values, np.median, n_boot=1000)  # 2e7 draws, taken in bounded blocks
+    assert time.perf_counter() - start < 20
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="1-D"):
+        bootstrap_ci(np.ones((3, 3)), np.mean)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_ci(np.ones(3), np.mean, n_boot=0)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci(np.ones(3), np.mean, level=1.5)
+
+
+def test_nanmedian_equals_numpys():
+    rng = np.random.default_rng(7)
+    for shape in [(5, 1), (7, 4), (100, 9), (50, 2), (3, 0)]:
+        values = rng.random(shape)
+        values[rng.random(shape) < 0.4] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(values, axis=1)
+        np.testing.assert_array_equal(nanmedian(values, axis=1), expected)
