@@ -125,3 +125,12 @@ def test_every_run_option_is_a_config_field_and_back():
             long = OPTION_NAMES.get(action.dest, action.dest.replace("_", "-"))
             flags = {"figures": "--no-figures", "progress": "--quiet"}.get(action.dest)
             assert (flags or f"--{long}") in action.option_strings
+
+
+def test_minimal_eps_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
+    # PGD's bisection scales alpha as eps * alpha / eps_max: with the fixed row's alpha taken
+    # as is, a search up to 64/255 took 8x smaller steps and reported inflated minimal norms.
+    plans = {(p.stage, p.mode): dict(p.params) for p in RunConfig().plans() if p.attack == "pgd"}
+    for stage in ("coarse", "fine"):
+        fixed, minimal = plans[stage, "fixed"], plans[stage, "minimal"]
+        assert minimal["alpha"] / minimal["eps"] == pytest.approx(fixed["alpha"] / fixed["eps"])

@@ -240,6 +240,11 @@ class RunConfig:
                 params[name] = value
         if mode != "minimal":
             params.pop("search_steps", None)  # only the bisection uses it
+        elif cls is PGD:
+            # PGD's bisection scales alpha with each image's eps as alpha / eps_max; keep the
+            # step-to-budget ratio of the fixed-eps row (2/255 at 8/255), or a search up to
+            # 64/255 would take steps 8x too small and report inflated minimal norms.
+            params["alpha"] = params["alpha"] * self.eps_max / self.eps
         return tuple(sorted(params.items()))
 
 
