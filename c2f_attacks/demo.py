@@ -1,6 +1,6 @@
 """The paper's setting in miniature: LRPC, LRPF and PGD on real photos, on the CPU.
 
-``c2f-bench demo photos --out DIR`` (or :func:`run_photo_demo`) attacks the offline photos
+:func:`run_photo_demo` attacks the offline photos
 (:data:`c2f_attacks.data.PHOTOS`: scikit-image's chelsea, coffee, rocket, stereo_motorcycle,
 astronaut and matplotlib's grace_hopper) at 224 px against ``imagenet-efficientnet-lite0`` (an
 induced C2F classifier over the 1000 ImageNet classes in 28 superclasses) and writes
