@@ -11,7 +11,7 @@ Success: the fine label changed *and* the coarse label did not; each image stops
 success. The scheme, its modes (unbounded, eps-constrained, minimal eps) and its cost are in
 :mod:`c2f_attacks.attacks.lrp_guided`.
 
-Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.15, alpha=2/255, steps=200, lambda=1, r=20) plus
+Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.1, alpha=4/255, steps=100, lambda=1, r=50) plus
 kappa=1, the margin the coarse decision keeps; ``scripts/sweep_defaults.py`` measures kappa = 0
 and 3 beside it on the validation split.
 """
