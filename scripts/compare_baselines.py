@@ -1,7 +1,8 @@
 """LRPC/LRPF against strong baselines on both stages of the shipped models, at fair budgets.
 
-    python scripts/compare_baselines.py --out /tmp/compare            # full size (slow)
+    python scripts/compare_baselines.py --out /tmp/compare            # full size (slow on a CPU)
     python scripts/compare_baselines.py --out /tmp/compare --quick    # a smoke run
+    python scripts/compare_baselines.py --out results/baselines --device cuda   # results/
 
 Per model and stage (coarse: LRPC; fine: LRPF, whose success also needs the coarse label kept):
 
@@ -15,8 +16,9 @@ Baselines on the fine stage count a success when the fine label changes; the ``f
 and ``fr_fine_coarse_kept`` columns give both rules for every row. From each row's per-image
 records: FR at equal l-inf (``fr_linf@b`` = #{success and linf <= b} / N; for APGD the run at b
 itself), FR at equal l0 (``fr_l0@b``, b = share of pixels changed), median norms of the fooled
-images with 95% bootstrap intervals, queries per image and seconds. Writes ``summary.csv``,
-``summary.md`` and ``records.csv.gz`` (every image of every row) to ``--out``.
+images with 95% bootstrap intervals, queries per image and seconds (on ``--device``). Writes
+``summary.csv``, ``summary.md`` and ``records.csv.gz`` (every image of every row) to ``--out``,
+atomically, after every row: an interrupted run keeps the rows it finished.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from c2f_attacks._io import atomic_write, atomic_write_text
 from c2f_attacks.attacks import LRPC, LRPF, TorchattacksAttack
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.evaluation import aggregate, bootstrap_ci, per_image_records
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l0", nargs="+", type=float, default=[0.01, 0.05, 0.15])
     p.add_argument("--eps-max", type=_fraction, default=16 / 255)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="few steps everywhere (a smoke run)")
     args = p.parse_args(argv)
@@ -125,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     x, y, _ = ShapesC2F(args.n, SHAPES_SPLITS["test"]).tensors()
+    x, y = x.to(args.device), y.to(args.device)
     rows, all_records = [], []
     for model_name in args.models:
-        model = load_model(model_name)
+        model = load_model(model_name, map_location=args.device)
         for stage in args.stages:
             for attack_name, mask, budget, attack in _runs(model, stage, args):
                 start = time.perf_counter()
                 res = attack(x, y)
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
                 records = per_image_records(
                     model, x, res.x_adv, y, stage, keep_coarse=attack_name == "LRPF",
@@ -139,16 +147,25 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 key = {"model": model_name, "stage": stage, "attack": attack_name, "mask": mask,
                        "budget": np.nan if budget is None else budget}  # fmt: skip
-                rows.append({**key, **_row(records, args, budget), "seconds": seconds})
+                rows.append({**key, **_row(records, args, budget), "seconds": seconds,
+                             "device": args.device})  # fmt: skip
                 all_records.append(records.assign(**key))
                 fr = rows[-1]["fooling_ratio"]
-                print(f"{model_name} {stage} {attack_name} {mask}: FR {fr:.3f}, {seconds:.1f} s")
-    summary = pd.DataFrame(rows)
-    summary.to_csv(out / "summary.csv", index=False)
-    pd.concat(all_records).to_csv(out / "records.csv.gz", index=False)
-    (out / "summary.md").write_text(_markdown(summary))
+                print(f"{model_name} {stage} {attack_name} {mask}: FR {fr:.3f}, {seconds:.1f} s",
+                      flush=True)  # fmt: skip
+                _write(out, rows, all_records)
     print(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'records.csv.gz'}")
     return 0
+
+
+def _write(out: Path, rows: list[dict], all_records: list[pd.DataFrame]) -> None:
+    summary = pd.DataFrame(rows)
+    atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    atomic_write(
+        out / "records.csv.gz",
+        lambda tmp: pd.concat(all_records).to_csv(tmp, index=False, compression="gzip"),
+    )
+    atomic_write_text(out / "summary.md", _markdown(summary))
 
 
 if __name__ == "__main__":
