@@ -1,13 +1,15 @@
 """Benchmark harness conventions.
 
 ``pytest bench --benchmark``: full size, pytest-benchmark timing on, measured ratios written to
-``results/bench_ratios.json``. Without ``--benchmark`` every benchmark runs once at smoke size
+``results/bench_ratios.json`` (``--ratios-out DIR``: to ``DIR/bench_ratios.json`` instead, with
+pytest-benchmark's JSON). Without ``--benchmark`` every benchmark runs once at smoke size
 (pytest-benchmark disabled), so the suite doubles as a fast integration test.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -26,6 +28,10 @@ def pytest_addoption(parser):
     parser.addoption(
         "--benchmark", action="store_true", help="run the benchmarks at full size and time them"
     )
+    parser.addoption(
+        "--ratios-out", metavar="DIR", default=str(RESULTS),
+        help="folder for bench_ratios.json and benchmark.json (default: results/)",
+    )  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -35,8 +41,9 @@ def pytest_configure(config):
     if not config.getoption("--benchmark"):
         config.option.benchmark_disable = True
     elif getattr(config.option, "benchmark_json", None) is None:
-        RESULTS.mkdir(exist_ok=True)
-        config.option.benchmark_json = str(RESULTS / "benchmark.json")
+        out = Path(config.getoption("--ratios-out"))
+        out.mkdir(parents=True, exist_ok=True)
+        config.option.benchmark_json = str(out / "benchmark.json")
 
 
 @pytest.fixture(scope="session")
@@ -72,24 +79,42 @@ def interleaved_medians(
     return [statistics.median(ts[warmup:]) for ts in times]
 
 
-@pytest.fixture
-def record_ratio(full_size):
-    """``record_ratio(name, value, goal=..., **details)``: keep a ratio measured in one run.
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s ``model name`` on Linux, where ``platform`` only says
+    ``x86_64``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
-    Under ``--benchmark`` it is upserted into results/bench_ratios.json with the machine it ran
-    on; at smoke size nothing is written (smoke numbers are not measurements).
+
+@pytest.fixture
+def record_ratio(full_size, request):
+    """``record_ratio(name, value, goal=..., device=None, **details)``: keep a ratio measured in
+    one run.
+
+    Under ``--benchmark`` it is upserted into ``bench_ratios.json`` (results/, or
+    ``--ratios-out``) with the machine it ran on: ``device`` (where the timed work ran; default:
+    the GPU when there is one, else "cpu"), the CPU model, its logical cores and torch's thread
+    count. At smoke size nothing is written (smoke numbers are not measurements).
     """
 
-    def record(name: str, value: float, goal: str, **details):
+    def record(name: str, value: float, goal: str, device: str | None = None, **details):
         if not full_size:
             return
-        path = RESULTS / "bench_ratios.json"
+        path = Path(request.config.getoption("--ratios-out")) / "bench_ratios.json"
         data = json.loads(path.read_text()) if path.exists() else {}
+        if device is None:
+            device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         data[name] = {
             "value": round(float(value), 4),
             "goal": goal,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "cpu": platform.processor() or platform.machine(),
+            "device": device,
+            "cpu": cpu_name(),
+            "cpu_cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             **details,

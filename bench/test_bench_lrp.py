@@ -60,8 +60,9 @@ def _report(name, size, batch, times, record_ratio, full_size, suffix=""):
     ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
     details = {"size": size, "batch": batch, "t_ours_s": t_ours, "t_fb_s": t_fb,
                "t_zennit_s": t_zennit}  # fmt: skip
-    record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", **details)
-    record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", **details)
+    record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", device="cpu",
+                 **details)  # fmt: skip
+    record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", device="cpu", **details)
     print(
         f"\n{name} {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours {t_ours:.3f}s, "
         f"Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f}, "

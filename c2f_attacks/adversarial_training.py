@@ -57,7 +57,6 @@ VAL_PGD_STEPS = 10
 VAL_ROBUST_N = 256
 
 
-
 @dataclass(frozen=True)
 class AdversarialConfig:
     """How training batches are perturbed (see the module docstring for the formulas)."""

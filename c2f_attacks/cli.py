@@ -1,5 +1,5 @@
 """``c2f-bench``: run the benchmark, compare rows, train, export, evaluate, explain, show the
-leaderboard.
+leaderboard, run the photo demo.
 
 User errors (a bad argument, a missing or corrupt file, an unknown name) end the command with
 one line on stderr, ``c2f-bench <command>: error: ...``, and exit status 2; Ctrl-C ends it with
@@ -16,14 +16,16 @@ from fractions import Fraction
 from pathlib import Path
 
 from c2f_attacks.attacks import AttackSanityError
+from c2f_attacks.cli_types import positive_int as _positive_int
+from c2f_attacks.demo import add_demo_parser
 from c2f_attacks.exporters.cli import add_evaluate_parser, add_export_parser
 from c2f_attacks.exporters.errors import ProviderUnavailableError
 from c2f_attacks.interrupts import Interrupted, handle_interrupts
+from c2f_attacks.transfer_cli import add_transfer_parser
 
 #: what a user can cause and fix: reported in one line, never with a traceback
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, ProviderUnavailableError,
                AttackSanityError)  # fmt: skip
-
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,16 +33,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _number(text: str) -> float:
@@ -59,10 +51,16 @@ def _names(values: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- run
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, models: str | None = None) -> None:
     """Which model sees which images; defaults come from RunConfig or the caller's
-    ``set_defaults``."""
-    p.add_argument("--model", help="registered name, checkpoint path or package.module:factory")
+    ``set_defaults``. ``models``: the default of a ``--model`` that takes a list (one run per
+    model); None: it takes one model."""
+    what = "registered name, checkpoint path or package.module:factory"
+    if models is None:
+        p.add_argument("--model", help=what)
+    else:
+        p.add_argument("--model", "--models", nargs="+", metavar="MODEL",
+                       help=f"{what}; several run one after the other [{models}]")  # fmt: skip
     p.add_argument("--hierarchy", help="hierarchy JSON {coarse: [fine, ...]} for a flat model")
     p.add_argument("--dataset", help="shapes, cifar10, cifar100, imagenet or imagefolder:PATH")
     p.add_argument("--split", help="dataset split (shapes: train, val, test; imagenet: val)")
@@ -77,7 +75,7 @@ def _add_run_parser(sub) -> None:
     from c2f_attacks.attacks import MASKS, MEMORY_FORMATS
     from c2f_attacks.leaderboard import FORMATS
     from c2f_attacks.lrp import COMPOSITES
-    from c2f_attacks.runner import BACKENDS, MODES, STAGES, RunConfig
+    from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, MODES, STAGES, RunConfig
 
     d = RunConfig.__dataclass_fields__
     p = sub.add_parser(
@@ -86,18 +84,33 @@ def _add_run_parser(sub) -> None:
         description="Defaults: RunConfig's (shown in brackets); a --config file's values; "
         "options given here override both. Lists take spaces or commas.",
     )  # fmt: skip
-    _add_data_args(p)
-    p.add_argument("--attacks", nargs="+", metavar="ATTACK",
-                   help="fgsm, pgd, lrpc, lrpf, torchattacks:NAME [all four]")
-    p.add_argument("--masks", "--mask", nargs="+", metavar="MASK",
-                   help=f"LRPC/LRPF mask sources: {', '.join(MASKS)} [lrp gradient random]")
+    _add_data_args(p, models=" ".join(DEFAULT_MODELS))
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        metavar="ATTACK",
+        help="fgsm, pgd, lrpc, lrpf, torchattacks:NAME [all four]",
+    )
+    p.add_argument(
+        "--masks",
+        "--mask",
+        nargs="+",
+        metavar="MASK",
+        help=f"LRPC/LRPF mask sources: {', '.join(MASKS)} [lrp gradient random]",
+    )
     p.add_argument("--stages", nargs="+", metavar="STAGE", help=f"{', '.join(STAGES)} [both]")
-    p.add_argument("--modes", nargs="+", metavar="MODE",
-                   help=f"{', '.join(MODES)} [FGSM/PGD: fixed minimal; LRPC/LRPF: "
-                        "first_success]")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        metavar="MODE",
+        help=f"{', '.join(MODES)} [FGSM/PGD: fixed minimal; LRPC/LRPF: first_success]",
+    )
     p.add_argument("--eps", type=_number, help="l-inf budget of fixed mode [8/255]")
-    p.add_argument("--eps-max", type=_number,
-                   help=f"upper bound of the minimal-eps search [{d['eps_max'].default:.4g}]")
+    p.add_argument(
+        "--eps-max",
+        type=_number,
+        help=f"upper bound of the minimal-eps search [{d['eps_max'].default:.4g}]",
+    )
     p.add_argument("--search-steps", type=_positive_int, help="bisection steps of minimal mode")
     lrp = p.add_argument_group("LRPC/LRPF (default: the attacks' documented defaults)")
     lrp.add_argument("--top-k", type=_number, help="fraction of pixels in the mask")
@@ -114,13 +127,17 @@ def _add_run_parser(sub) -> None:
     pgd.add_argument("--loss", help="ce or margin")
     p.add_argument("--memory-format", choices=MEMORY_FORMATS, help="[auto]")
     p.add_argument("--config", help="TOML file with any of these options (lists sweep)")
-    p.add_argument("--backend", choices=BACKENDS,
-                   help=f"also evaluate in onnxruntime [{d['backend'].default}]")
+    p.add_argument(
+        "--backend", choices=BACKENDS, help=f"also evaluate in onnxruntime [{d['backend'].default}]"
+    )
     p.add_argument("--seed", type=int, help="[0]")
     p.add_argument("--out", help=f"folder for the leaderboard, records and figures "
                                  f"[./{d['out'].default}]")  # fmt: skip
-    p.add_argument("--allow-results-dir", action="store_true",
-                   help="allow --out to be the repository's committed results/ (regeneration)")
+    p.add_argument(
+        "--allow-results-dir",
+        action="store_true",
+        help="allow --out to be the repository's committed results/ (regeneration)",
+    )
     p.add_argument("--format", choices=FORMATS, help="how the rows are printed [table]")
     p.add_argument("--no-figures", dest="figures", action="store_false")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
@@ -128,34 +145,30 @@ def _add_run_parser(sub) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from c2f_attacks.leaderboard import render_table
-    from c2f_attacks.runner import RunConfig, expand, run
+    from c2f_attacks.runner import RunConfig, expand, run_all
 
     fields = RunConfig.__dataclass_fields__
     overrides = {k: v for k, v in vars(args).items() if k in fields}
-    for name in ("attacks", "masks", "stages", "modes"):
+    for name in ("model", "attacks", "masks", "stages", "modes"):
         if name in overrides:
             overrides[name] = _names(overrides[name])
     configs = expand(getattr(args, "config", None), overrides)
-    frames = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        for cfg in configs:
-            frames.append(run(cfg))
+        rows = run_all(configs)
     for w in caught:
         print(f"c2f-bench run: warning: {w.message}", file=sys.stderr)
-    rows = pd.concat(frames, ignore_index=True)
     if not len(rows):  # ranks other than 0 under torchrun
         return 0
     fmt = configs[0].format
     # Machine formats keep stdout parseable; the where-to-find lines go to stderr.
     info = sys.stdout if fmt == "table" else sys.stderr
-    for (model, dataset, split, n), part in rows.groupby(["model", "dataset", "split", "n"],
-                                                         sort=False):  # fmt: skip
+    # One table per data set; it has a model column when it holds several models' rows.
+    for (dataset, split, n), part in rows.groupby(["dataset", "split", "n"], sort=False):
         if fmt == "table":
-            print(f"{model} on {dataset}/{split}, {n} images:")
+            models = ", ".join(dict.fromkeys(part["model"]))
+            print(f"{models} on {dataset}/{split}, {n} images:")
         print(render_table(part, fmt=fmt))
     for out in dict.fromkeys(str(Path(c.out)) for c in configs):
         print(f"leaderboard: {out}/leaderboard.csv; records: {out}/records/; "
@@ -314,8 +327,11 @@ def _add_explain_parser(sub) -> None:
     _set_data_defaults(p, n=6)
     p.add_argument("--composite", default="epsilon_plus_flat", choices=sorted(COMPOSITES))
     p.add_argument("--out", default="c2f-results/explanations.png", help="PNG to write")
-    p.add_argument("--allow-results-dir", action="store_true",
-                   help="allow writing into the repository's committed results/")
+    p.add_argument(
+        "--allow-results-dir",
+        action="store_true",
+        help="allow writing into the repository's committed results/",
+    )
     p.set_defaults(func=_cmd_explain)
 
 
@@ -356,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain_parser(sub)
     add_export_parser(sub)
     add_evaluate_parser(sub)
+    add_transfer_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

@@ -27,20 +27,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from c2f_attacks._io import atomic_write, atomic_write_text
+from c2f_attacks._io import atomic_write_text
 from c2f_attacks.attacks import LRPC, LRPF, PGD, Attack
 from c2f_attacks.data import PHOTOS, load_photos
 from c2f_attacks.evaluation.metrics import perturbation_norms
+from c2f_attacks.figures import _grid, save_figure
 from c2f_attacks.hierarchies import imagenet_class_names
-from c2f_attacks.lrp.explain import heatmap, stage_relevance_of
+from c2f_attacks.lrp.explain import stage_relevance_of
 from c2f_attacks.models import C2FClassifier, load_model
+from c2f_attacks.runner.preflight import check_out_dir
+from c2f_attacks.viz import heatmap, image_to_rgb
 
 DEMO_MODEL = "imagenet-efficientnet-lite0"
 DEMO_ATTACKS = ("lrpc", "lrpf", "pgd")
@@ -110,9 +109,9 @@ def run_photo_demo(
         norms = perturbation_norms((res.x_adv - x).detach())
         clean_target = res.clean.coarse if stage == "coarse" else res.clean.fine
         adv_target = res.adv.coarse if stage == "coarse" else res.adv.fine
-        before = heatmap(stage_relevance_of(model, x, stage, clean_target)).detach()
-        after = heatmap(stage_relevance_of(model, res.x_adv, stage, adv_target)).detach()
-        panels[label] = (res, before.cpu(), after.cpu())
+        before = stage_relevance_of(model, x, stage, clean_target).detach().cpu()
+        after = stage_relevance_of(model, res.x_adv, stage, adv_target).detach().cpu()
+        panels[label] = (res, before, after)
         for i, photo in enumerate(photos):
             rows.append({
                 "attack": label, "photo": photo, "stage": stage,
@@ -152,29 +151,22 @@ def summary_markdown(records: pd.DataFrame, eps: float, steps: int, device: str)
 
 
 def _figure(path: Path, image: torch.Tensor, i: int, panels: dict, name_of, eps: float) -> None:
-    fig, axes = plt.subplots(len(panels), 5, figsize=(15, 3.2 * len(panels)), squeeze=False)
-    for row, (label, (res, before, after)) in zip(axes, panels.items()):
-        delta = (res.x_adv[i].detach().cpu() - image) / (2 * eps) + 0.5
-        scale = max(before[i].abs().max().item(), after[i].abs().max().item(), 1e-12)
+    """One row per attack: the clean and the adversarial photo with their predictions, the
+    perturbation (grey = none, black/white = -eps/+eps) and the relevance of the attacked stage's
+    decision before and after."""
+    rows = []
+    for label, (res, before, after) in panels.items():
+        x_adv = res.x_adv[i].detach().cpu()
         verdict = "fooled" if res.success[i] else "not fooled"
-        cells = [
-            (image, f"clean\n{name_of(res.clean.coarse[i], res.clean.fine[i])}"),
-            (res.x_adv[i].detach().cpu(),
+        rows.append([
+            (image_to_rgb(image), f"clean\n{name_of(res.clean.coarse[i], res.clean.fine[i])}"),
+            (image_to_rgb(x_adv),
              f"{label} ({verdict})\n{name_of(res.adv.coarse[i], res.adv.fine[i])}"),
-            (delta.clamp(0, 1), "perturbation (0.5 = none, range +-eps)"),
-            (before[i], "relevance before"),
-            (after[i], "relevance after"),
-        ]  # fmt: skip
-        for ax, (content, title) in zip(row, cells):
-            if content.dim() == 3:
-                ax.imshow(content.permute(1, 2, 0).numpy())
-            else:
-                ax.imshow(content.numpy(), cmap="bwr", vmin=-scale, vmax=scale)
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)
+            (image_to_rgb((x_adv - image) / (2 * eps) + 0.5), "perturbation\n(range +-eps)"),
+            (heatmap(before[i]), "relevance before"),
+            (heatmap(after[i]), "relevance after"),
+        ])  # fmt: skip
+    save_figure(_grid(rows, f"{path.stem}, l-inf budget {eps * 255:.0f}/255"), path, dpi=80)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -186,6 +178,8 @@ def add_demo_parser(subparsers) -> None:
         "photos", help="LRPC, LRPF and PGD on offline photos vs EfficientNet-Lite0 (ImageNet)"
     )
     p.add_argument("--out", default="c2f-results/demo-photos", help="output folder")
+    p.add_argument("--allow-results-dir", action="store_true",
+                   help="allow --out inside the repository's committed results/")  # fmt: skip
     p.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=list(PHOTOS))
     p.add_argument("--model", default=DEMO_MODEL, help="zoo name (an ImageNet-grouped model)")
     p.add_argument("--attacks", nargs="+", default=list(DEMO_ATTACKS), choices=DEMO_ATTACKS)
@@ -198,6 +192,7 @@ def add_demo_parser(subparsers) -> None:
 
 
 def _cmd_demo_photos(args: argparse.Namespace) -> int:
+    check_out_dir(args.out, args.allow_results_dir)
     masks = ("lrp", "random", "gradient") if args.controls else ("lrp",)
     run_photo_demo(args.out, args.photos, args.model, args.attacks, masks, args.eps, args.steps,
                    device=args.device)  # fmt: skip

@@ -26,7 +26,7 @@ from c2f_attacks.modes import eval_mode
 from c2f_attacks.runner.backends import stage_predictions
 from c2f_attacks.viz import heatmap, image_to_rgb
 
-Cell = tuple[np.ndarray, str]  # an RGB image and its title
+Cell = tuple[np.ndarray, str]  # an RGB (H, W, 3) or grayscale (H, W) image and its title
 NORM_LABELS = {"linf": "l-inf", "l2": "l2", "l0": "l0 (changed pixels)"}
 
 
@@ -41,7 +41,9 @@ def _grid(rows: list[list[Cell]], title: str) -> Figure:
     figure-level labels: matplotlib's automatic title and tight layouts cost ~10x the
     drawing itself."""
     ncols, nrows = len(rows[0]), len(rows)
-    cell_w, cell_h, label_h, top = 2.2, 2.0, 0.3, 0.5  # inches
+    lines = max(label.count("\n") + 1 for cells in rows for _, label in cells)
+    # inches; each label line of 8 pt text takes about 0.14
+    cell_w, cell_h, label_h, top = 2.2, 2.0, 0.16 + 0.14 * lines, 0.5
     width, height = cell_w * ncols, (cell_h + label_h) * nrows + top
     fig = Figure(figsize=(width, height))
     for r, cells in enumerate(rows):
@@ -49,7 +51,7 @@ def _grid(rows: list[list[Cell]], title: str) -> Figure:
         for c, (rgb, label) in enumerate(cells):
             ax = fig.add_axes(((c * cell_w + 0.1) / width, y / height,
                                (cell_w - 0.2) / width, cell_h / height))  # fmt: skip
-            ax.imshow(rgb)
+            ax.imshow(rgb, cmap="gray", vmin=0, vmax=1)  # the map only colours grayscale cells
             ax.set_axis_off()
             fig.text((c + 0.5) * cell_w / width, (y + cell_h + 0.05) / height, label,
                      ha="center", va="bottom", fontsize=8)  # fmt: skip
@@ -172,5 +174,29 @@ def budget_figure(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="lower right")
     fig.suptitle(f"Fooling ratio against budget{f' ({stage} stage)' if stage else ''}")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def transfer_heatmap(ratios: pd.DataFrame, path: str | os.PathLike, stage: str = "") -> None:
+    """Write a PNG of transfer fooling ratios: one row per source row (``ratios.index``, its
+    label), one column per target (``ratios.columns``), each cell coloured by and annotated with
+    its ratio in [0, 1] (blank where a pair was not evaluated)."""
+    values = ratios.to_numpy(dtype=float)
+    rows, cols = values.shape
+    label_width = 0.06 * max([len(str(r)) for r in ratios.index], default=0)  # inches at 7 pt
+    fig = Figure(figsize=(2.0 + label_width + 1.0 * cols, 1.6 + 0.3 * rows))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (r, c), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 else "white")  # fmt: skip
+    ax.set_xticks(range(cols), [str(c) for c in ratios.columns], rotation=30, ha="right",
+                  fontsize=7)  # fmt: skip
+    ax.set_yticks(range(rows), [str(r) for r in ratios.index], fontsize=7)
+    ax.set_xlabel("target")
+    fig.colorbar(image, ax=ax, label="transfer fooling ratio", fraction=0.05)
+    fig.suptitle(f"Transfer fooling ratio{f' ({stage} stage)' if stage else ''}")
     fig.tight_layout()
     save_figure(fig, path)

@@ -17,6 +17,10 @@ import torch
 
 from c2f_attacks._io import atomic_write_text
 
+#: the two levels a C2F model decides at, one classifier each: the coarse class, then the fine
+#: class within it (the *stages* that attacks target and LRP explains)
+STAGES = ("coarse", "fine")
+
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     """``json`` object hook: a repeated key would silently drop the earlier group."""
@@ -144,6 +148,18 @@ class Hierarchy:
     def fines_of(self, coarse: int) -> range:
         """Global fine indices of coarse class ``coarse``."""
         return range(self.offsets[coarse], self.offsets[coarse + 1])
+
+    def output_index(self, output_names: Sequence[str], what: str) -> list[int]:
+        """Position in ``output_names`` (a flat model's outputs) of each fine class, in fine
+        index order; a ValueError names how many fine classes ``what`` lacks and one of them."""
+        position = {name: i for i, name in enumerate(output_names)}
+        missing = [f for f in self.fine_names if f not in position]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} fine classes of the hierarchy are not in {what}, "
+                f"e.g. {missing[0]!r}"
+            )
+        return [position[f] for f in self.fine_names]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Hierarchy) and self._groups == other._groups

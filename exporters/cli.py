@@ -1,20 +1,20 @@
 """``c2f-bench export`` and ``c2f-bench evaluate``: argparse subcommands for c2f_attacks.cli.
 
 ``add_export_parser(subparsers)`` / ``add_evaluate_parser(subparsers)`` register them; each sets
-``func(args) -> int`` (0 on success, 2 on a user error, reported on stderr without a traceback).
+``func(args) -> int`` (0 on success). User errors are raised, and ``c2f_attacks.cli.main``
+reports them in one line with exit status 2, as for every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from c2f_attacks.exporters.errors import ProviderUnavailableError
+from c2f_attacks.cli_types import positive_int
 from c2f_attacks.exporters.quantize import CALIBRATION_IMAGES
 from c2f_attacks.exporters.variants import MIN_AGREEMENT, VARIANTS
+from c2f_attacks.hierarchy import STAGES
 
-_USER_ERRORS = (FileNotFoundError, ValueError, TypeError, ProviderUnavailableError)
 #: test-split images each deployment variant is checked on by ``c2f-bench export --variants``
 CHECK_IMAGES = 512
 
@@ -40,12 +40,12 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         f"on fewer check images than this share (default {MIN_AGREEMENT})",
     )  # fmt: skip
     p.add_argument(
-        "--calibration-images", type=_positive_int, default=CALIBRATION_IMAGES,
+        "--calibration-images", type=positive_int, default=CALIBRATION_IMAGES,
         help="int8: calibration images, taken from the training split "
         f"(default {CALIBRATION_IMAGES})",
     )  # fmt: skip
     p.add_argument(
-        "--check-images", type=_positive_int, default=CHECK_IMAGES,
+        "--check-images", type=positive_int, default=CHECK_IMAGES,
         help=f"test-split images each variant is checked on (default {CHECK_IMAGES})",
     )  # fmt: skip
     p.add_argument("--dataset", default="shapes", help="dataset of the check/calibration images")
@@ -67,14 +67,14 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--onnx", required=True, help="model exported by `c2f-bench export`")
     p.add_argument("--tensors", required=True, help=".pt file with {'clean': ..., 'adv': ...}")
-    p.add_argument("--stage", choices=("coarse", "fine"), default="coarse")
+    p.add_argument("--stage", choices=STAGES, default="coarse")
     p.add_argument(
         "--keep-coarse", action="store_true",
         help="fine stage: count an image only if its coarse prediction is unchanged (LRPF)",
     )  # fmt: skip
     p.add_argument("--model", help="torch model (name or path) to report agreement with")
     p.add_argument("--providers", nargs="+", help="execution providers (default: TRT, CUDA, CPU)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_evaluate)
     return p
@@ -87,13 +87,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from c2f_attacks.models.zoo import load_model
 
     dynamo = {"auto": None, "dynamo": True, "torchscript": False}[args.exporter]
-    try:
-        model = load_model(args.model)
-        if args.variants:
-            return _export_variants(model, args, dynamo)
-        path = export_onnx(model, args.out, dynamo=dynamo)
-    except _USER_ERRORS as err:
-        return _fail(err)
+    model = load_model(args.model)
+    if args.variants:
+        return _export_variants(model, args, dynamo)
+    path = export_onnx(model, args.out, dynamo=dynamo)
     proto = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -138,16 +135,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from c2f_attacks.exporters.evaluate import evaluate_fooling, load_pair
     from c2f_attacks.models.zoo import load_model
 
-    try:
-        clean, adv = load_pair(args.tensors)
-        model = load_model(args.model) if args.model else None
-        report = evaluate_fooling(
-            args.onnx, clean, adv, args.stage, model,
-            keep_coarse=args.keep_coarse, providers=args.providers,
-            batch_size=args.batch_size,
-        )  # fmt: skip
-    except _USER_ERRORS as err:
-        return _fail(err)
+    clean, adv = load_pair(args.tensors)
+    model = load_model(args.model) if args.model else None
+    report = evaluate_fooling(
+        args.onnx, clean, adv, args.stage, model,
+        keep_coarse=args.keep_coarse, providers=args.providers, batch_size=args.batch_size,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -158,11 +151,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"agreement with PyTorch: {report.agreement:.4%} "
               f"(PyTorch fooling ratio {report.torch_fooling_ratio:.4f})")  # fmt: skip
     return 0
-
-
-def _fail(err: Exception) -> int:
-    print(f"c2f-bench: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _variant_list(text: str) -> tuple[str, ...]:
@@ -182,14 +170,4 @@ def _fraction(text: str) -> float:
         value = float("nan")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value

@@ -16,9 +16,10 @@ import torch
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.attacks.criteria import criterion_for
-from c2f_attacks.attacks.stage import STAGES, Predictions
+from c2f_attacks.attacks.stage import Predictions
 from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
 from c2f_attacks.exporters.runtime import OrtC2F
+from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_image_batch
 

@@ -4,6 +4,16 @@ onnxruntime silently drops an execution provider that cannot load (missing CUDA 
 GPU) and runs on the CPU instead. This wrapper checks the providers the session really got: an
 explicitly requested provider that is not active is an error; with ``providers=None`` the
 fastest one that loads is used and ``.providers`` says which.
+
+One ``OrtC2F`` holds one session: build it once and call it for every batch (building a session
+optimizes the graph and, for INT8/FP16, repacks the weights; that is seconds, not milliseconds).
+
+Threads on the CPU: without ``session_options``, onnxruntime runs each operator on an intra-op
+pool of one thread per physical core (``intra_op_num_threads = 0``), and the operators of the
+graph one after the other (sequential execution, so the inter-op pool is unused). To share the
+CPU with other work, or to compare with PyTorch on the same budget, pass ``ort.SessionOptions()``
+with ``intra_op_num_threads`` set (``bench/test_bench_ort.py`` sets it to
+``torch.get_num_threads()``).
 """
 
 from __future__ import annotations
@@ -46,8 +56,14 @@ class OrtC2F:
     those that load. An explicit list (names or ``(name, options)``) must load completely or
     :class:`ProviderUnavailableError` is raised. TensorRT gets FP16 (``trt_fp16``), an engine
     cache (``trt_cache_dir``) and a batch profile 1..``batch_size``; the options a caller gives
-    for a provider override these. On CUDA/TensorRT, torch CUDA tensors are bound with IOBinding
-    so inputs and outputs stay on the GPU.
+    for a provider override these.
+
+    ``io_binding``: ORT reads the input and writes the outputs in the torch tensors' own memory
+    (IOBinding) instead of through NumPy arrays. None binds where it pays: torch CUDA tensors on
+    CUDA/TensorRT, which then never leave the GPU. On the CPU a plain run copies nothing large
+    either (the input is shared with NumPy, the outputs are a few logits per image), and binding
+    measured no faster (``bench/test_bench_ort.py`` times both), so CPU tensors are bound only
+    with ``io_binding=True``; ``False`` never binds.
     """
 
     def __init__(
@@ -60,10 +76,12 @@ class OrtC2F:
         trt_fp16: bool = False,
         trt_cache_dir: str | os.PathLike | None = None,
         session_options: ort.SessionOptions | None = None,
+        io_binding: bool | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
+        self.io_binding = io_binding
         self.device_id = device_id
         self.name = "<in-memory ONNX model>" if isinstance(model, bytes) else str(model)
         proto = _read_proto(model, self.name)
@@ -143,19 +161,26 @@ class OrtC2F:
         return x.detach().float().contiguous()
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if x.is_cuda and self.providers[0] in GPU_PROVIDERS:
-            return self._run_bound(x)
+        if self.io_binding is not False:
+            if x.is_cuda and self.providers[0] in GPU_PROVIDERS:
+                return self._run_bound(x, "cuda", self._cuda_index(x))
+            if self.io_binding and x.device.type == "cpu":
+                return self._run_bound(x, "cpu", 0)
         outputs = self._session.run(list(OUTPUT_NAMES), {self.input_name: x.cpu().numpy()})
         return tuple(torch.from_numpy(o).to(x.device) for o in outputs)
 
-    def _run_bound(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """IOBinding: ORT reads ``x`` and writes the outputs in GPU memory, no host copies."""
+    def _cuda_index(self, x: torch.Tensor) -> int:
         index = x.device.index if x.device.index is not None else torch.cuda.current_device()
         if index != self.device_id:
             raise ValueError(
                 f"images are on cuda:{index} but the session for {self.name} runs on "
                 f"cuda:{self.device_id} (pass device_id={index})"
             )
+        return index
+
+    def _run_bound(self, x: torch.Tensor, device: str, index: int) -> tuple[torch.Tensor, ...]:
+        """IOBinding: ORT reads ``x`` and writes the outputs where they lie (``device``), no
+        copies through host arrays."""
         n = x.shape[0]
         outputs = (
             torch.empty(n, self.num_coarse, dtype=torch.float32, device=x.device),
@@ -164,12 +189,12 @@ class OrtC2F:
             torch.empty(n, dtype=torch.int64, device=x.device),
         )
         binding = self._session.io_binding()
-        binding.bind_input(self.input_name, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_input(self.input_name, device, index, np.float32, tuple(x.shape), x.data_ptr())
         for name, t in zip(OUTPUT_NAMES, outputs):
             dtype = np.float32 if t.is_floating_point() else np.int64
-            binding.bind_output(name, "cuda", index, dtype, tuple(t.shape), t.data_ptr())
-        # ORT runs on its own stream: the kernels that produced x must have finished.
-        torch.cuda.current_stream(x.device).synchronize()
+            binding.bind_output(name, device, index, dtype, tuple(t.shape), t.data_ptr())
+        if x.is_cuda:  # ORT runs on its own stream: the kernels that produced x must have finished
+            torch.cuda.current_stream(x.device).synchronize()
         self._session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return outputs

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from c2f_attacks import Hierarchy
-from c2f_attacks.models import C2FVGG16, VGGConfig
+from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.models import C2FVGG16, VGGConfig, load_model
+from c2f_attacks.models.base import C2FClassifier, Normalize
 
 TINY_HIERARCHY = {"animal": ["cat", "dog", "cow"], "vehicle": ["car", "bus"], "plant": ["tree"]}
 
@@ -20,3 +23,52 @@ def tiny_vgg(hierarchy: Hierarchy, seed: int = 0, **cfg) -> C2FVGG16:
     torch.manual_seed(seed)
     cfg = {"width": 0.0625, "input_size": 32, "head_width": 16, **cfg}
     return C2FVGG16(hierarchy, VGGConfig(**cfg)).eval()
+
+
+def small_cnn(seed: int = 0, batch_norm: bool = False, classes: int = 5) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes)]
+    model = nn.Sequential(*layers)
+    if batch_norm:  # non-trivial running statistics, so eval mode matters
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class SmallC2F(C2FClassifier):
+    """A shallow C2F CNN whose logits really vary with the input (random deep VGGs are nearly
+    constant): a conv trunk, a coarse head and all fine heads as one linear layer."""
+
+    def __init__(self, seed: int, input_size: int = 32, in_channels: int = 3):
+        super().__init__(SHAPES_HIERARCHY)
+        self.input_size, self.in_channels = input_size, in_channels
+        torch.manual_seed(seed)
+        self.normalize = Normalize((0.5,) * in_channels, (0.25,) * in_channels)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+        )  # fmt: skip
+        self.coarse_head = nn.Linear(128, SHAPES_HIERARCHY.num_coarse)
+        self.fine_head = nn.Linear(128, SHAPES_HIERARCHY.num_fine)
+
+    def logits(self, x):
+        h = self.trunk(self.normalize(x))
+        return self.coarse_head(h), self.fine_head(h)
+
+
+def small_c2f(seed: int = 0, input_size: int = 32, in_channels: int = 3) -> SmallC2F:
+    return SmallC2F(seed, input_size, in_channels).eval()
+
+
+def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first n shapes test images, fine labels and object masks."""
+    return ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("shapes-vgg16")

@@ -1,7 +1,5 @@
 """FGSM / PGD and the attack base: torchattacks parity, memory formats, per-image determinism,
-early stop, first-success steps, minimal eps, stages, input validation and sanity checks.
-
-Also the small models the other attack tests share."""
+early stop, first-success steps, minimal eps, stages, input validation and sanity checks."""
 
 from __future__ import annotations
 
@@ -12,52 +10,12 @@ from torch import nn
 from c2f_attacks.attacks import FGSM, PGD, Attack, AttackSanityError
 from c2f_attacks.attacks.base import Perturbed
 from c2f_attacks.attacks.noise import hash32, uniform_like
-from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_SPLITS, ShapesC2F
-from c2f_attacks.models import load_model
-from c2f_attacks.models.base import C2FClassifier, Normalize
+from c2f_attacks.data.shapes import SHAPES_HIERARCHY
+from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
+from tests.conftest import shapes_test, small_c2f, small_cnn
 
 torchattacks = pytest.importorskip("torchattacks")
-
-
-def small_cnn(seed: int, batch_norm: bool = False, classes: int = 5) -> nn.Module:
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(3, 8, 3, padding=1)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(8))
-    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
-    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes)]
-    model = nn.Sequential(*layers)
-    if batch_norm:  # non-trivial running statistics, so eval mode matters
-        model[1].running_mean.uniform_(-0.2, 0.2)
-        model[1].running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-class SmallC2F(C2FClassifier):
-    """A shallow C2F CNN whose logits really vary with the input (random deep VGGs are nearly
-    constant): a conv trunk, a coarse head and all fine heads as one linear layer."""
-
-    input_size = 32
-
-    def __init__(self, seed: int):
-        super().__init__(SHAPES_HIERARCHY)
-        torch.manual_seed(seed)
-        self.normalize = Normalize((0.5,) * 3, (0.25,) * 3)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        )  # fmt: skip
-        self.coarse_head = nn.Linear(128, SHAPES_HIERARCHY.num_coarse)
-        self.fine_head = nn.Linear(128, SHAPES_HIERARCHY.num_fine)
-
-    def logits(self, x):
-        h = self.trunk(self.normalize(x))
-        return self.coarse_head(h), self.fine_head(h)
-
-
-def small_c2f(seed: int = 0) -> SmallC2F:
-    return SmallC2F(seed).eval()
 
 
 def tiny_c2f(seed: int = 0) -> C2FVGG16:
@@ -77,16 +35,6 @@ class StageLogits(nn.Module):
     def forward(self, x):
         out = self.model(x)
         return out.coarse_logits if self.stage == "coarse" else out.fine_logits
-
-
-def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The first n shapes test images, fine labels and object masks."""
-    return ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_model("shapes-vgg16")
 
 
 @pytest.fixture

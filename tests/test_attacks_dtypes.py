@@ -7,7 +7,7 @@ import torch
 
 from c2f_attacks.attacks import FGSM, LRPC, LRPF, PGD
 from c2f_attacks.attacks.base import sanity_tolerance
-from tests.test_attacks import small_c2f, small_cnn
+from tests.conftest import small_c2f, small_cnn
 
 LOW = [torch.bfloat16, torch.float16]
 

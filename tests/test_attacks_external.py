@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from c2f_attacks.attacks import PGD, TorchattacksAttack
-from tests.test_attacks import shapes_test, shipped, small_c2f  # noqa: F401
+from tests.conftest import shapes_test, small_c2f
 
 pytest.importorskip("torchattacks")
 
@@ -29,7 +29,7 @@ def images():
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["coarse", "fine"])
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_one_attack_per_family_on_both_stages(shipped, images, name, stage):  # noqa: F811
+def test_one_attack_per_family_on_both_stages(shipped, images, name, stage):
     x, y = images
     atk = TorchattacksAttack(shipped, name, stage, **FAMILIES[name])
     res = atk(x, y)
@@ -48,7 +48,7 @@ def test_one_attack_per_family_on_both_stages(shipped, images, name, stage):  # 
         assert res.eps is None
 
 
-def test_queries_and_result_match_our_pgd(shipped, images):  # noqa: F811
+def test_queries_and_result_match_our_pgd(shipped, images):
     """torchattacks.PGD through the adapter: one forward and one backward per step and image,
     and (coarse stage, no random start) the very images our contiguous PGD makes."""
     x, y = images
@@ -70,7 +70,7 @@ def test_model_state_and_modes_are_left_alone(images):
     assert not any(m.training for m in model.modules())
 
 
-def test_n_classes_defaults_to_the_stage(shipped):  # noqa: F811
+def test_n_classes_defaults_to_the_stage(shipped):
     assert TorchattacksAttack(shipped, "FAB", "coarse").attack.n_target_classes == 3
     assert TorchattacksAttack(shipped, "FAB", "fine").kwargs["n_classes"] == 12
     assert "n_classes=5" in repr(TorchattacksAttack(shipped, "FAB", "fine", n_classes=5))
@@ -82,7 +82,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     return message
 
 
-def test_errors_are_one_clear_line(shipped, images, monkeypatch):  # noqa: F811
+def test_errors_are_one_clear_line(shipped, images, monkeypatch):
     with pytest.raises(ValueError, match="unknown torchattacks attack 'PGDX'") as err:
         TorchattacksAttack(shipped, "PGDX", "coarse")
     _one_line(err)

@@ -18,7 +18,7 @@ from c2f_attacks.attacks import (
     criterion_for,
 )
 from c2f_attacks.attacks.base import Perturbed
-from tests.test_attacks import shapes_test, shipped, small_c2f, small_cnn  # noqa: F401
+from tests.conftest import shapes_test, small_c2f, small_cnn
 
 FAST_LRP = {"alpha": 0.05, "steps": 6, "top_k": 0.2}
 ATTACKS = {
@@ -120,7 +120,7 @@ def test_misclassified_images_are_never_fooled_by_nothing(model, x):
         assert (res.first_success_step == -1).all()
 
 
-def test_fine_labels_with_coarse_stage_regression(shipped):  # noqa: F811
+def test_fine_labels_with_coarse_stage_regression(shipped):
     """Fine labels with stage="coarse" once counted as coarse labels: 12 of 16 images were
     "fooled" with their coarse prediction unchanged. Now no image succeeds without a coarse
     flip, and the labels' coarse classes only flag the misclassified ones."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from c2f_attacks.attacks import LRPC, LRPF
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
-from tests.test_attacks import small_c2f, small_cnn
+from tests.conftest import small_c2f, small_cnn
 
 pytest.importorskip("c2f_attacks.lrp")
 

@@ -10,7 +10,7 @@ import torch
 from c2f_attacks.attacks import LRPC, LRPF, MASKS
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
-from tests.test_attacks import shapes_test, shipped, small_c2f  # noqa: F401
+from tests.conftest import shapes_test, small_c2f
 
 FAST = {"alpha": 0.05, "steps": 8, "top_k": 0.2}
 TINY = {"alpha": 1e-4, "steps": 4, "top_k": 0.2}  # nothing flips: every image runs every step
@@ -128,7 +128,7 @@ def test_unknown_mask_name(model):
 
 
 @pytest.mark.slow
-def test_least_relevant_fools_less_than_lrp_on_the_shipped_model(shipped):  # noqa: F811
+def test_least_relevant_fools_less_than_lrp_on_the_shipped_model(shipped):
     x, _, _ = shapes_test(12)
     settings = {"steps": 40, "top_k": 0.15}
     lrp = LRPC(shipped, mask="lrp", **settings)(x)

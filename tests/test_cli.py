@@ -15,13 +15,15 @@ import torch
 from c2f_attacks.cli import main
 from c2f_attacks.interrupts import Interrupted
 from c2f_attacks.models import load_model
+from c2f_attacks.models.zoo import save_checkpoint
 from c2f_attacks.runner.preflight import COMMITTED_RESULTS
 from c2f_attacks.train import accuracy
+from tests.conftest import tiny_vgg
 
 # Columns that are measurements of time or provenance, not results.
 VOLATILE = ["ms_per_image", "images_per_s", "timestamp", "git_commit"]
-SMALL_RUN = ["-n", "6", "--batch-size", "4", "--pgd-steps", "2", "--steps", "3",
-             "--refresh", "2", "--search-steps", "2", "--quiet"]  # fmt: skip
+SMALL_RUN = ["--model", "shapes-vgg16", "-n", "6", "--batch-size", "4", "--pgd-steps", "2",
+             "--steps", "3", "--refresh", "2", "--search-steps", "2", "--quiet"]  # fmt: skip
 
 
 def _run(out, *extra) -> pd.DataFrame:
@@ -46,6 +48,7 @@ def test_run_prints_a_table_and_reruns_identically(tmp_path, capsys):
     assert "shapes-vgg16 on shapes/test, 6 images:" in out and "leaderboard:" in out
     table = out.split("images:\n")[1].split("leaderboard:")[0]
     assert "fgsm" in table and max(len(line) for line in table.splitlines()) <= 100
+    assert table.splitlines()[0].split()[0] == "attack"  # one model: no model column
     again = _run(tmp_path, *args)
     pd.testing.assert_frame_equal(first.drop(columns=VOLATILE), again.drop(columns=VOLATILE))
 
@@ -87,6 +90,53 @@ def test_compare_prints_paired_differences(tmp_path, capsys):
     assert {"difference", "lo", "hi"} <= set(table.columns)
     assert main(["compare", str(tmp_path), "lrpc:lrp", "pgd:none"]) == 2
     assert "row 'pgd:none' matches no row" in _error_line(capsys)
+
+
+ONE_ROW = ("-n", "2", "--attacks", "fgsm", "--stages", "coarse", "--modes", "fixed", "--quiet")
+
+
+def test_two_models_keep_both_sets_of_rows_records_and_figures(tmp_path, capsys):
+    models = ["shapes-vgg16", "shapes-vgg16-at"]
+    assert main(["run", *ONE_ROW, "--model", ",".join(models), "--out", str(tmp_path)]) == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert board["model"].tolist() == models and board["model_hash"].nunique() == 2
+    assert len(list((tmp_path / "records").glob("*.csv.gz"))) == 2
+    figures = [tmp_path / "figures" / m / name for m in models
+               for name in ("fgsm_coarse_fixed.png", "budget_coarse.png")]  # fmt: skip
+    assert all(f.stat().st_size > 5_000 for f in figures)
+    assert figures[0].read_bytes() != figures[2].read_bytes()  # each model drew its own
+    out = capsys.readouterr().out
+    assert "shapes-vgg16, shapes-vgg16-at on shapes/test, 2 images:" in out
+    lines = out.split("images:\n")[1].split("leaderboard:")[0].splitlines()
+    assert lines[0].split()[:2] == ["model", "attack"]  # the column that tells the rows apart
+    assert [line.split()[0] for line in lines[2:4]] == models  # one line each: nothing wraps
+    assert max(len(line) for line in lines) <= 100 + len("  shapes-vgg16-at")  # its own room
+
+
+def test_the_default_run_covers_both_shipped_models(tmp_path):
+    assert main(["run", *ONE_ROW, "--no-figures", "--out", str(tmp_path)]) == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert board["model"].tolist() == ["shapes-vgg16", "shapes-vgg16-at"]
+
+
+@pytest.mark.parametrize("second, message", [("missing.pt", "missing.pt"),
+                                             ("foreign.pt", "animal")])  # fmt: skip
+def test_a_bad_second_model_fails_before_the_first_attack(
+    tmp_path, monkeypatch, capsys, tiny_hierarchy, second, message
+):
+    # a finite checkpoint of another hierarchy than the shapes data's
+    save_checkpoint(tiny_vgg(tiny_hierarchy), tmp_path / "foreign.pt")
+
+    def attack_all(*args, **kwargs):
+        raise AssertionError("an attack started before every model was checked")
+
+    monkeypatch.setattr("c2f_attacks.runner.execute._attack_all", attack_all)
+    out = tmp_path / "out"
+    args = ["--model", "shapes-vgg16", str(tmp_path / second), "--out", str(out)]
+    assert main(["run", *ONE_ROW, *args]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench run: error: ") and message in line
+    assert not (out / "leaderboard.csv").exists() and not (out / "records").exists()
 
 
 @pytest.mark.parametrize(
@@ -132,10 +182,10 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 )  # fmt: skip
 def test_interrupts_exit_with_one_line_and_the_signal_status(monkeypatch, capsys, raised, code,
                                                              text):  # fmt: skip
-    def interrupted(cfg):
+    def interrupted(configs):
         raise raised
 
-    monkeypatch.setattr("c2f_attacks.runner.run", interrupted)
+    monkeypatch.setattr("c2f_attacks.runner.run_all", interrupted)
     assert main(["run", "--quiet"]) == code
     line = _error_line(capsys)
     assert line.startswith("c2f-bench run: interrupted") and text in line

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from c2f_attacks.cli import build_parser
-from c2f_attacks.runner import RunConfig, expand, read_config
+from c2f_attacks.cli import _names, build_parser
+from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
 
 
@@ -34,8 +34,15 @@ def test_modes_run_where_the_attack_supports_them():
 
 
 def test_plan_keys_carry_budget_mode_mask_and_every_setting():
-    cfg = RunConfig(attacks=["pgd", "lrpf"], masks=["random"], modes=["fixed", "minimal"],
-                    eps=4 / 255, eps_max=32 / 255, pgd_steps=3, memory_format="contiguous")
+    cfg = RunConfig(
+        attacks=["pgd", "lrpf"],
+        masks=["random"],
+        modes=["fixed", "minimal"],
+        eps=4 / 255,
+        eps_max=32 / 255,
+        pgd_steps=3,
+        memory_format="contiguous",
+    )
     keys = {p.label: p.key(None) for p in cfg.plans()}
     fixed, minimal = keys["pgd/coarse/fixed"], keys["pgd/coarse/minimal"]
     assert fixed["eps"] == 4 / 255 and minimal["eps"] == 32 / 255
@@ -83,12 +90,15 @@ def test_config_file_sweeps_scalar_lists_and_keeps_list_options(tmp_path):
                     'pgd_steps = [2, 3]\n[torchattacks.APGD]\nsteps = 5\n')  # fmt: skip
     points = read_config(path)
     assert [(p["eps"], p["pgd_steps"]) for p in points] == [
-        (0.01, 2), (0.01, 3), (0.02, 2), (0.02, 3)
+        (0.01, 2),
+        (0.01, 3),
+        (0.02, 2),
+        (0.02, 3),
     ]
     assert all(p["attacks"] == ["pgd", "fgsm"] and p["n"] == 4 for p in points)
     assert points[0]["torchattacks_args"] == {"APGD": {"steps": 5}}
     runs = expand(path, {"n": 2})  # the command line wins over the file
-    assert len(runs) == 4 and {r.n for r in runs} == {2}
+    assert len(runs) == 4 * len(DEFAULT_MODELS) and {r.n for r in runs} == {2}
 
 
 @pytest.mark.parametrize(
@@ -134,3 +144,39 @@ def test_minimal_eps_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
     for stage in ("coarse", "fine"):
         fixed, minimal = plans[stage, "fixed"], plans[stage, "minimal"]
         assert minimal["alpha"] / minimal["eps"] == pytest.approx(fixed["alpha"] / fixed["eps"])
+
+
+def test_the_default_run_covers_both_shipped_models_one_config_each():
+    assert DEFAULT_MODELS == ("shapes-vgg16", "shapes-vgg16-at")
+    assert [r.model for r in expand(None, {})] == list(DEFAULT_MODELS)
+    assert RunConfig().model == "shapes-vgg16"  # one RunConfig, one model
+
+
+def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tmp_path):
+    args = build_parser().parse_args(["run", "--model", "a.pt,b.pt", "c.pt"])
+    assert _names(args.model) == ["a.pt", "b.pt", "c.pt"]
+    assert [r.model for r in expand(None, {"model": ["a.pt", "b.pt"]})] == ["a.pt", "b.pt"]
+    assert [r.model for r in expand(None, {"model": "a.pt"})] == ["a.pt"]
+    path = tmp_path / "sweep.toml"
+    path.write_text('model = ["x.pt", "y.pt"]\neps = [0.01, 0.02]\n')
+    runs = expand(path, {})
+    points = [(r.model, r.eps) for r in runs]
+    assert points == [("x.pt", 0.01), ("x.pt", 0.02), ("y.pt", 0.01), ("y.pt", 0.02)]
+    # the command line's models replace the file's, and every sweep point runs each of them
+    runs = expand(path, {"model": ["a.pt", "b.pt"]})
+    points = [(r.model, r.eps) for r in runs]
+    assert points == [("a.pt", 0.01), ("b.pt", 0.01), ("a.pt", 0.02), ("b.pt", 0.02)]
+
+
+@pytest.mark.parametrize(
+    "models, error, message",
+    [
+        (["a.pt", "a.pt"], ValueError, "model 'a.pt' is given twice"),
+        ([], ValueError, "give at least one model"),
+        ([["a.pt"]], TypeError, "model must be one model name or path"),
+        ([""], TypeError, "model must be one model name or path"),
+    ],
+)
+def test_bad_model_lists_are_refused(models, error, message):
+    with pytest.raises(error, match=message):
+        expand(None, {"model": models})

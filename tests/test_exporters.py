@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from c2f_attacks.cli import main
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.exporters import (
     IR_VERSION,
@@ -127,6 +128,17 @@ def test_numpy_input_and_chunking(onnx_path, session, clean_images):
     for name in C2FOutput.__dataclass_fields__:
         torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), rtol=0, atol=1e-6)
     assert isinstance(chunked.fine_pred, torch.Tensor) and chunked.fine_pred.dtype == torch.int64
+
+
+def test_io_binding_on_the_cpu_gives_the_plain_outputs(
+    onnx_path, session, clean_images, monkeypatch
+):
+    bound = OrtC2F(onnx_path, providers=CPU, batch_size=100, io_binding=True)
+    monkeypatch.setattr(bound._session, "run", None)  # only run_with_iobinding may be used
+    plain = session(clean_images)
+    out = bound(clean_images)  # chunked: every chunk writes into tensors of its own
+    for name in C2FOutput.__dataclass_fields__:
+        torch.testing.assert_close(getattr(out, name), getattr(plain, name), rtol=0, atol=1e-6)
 
 
 def test_export_restores_model_state(model, tmp_path):
@@ -370,8 +382,8 @@ def test_cli_export_then_evaluate(model, clean_images, adv_images, tmp_path, cap
 
 
 def test_cli_reports_user_errors(tmp_path, capsys):
-    args = _parser().parse_args(
-        ["evaluate", "--onnx", str(tmp_path / "x.onnx"), "--tensors", str(tmp_path / "none.pt")]
-    )
-    assert args.func(args) == 2
-    assert "none.pt" in capsys.readouterr().err
+    argv = ["evaluate", "--onnx", str(tmp_path / "x.onnx"), "--tensors", str(tmp_path / "none.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("c2f-bench evaluate: error:") and "none.pt" in err
+    assert len(err.splitlines()) == 1

@@ -97,6 +97,14 @@ def test_hierarchy_difference_names_a_reordering(tiny_hierarchy):
     )
 
 
+def test_output_index_maps_fine_classes_to_flat_outputs(tiny_hierarchy):
+    outputs = ["bus", "x", "tree", "cat", "car", "cow", "dog"]
+    index = tiny_hierarchy.output_index(outputs, "the outputs")
+    assert [outputs[i] for i in index] == tiny_hierarchy.fine_names
+    with pytest.raises(ValueError, match=r"2 fine classes .* not in the outputs, e.g. 'cat'"):
+        tiny_hierarchy.output_index(["dog", "cow", "car", "bus"], "the outputs")
+
+
 def test_check_same_hierarchy(tiny_hierarchy):
     check_same_hierarchy(tiny_hierarchy, Hierarchy.from_dict(TINY_HIERARCHY), ("m", "d"))
     with pytest.raises(

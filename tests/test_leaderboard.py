@@ -134,6 +134,8 @@ def test_bad_new_rows_are_rejected_before_writing(tmp_path):
         lb.upsert_rows(path, [row(), row("fgsm", fooling_ratio="high")])
     with pytest.raises(ValueError, match="column 'n': '8.5' is not a whole number"):
         lb.upsert_rows(path, [row(n=8.5)])
+    with pytest.raises(ValueError, match="column 'backend_fooling_ratio': 'n/a'"):
+        lb.upsert_rows(path, [row(backend_fooling_ratio="n/a")])  # a schema column, typed
     assert not path.exists() and not list(tmp_path.iterdir())
 
 

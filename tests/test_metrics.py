@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from c2f_attacks import Hierarchy
 from c2f_attacks.evaluation import (
@@ -23,6 +22,7 @@ from c2f_attacks.evaluation import (
 )
 from c2f_attacks.evaluation.records import RECORD_KINDS
 from c2f_attacks.models.base import C2FClassifier
+from tests.conftest import small_c2f, small_cnn
 
 HIERARCHY = Hierarchy.from_dict({"animal": ["cat", "dog", "cow"], "vehicle": ["car", "bus"],
                                  "plant": ["tree"]})  # fmt: skip
@@ -48,37 +48,6 @@ def image(coarse: int, fine: int) -> torch.Tensor:
 
 def batch(pairs) -> torch.Tensor:
     return torch.stack([image(c, f) for c, f in pairs])
-
-
-class SmallC2F(C2FClassifier):
-    """A shallow C2F CNN whose logits vary with the input (LRP-explainable layers only)."""
-
-    input_size = 16
-
-    def __init__(self, seed: int = 0):
-        super().__init__(HIERARCHY)
-        torch.manual_seed(seed)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()
-        )
-        self.coarse_head = nn.Linear(128, 3)
-        self.fine_head = nn.Linear(128, 6)
-
-    def logits(self, x):
-        h = self.trunk(x)
-        return self.coarse_head(h), self.fine_head(h)
-
-
-def small_c2f(seed: int = 0) -> SmallC2F:
-    return SmallC2F(seed).eval()
-
-
-def small_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(32, 5),
-    ).eval()  # fmt: skip
 
 
 def noisy(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
@@ -205,7 +174,7 @@ def test_flat_model_records():
 
 def test_relevance_and_object_share():
     pytest.importorskip("c2f_attacks.lrp")
-    model = small_c2f()
+    model = small_c2f(input_size=16)
     g = torch.Generator().manual_seed(4)
     x = torch.rand(6, 3, 16, 16, generator=g)
     y = torch.randint(0, 6, (6,), generator=g)
@@ -223,7 +192,7 @@ def test_relevance_and_object_share():
 
 def test_chunks_equal_one_batch():
     """Records computed batch_size images at a time (bounded memory) equal the one-batch ones."""
-    model = small_c2f()
+    model = small_c2f(input_size=16)
     g = torch.Generator().manual_seed(5)
     x = torch.rand(7, 3, 16, 16, generator=g)
     y = torch.randint(0, 6, (7,), generator=g)

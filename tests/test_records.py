@@ -23,7 +23,8 @@ from c2f_attacks.evaluation import (
     write_records,
 )
 from c2f_attacks.evaluation.records import FILE_COLUMNS, RECORD_KINDS
-from tests.test_metrics import noisy, small_c2f
+from tests.conftest import small_c2f
+from tests.test_metrics import noisy
 
 
 def key(**changes) -> dict:
@@ -167,7 +168,7 @@ def test_bad_number_and_bad_gzip(tmp_path):
 
 
 def test_leaderboard_row_recomputed_exactly_from_its_records(tmp_path):
-    model = small_c2f()
+    model = small_c2f(input_size=16)
     g = torch.Generator().manual_seed(8)
     x = torch.rand(12, 3, 16, 16, generator=g)
     y = torch.randint(0, 6, (12,), generator=g)

@@ -10,7 +10,7 @@ import torch
 from c2f_attacks.evaluation import aggregate, load_records
 from c2f_attacks.leaderboard import KEY, read_leaderboard
 from c2f_attacks.models import load_model
-from c2f_attacks.runner import FigureWarning, RunConfig, expand, model_hash, run
+from c2f_attacks.runner import FigureWarning, RunConfig, expand, figure_folder, model_hash, run
 
 # Small and fast: 6 images in batches of 4 (the last batch is short), few steps.
 SMALL = dict(n=6, batch_size=4, pgd_steps=2, steps=3, refresh=2, search_steps=2,
@@ -81,9 +81,10 @@ def test_the_model_never_sees_more_than_one_batch(tmp_path, monkeypatch):
     run(RunConfig(out=str(tmp_path), attacks=["fgsm", "lrpc"], masks=["lrp"],
                   **{**SMALL, "n": 7, "batch_size": 3, "figures": True}))  # fmt: skip
     assert seen and max(seen) <= 3
-    assert (tmp_path / "figures" / "lrpc_coarse_first_success_lrp.png").stat().st_size > 5_000
-    assert (tmp_path / "figures" / "budget_coarse.png").exists()
-    assert (tmp_path / "figures" / "budget_fine.png").exists()
+    figures = tmp_path / "figures" / "shapes-vgg16"
+    assert (figures / "lrpc_coarse_first_success_lrp.png").stat().st_size > 5_000
+    assert (figures / "budget_coarse.png").exists()
+    assert (figures / "budget_fine.png").exists()
 
 
 def test_a_failing_figure_is_a_warning_after_the_leaderboard_is_written(tmp_path, monkeypatch):
@@ -97,8 +98,8 @@ def test_a_failing_figure_is_a_warning_after_the_leaderboard_is_written(tmp_path
                              modes=["fixed"], **{**SMALL, "figures": True}))  # fmt: skip
     assert len(rows) == 1 and (tmp_path / "leaderboard.csv").exists()
     messages = [str(w.message) for w in caught if issubclass(w.category, FigureWarning)]
-    assert messages == [f"figure {tmp_path / 'figures' / 'budget_coarse.png'} not written: "
-                        "no canvas"]  # fmt: skip
+    path = tmp_path / "figures" / "shapes-vgg16" / "budget_coarse.png"
+    assert messages == [f"figure {path} not written: no canvas"]
 
 
 def test_onnxruntime_backend_uses_a_file_under_out_and_agrees(tmp_path):
@@ -120,6 +121,13 @@ def test_random_mask_rows_do_not_depend_on_the_batch_size(tmp_path):
     pd.testing.assert_frame_equal(a[columns], b[columns])
 
 
+def test_figure_folders_are_one_readable_name_per_model(tmp_path):
+    assert figure_folder(tmp_path, "shapes-vgg16") == tmp_path / "figures" / "shapes-vgg16"
+    assert figure_folder(tmp_path, "/ckpt/run 1/m.pt").name == "ckpt_run_1_m.pt"
+    assert figure_folder(tmp_path, "pkg.mod:make").name == "pkg.mod_make"
+    assert figure_folder(tmp_path, "../m.pt").parent == tmp_path / "figures"  # never outside
+
+
 def test_model_hash_follows_weights_and_hierarchy():
     model = load_model("shapes-vgg16")
     digest = model_hash(model)
@@ -134,7 +142,7 @@ def test_torchattacks_rows_take_their_arguments_from_the_config(tmp_path):
     config = tmp_path / "ta.toml"
     config.write_text('attacks = ["torchattacks:FGSM"]\nstages = ["fine"]\n'
                       '[torchattacks.FGSM]\neps = 0.02\n')  # fmt: skip
-    (cfg,) = expand(config, {**SMALL, "out": str(tmp_path)})
+    (cfg,) = expand(config, {**SMALL, "out": str(tmp_path), "model": "shapes-vgg16"})
     rows = run(cfg)
     assert rows[["attack", "stage", "mode", "mask"]].values.tolist() == [
         ["torchattacks.FGSM", "fine", "fixed", "none"]

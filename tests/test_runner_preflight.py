@@ -71,20 +71,29 @@ def test_hierarchy_differences_are_named():
     a = Hierarchy.from_dict({"animal": ["cat", "dog"], "vehicle": ["car"]})
     b = Hierarchy.from_dict({"animal": ["cat", "dog"], "plant": ["car"]})
     preflight.check_hierarchy(a, a, "m.pt", "shapes")
-    with pytest.raises(ValueError, match="model 'm.pt' and dataset 'imagefolder:x' differ: "
-                                         "coarse classes only in model 'm.pt': 'vehicle'"):
+    with pytest.raises(
+        ValueError,
+        match="model 'm.pt' and dataset 'imagefolder:x' differ: "
+        "coarse classes only in model 'm.pt': 'vehicle'",
+    ):
         preflight.check_hierarchy(a, b, "m.pt", "imagefolder:x")
+
+
+@pytest.fixture
+def attacked(monkeypatch) -> list:
+    """Replaces the attack loop: the list gets an entry if a run reaches its first attack."""
+    calls = []
+    monkeypatch.setattr("c2f_attacks.runner.execute._attack_all",
+                        lambda *a, **k: calls.append(1))  # fmt: skip
+    return calls
 
 
 @pytest.mark.parametrize(
     "content",
     [b"model,dataset\nshapes\n", b"\xef\xbb\xbfnot;a;leaderboard\n1;2;3\n", b"\xff\xfe\x00"],
 )
-def test_a_bad_leaderboard_stops_the_run_before_any_attack(tmp_path, monkeypatch, content):
+def test_a_bad_leaderboard_stops_the_run_before_any_attack(tmp_path, attacked, content):
     (tmp_path / "leaderboard.csv").write_bytes(content)
-    attacked = []
-    monkeypatch.setattr("c2f_attacks.runner.execute._attack_all",
-                        lambda *a, **k: attacked.append(1))  # fmt: skip
     with pytest.raises(ValueError, match="leaderboard"):
         run(RunConfig(n=2, out=str(tmp_path), progress=False))
     assert not attacked
@@ -92,13 +101,10 @@ def test_a_bad_leaderboard_stops_the_run_before_any_attack(tmp_path, monkeypatch
     assert not (tmp_path / "records").exists()
 
 
-def test_mismatched_hierarchy_stops_the_run_before_any_attack(tmp_path, monkeypatch):
+def test_mismatched_hierarchy_stops_the_run_before_any_attack(tmp_path, monkeypatch, attacked):
     other = Hierarchy.from_dict({"a": ["x", "y"], "b": ["z"]})
     dataset = get_dataset("shapes", "test", n=2)
     monkeypatch.setattr(type(dataset), "hierarchy", other)
-    attacked = []
-    monkeypatch.setattr("c2f_attacks.runner.execute._attack_all",
-                        lambda *a, **k: attacked.append(1))  # fmt: skip
     with pytest.raises(ValueError, match="model 'shapes-vgg16' and dataset 'shapes' differ"):
         run(RunConfig(n=2, out=str(tmp_path), progress=False))
     assert not attacked

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from c2f_attacks.cli import main
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.exporters import (
     CALIBRATION_IMAGES,
@@ -200,9 +201,9 @@ def test_cli_reports_the_agreement_floor(tmp_path, capsys, reuse_fp32):
     argv = ["export", "--out", str(tmp_path / "m.onnx"), "--variants", "int8",
             "--min-agreement", "1", "--calibration-images", "1",
             "--check-images", "256"]  # fmt: skip
-    args = _parser().parse_args(argv)
-    assert args.func(args) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
+    assert err.startswith("c2f-bench export: error:") and len(err.strip().splitlines()) == 1
     assert "int8 variant agrees" in err and "no file was written" in err
     assert not list(tmp_path.glob("*.onnx"))
 

@@ -3,8 +3,9 @@
 Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None, object_mask=None)``
 does the rest, like torchattacks' ``Attack.__call__``:
 
-1. validate the images (rank, channels, size, finite values in [0, 1], the model's dtype and
-   device), the labels, the indices and the object masks, before any model call;
+1. validate the images (rank, the model's channel count (:func:`model_channels`) and size,
+   finite values in [0, 1], the model's dtype and device), the labels, the indices and the
+   object masks, before any model call;
 2. put every submodule in eval mode for the call (each one's flag restored afterwards) and hand
    the model the batch in the chosen memory layout (:mod:`c2f_attacks.attacks.layout`);
 3. predict the clean batch. The loss target ``t`` (``res.y``) is, on a C2F model, the clean
@@ -157,6 +158,19 @@ def check_object_mask(mask: object, x: torch.Tensor) -> torch.Tensor | None:
     return mask.to(x.device).bool()
 
 
+def model_channels(model: nn.Module) -> int | None:
+    """The image channels ``model`` takes (1 for grayscale), or None for any number.
+
+    C2F models say so in their ``in_channels`` attribute (3 unless the model sets it;
+    :class:`~c2f_attacks.models.InducedC2F` reads it from its normalization or its first
+    convolution); a flat model may set the same attribute, else it is its first convolution's
+    input channels, else unchecked."""
+    if hasattr(model, "in_channels"):
+        return model.in_channels
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first_conv.in_channels if first_conv is not None else None
+
+
 def sanity_tolerance(dtype: torch.dtype) -> float:
     """Slack of the eps check: rounding of ``x + delta`` in ``dtype`` (1e-6 at least)."""
     return max(1e-6, 4 * torch.finfo(dtype).eps)
@@ -232,7 +246,9 @@ class Attack:
         index: torch.Tensor | None = None,
         object_mask: torch.Tensor | None = None,
     ) -> AttackResult:
-        check_image_batch(x, size=getattr(self.model, "input_size", None))
+        check_image_batch(
+            x, channels=model_channels(self.model), size=getattr(self.model, "input_size", None)
+        )
         check_matches_model(x, self.model)
         n = x.shape[0]
         index = check_index(index, n, x.device)

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_labels
-
-#: the stages of a C2F model; ``None`` stands for a flat classifier
-STAGES = ("coarse", "fine")
 
 
 def check_stage(model: nn.Module, stage: str | None) -> None:

@@ -5,8 +5,16 @@ Metrics from saved tensors, without rerunning an attack::
 
     records = per_image_records(model, x, x_adv, y, stage="fine")
     row = aggregate(records)
+
+The adversarial images of a run are saved compactly per row (:mod:`.adversarial`).
 """
 
+from c2f_attacks.evaluation.adversarial import (
+    AdversarialRow,
+    SavedAdversarial,
+    load_adversarial,
+    save_adversarial,
+)
 from c2f_attacks.evaluation.budget import NORMS, budget_at, fr_curve
 from c2f_attacks.evaluation.compare import compare_records
 from c2f_attacks.evaluation.metrics import (
@@ -30,6 +38,7 @@ from c2f_attacks.evaluation.stats import bootstrap_ci, nanmedian, paired_bootstr
 from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggregate
 
 __all__ = [
+    "AdversarialRow",
     "COUNT_COLUMNS",
     "DEFAULT_TOP_K",
     "KEY",
@@ -37,12 +46,14 @@ __all__ = [
     "METRIC_COLUMNS",
     "NORMS",
     "RECORD_COLUMNS",
+    "SavedAdversarial",
     "aggregate",
     "bootstrap_ci",
     "budget_at",
     "canonical_key",
     "compare_records",
     "fr_curve",
+    "load_adversarial",
     "load_records",
     "nanmedian",
     "paired_bootstrap",
@@ -51,6 +62,7 @@ __all__ = [
     "perturbation_norms",
     "read_records_file",
     "row_id",
+    "save_adversarial",
     "share_inside",
     "write_records",
 ]

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.attacks.criteria import criterion_for
 from c2f_attacks.attacks.stage import Predictions, check_stage
 from c2f_attacks.evaluation.records import RECORD_COLUMNS
@@ -138,8 +139,9 @@ def per_image_records(
     """
     check_stage(model, stage)
     c2f = stage is not None
-    x = check_image_batch(x, name="x")
-    x_adv = check_image_batch(x_adv, name="x_adv")
+    channels = model_channels(model)
+    x = check_image_batch(x, channels=channels, name="x")
+    x_adv = check_image_batch(x_adv, channels=channels, name="x_adv")
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv has shape {tuple(x_adv.shape)}, x {tuple(x.shape)}")
     criterion = criterion_for(stage, keep_coarse)

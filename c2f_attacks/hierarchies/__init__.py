@@ -52,11 +52,4 @@ def imagenet_class_names() -> dict[str, str]:
 
 def imagenet_class_index(hierarchy: Hierarchy) -> list[int]:
     """The ImageNet-1k output index of each fine class of ``hierarchy`` (named by synset id)."""
-    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-    unknown = [f for f in hierarchy.fine_names if f not in index]
-    if unknown:
-        raise ValueError(
-            f"hierarchy names {len(unknown)} classes that are not ImageNet-1k synset ids, "
-            f"e.g. {unknown[0]!r}"
-        )
-    return [index[f] for f in hierarchy.fine_names]
+    return hierarchy.output_index(imagenet_wnids(), "the ImageNet-1k synset ids")

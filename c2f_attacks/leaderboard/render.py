@@ -2,11 +2,13 @@
 
 ``render_table(df, columns=None, fmt="table")``:
 
-- ``"table"``: a rich table at most 100 characters wide (``TABLE_COLUMNS`` by default, short
-  headers from ``HEADERS``, numbers right-aligned with 3 significant digits, missing values
-  blank), coloured when ``color`` is true (default: when standard output is a terminal);
+- ``"table"``: a rich table at most 100 characters wide (``TABLE_COLUMNS`` by default, led by
+  ``model`` when the rows are of several models, which widens the table by that column so that
+  no other column wraps; short headers from ``HEADERS``, numbers
+  right-aligned with 3 significant digits, missing values blank), coloured when ``color`` is
+  true (default: when standard output is a terminal);
 - ``"markdown"``: a pipe table padded so it also reads well in a terminal (4 significant
-  digits; ``TABLE_COLUMNS`` by default);
+  digits; the table's default columns);
 - ``"csv"`` / ``"json"`` (a list of objects, missing values null): every column by default,
   numbers in full precision.
 """
@@ -41,10 +43,18 @@ HEADERS: dict[str, str] = {
     "l2_median": "L2", "l2_mean": "L2 mean", "l0_mean": "L0 mean",
     "object_share": "object", "perturbation_in_relevance": "in-LRP",
     "relevance_shift": "LRP shift", "queries_per_image": "queries", "ms_per_image": "ms/img",
-    "images_per_s": "img/s", "backend_agreement": "agree", "coarse_flip_share": "c-flip",
+    "images_per_s": "img/s", "backend_fooling_ratio": "ort FR", "backend_agreement": "agree",
+    "coarse_flip_share": "c-flip",
     "fr_fine_any": "FR any", "fr_fine_coarse_kept": "FR c-kept", "misclassified": "miscl",
     "clean_acc_coarse": "acc C", "clean_acc_fine": "acc F",
 }  # fmt: skip
+
+
+def _table_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The default columns of the table and markdown formats: ``TABLE_COLUMNS``, led by
+    ``model`` when ``df`` holds rows of more than one model (else rows would look alike)."""
+    several = "model" in df.columns and df["model"].nunique() > 1
+    return ("model", *TABLE_COLUMNS) if several else TABLE_COLUMNS
 
 
 def _frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -81,8 +91,11 @@ def render_table(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     df = _frame(df)
+    extra = 0  # characters beyond WIDTH
     if columns is None:
-        columns = df.columns if fmt in ("csv", "json") else TABLE_COLUMNS
+        columns = df.columns if fmt in ("csv", "json") else _table_columns(df)
+        if fmt == "table" and columns[0] == "model":  # added to the defaults: room of its own
+            extra = 2 + int(df["model"].astype(str).str.len().max())
     cols = [c for c in columns if c in df.columns]
     view = df.loc[:, cols]
     if fmt == "csv":
@@ -98,7 +111,7 @@ def render_table(
         return json.dumps(records, indent=1, allow_nan=False)
     if fmt == "markdown":
         return _markdown(view)
-    return _rich(view, sys.stdout.isatty() if color is None else color)
+    return _rich(view, sys.stdout.isatty() if color is None else color, WIDTH + extra)
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -117,7 +130,7 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([line(cols), rule, *(line(r) for r in body)])
 
 
-def _rich(df: pd.DataFrame, color: bool) -> str:
+def _rich(df: pd.DataFrame, color: bool, max_width: int = WIDTH) -> str:
     legend = [f"{HEADERS[c]} = {c}" for c in df.columns if c in HEADERS]
     table = Table(
         box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
@@ -130,14 +143,14 @@ def _rich(df: pd.DataFrame, color: bool) -> str:
         if _numeric(df, column):  # numbers never wrap: they keep their full width
             width = max([len(header), *(len(r[j]) for r in body)])
             table.add_column(header, justify="right", no_wrap=True, min_width=width)
-        else:  # text wraps (nothing cut off) when the table would be wider than WIDTH
+        else:  # text wraps (nothing cut off) when the table would be wider than max_width
             style = "green" if column == "attack" else None
             table.add_column(header, style=style, overflow="fold")
     for cells in body:
         table.add_row(*cells)
     console = Console(
         file=io.StringIO(),
-        width=WIDTH,
+        width=max_width,
         force_terminal=color,
         no_color=not color,
         color_system="standard" if color else None,

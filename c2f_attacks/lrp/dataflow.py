@@ -38,6 +38,7 @@ _METADATA = {
     "nelement", "ndimension", "storage_offset",
 }  # fmt: skip
 _BATCH_NORM_SIGNATURE = inspect.signature(F.batch_norm)
+_CONTAINERS = (list, tuple, dict)  #: arguments that may hold tensors (``torch.cat``'s list)
 
 
 def _is_metadata(func) -> bool:
@@ -99,7 +100,11 @@ class DeferredLinear(TorchFunctionMode):
                 folded = self._try_fold(args, kwargs)
                 if folded is not None:
                     return folded
-            args, kwargs = tree_map(self.resolve, (args, kwargs))
+            if any(isinstance(v, _CONTAINERS) for v in (*args, *kwargs.values())):
+                args, kwargs = tree_map(self.resolve, (args, kwargs))
+            else:  # the common case, without the cost of a pytree walk
+                args = tuple(self.resolve(v) for v in args)
+                kwargs = {k: self.resolve(v) for k, v in kwargs.items()}
         return func(*args, **kwargs)
 
     def _try_fold(self, args, kwargs):

@@ -28,6 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._pytree import tree_map
 
+from c2f_attacks.hierarchy import STAGES
+from c2f_attacks.lrp.cache import cached
 from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
 from c2f_attacks.lrp.check import check_explainable
 from c2f_attacks.lrp.composites import Composite, get_composite
@@ -46,7 +48,6 @@ from c2f_attacks.models.base import C2FClassifier, C2FOutput, Normalize, fine_pr
 from c2f_attacks.modes import eval_mode
 from c2f_attacks.validation import check_image_batch, check_labels
 
-STAGES = ("coarse", "fine")
 INITS = ("one_hot", "logit")
 
 
@@ -66,6 +67,9 @@ class _Explanation:
         # inputs of in-place activations, recorded before they are overwritten
         self.inputs_of: dict[nn.Module, torch.Tensor] = {}
         self._folds_before: dict[nn.Module, int] = {}
+        # id(running_mean) -> (running_mean, its BatchNorm's num_batches_tracked): the counter
+        # that says whether the running statistics changed (cache.py)
+        self._batch_counters: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._busy = False  # a rule is computing: its own calls of a layer are no layer calls
         self.handles: list = []
         # shared by every Redistribute node of this pass: LRP gradients until the relevance is
@@ -101,6 +105,9 @@ class _Explanation:
             elif isinstance(m, LINEAR_TYPES):
                 self.handles.append(m.register_forward_hook(self._linear_hook))
             elif isinstance(m, BATCHNORM_TYPES):
+                if m.running_mean is not None and m.num_batches_tracked is not None:
+                    counter = (m.running_mean, m.num_batches_tracked)
+                    self._batch_counters[id(m.running_mean)] = counter
                 self.handles.append(m.register_forward_pre_hook(self._batchnorm_pre_hook))
                 self.handles.append(m.register_forward_hook(self._batchnorm_hook))
             elif isinstance(m, elementwise) and next(m.children(), None) is None:
@@ -118,6 +125,7 @@ class _Explanation:
         self.handles.clear()
         self._alive.clear()
         self.inputs_of.clear()
+        self._batch_counters.clear()
 
     def run(self, fn, *args):
         """``fn(*args)`` (the model's forward) with every linear output ruled, returned ones
@@ -159,7 +167,7 @@ class _Explanation:
         if rule is None:
             new = None
         else:
-            call = LayerCall(None, a, None, None, output, self._is_nonneg(a), False)
+            call = LayerCall(None, a, (), output, self._is_nonneg(a), False)
             # copied: an activation's backward may have saved this output (tanh, in-place
             # activations), and the other outputs here are small
             new = self._redistribute(output, rule.parts(call), fresh_output=False)
@@ -172,20 +180,30 @@ class _Explanation:
 
     # -- linear layers (called by the data-flow mode) --------------------------------------------
     def _finalize(self, p: Pending) -> torch.Tensor:
-        bias = None if p.layer.bias is None else p.layer.bias.detach()
-        return self._apply_rule(p.layer, p.a, p.z, p.layer.weight.detach(), bias, not p.folded)
+        weight, bias = p.layer.weight, p.layer.bias
+
+        def own() -> tuple[torch.Tensor, torch.Tensor | None]:
+            return weight.detach(), None if bias is None else bias.detach()
+
+        return self._apply_rule(p.layer, p.a, p.z, (weight, bias), own, (), not p.folded)
 
     def _fold(self, p: Pending, bn: dict, z: torch.Tensor) -> torch.Tensor:
-        weight, bias = fold_batchnorm(
-            p.layer.weight, p.layer.bias, bn["running_mean"], bn["running_var"], bn["weight"],
-            bn["bias"], bn["eps"],
-        )  # fmt: skip
-        return self._apply_rule(p.layer, p.a, z, weight, bias, fresh_output=True)
+        tensors = (p.layer.weight, p.layer.bias, bn["running_mean"], bn["running_var"],
+                   bn["weight"], bn["bias"])  # fmt: skip
+        eps = float(bn["eps"])
+        mean, counter = self._batch_counters.get(id(bn["running_mean"]), (None, None))
+        # without its module's counter, an update of the running statistics would go unseen
+        key = ("folded", eps) if mean is bn["running_mean"] else None
+        return self._apply_rule(
+            p.layer, p.a, z, (*tensors, counter), lambda: fold_batchnorm(*tensors, eps), key, True
+        )
 
-    def _apply_rule(self, layer, a, z, weight, bias, fresh_output: bool) -> torch.Tensor:
-        """``z`` (the output of ``layer``, or of the BatchNorm folded into it, whose merged
-        parameters are ``weight, bias``) wrapped with the layer's rule. ``fresh_output``: no
-        graph node saved ``z`` (a BatchNorm that used it did)."""
+    def _apply_rule(self, layer, a, z, tensors, merged, key, fresh_output: bool) -> torch.Tensor:
+        """``z`` (the output of ``layer``, or of the BatchNorm folded into it) wrapped with the
+        layer's rule. ``merged()`` computes the effective weight and bias from ``tensors`` (the
+        layer's and the BatchNorm's parameters and buffers; ``key`` says how): the rule's
+        parameters are cached on them, unless ``key`` is None. ``fresh_output``: no graph node
+        saved ``z`` (a BatchNorm that used it did)."""
         root = self.inputs.root_of(a)
         rule = self.composite.rule_for(layer, root is not None)
         sources: list[tuple[torch.Tensor, float]] = []
@@ -196,9 +214,19 @@ class _Explanation:
             low = high = None
             if root is not None and a is root[0]:  # bounds are known in the root's space only
                 low, high = self._bounds(root[1], a)
+            nonneg = self._is_nonneg(a)
+
+            def compute() -> tuple:
+                return rule.params(*merged(), nonneg)
+
+            if key is None:
+                params = compute()
+            else:
+                slot = (type(rule), nonneg, *key)
+                params = cached(layer, slot, tensors, compute, detail=repr(rule))
             call = LayerCall(
-                linear_op(layer), a, weight, bias, z, self._is_nonneg(a), root is not None,
-                low, high, sources,
+                linear_op(layer), a, params, z, nonneg, root is not None, low, high,
+                sources,
             )  # fmt: skip
             self._busy = True
             try:

@@ -21,8 +21,16 @@ overwrite it with the ratio ``z / denom`` to save memory traffic. A part's *valu
 again (the backward of a linear map needs only its input and weights), so a part may be its own
 denominator, as in z+ and flat, whose stabilizer folds into the bias.
 
+A part may also be smaller than ``z`` along dimensions where all its entries would be equal
+(the flat rule's receptive-field counts are the same for every output channel): its gradient is
+then summed over them, so its own backward has that many fewer channels to map back.
+
 Input-layer rules (flat, z^B) also register *relevance sources* ``(tensor, coef)``: the engine
 computes the input relevance as ``sum coef * tensor * grad(tensor)`` over them.
+
+A rule's modified parameters (``W+``, ...) depend on the layer's parameters alone:
+:meth:`Rule.params` computes them, and the engine caches them across explanations while the
+model's parameters are unchanged (:mod:`~c2f_attacks.lrp.cache`).
 """
 
 from __future__ import annotations
@@ -46,11 +54,11 @@ class Redistribute(torch.autograd.Function):
 
     Call as ``Redistribute.apply(z, state, coefs, which, dirty, consume, *parts, *ratios)``: part
     ``i`` uses ``ratios[which[i]]``, where each ratio is ``z / denom`` (parts that share a
-    denominator share a ratio). ``state.lrp`` is True during the explanation's backward pass;
-    the engine sets it to False afterwards, so that when a loss on the relevance is
-    differentiated (``create_graph=True``) the ratios are differentiated through the model's
-    *true* Jacobians, not through the LRP rules. This makes the derivative of the relevance
-    exact.
+    denominator share a ratio); a part smaller than ``z`` gets that gradient summed to its shape.
+    ``state.lrp`` is True during the explanation's backward pass; the engine sets it to False
+    afterwards, so that when a loss on the relevance is differentiated (``create_graph=True``)
+    the ratios are differentiated through the model's *true* Jacobians, not through the LRP
+    rules. This makes the derivative of the relevance exact.
 
     Two memory savings for plain explanations, whose graph is used once:
 
@@ -66,6 +74,7 @@ class Redistribute(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, state, coefs, which, dirty, consume, *tensors):
         ctx.state, ctx.coefs, ctx.which, ctx.consume = state, coefs, which, consume
+        ctx.shapes = [p.shape for p in tensors[: len(coefs)]]
         ctx.save_for_backward(*tensors[len(coefs) :])
         if dirty:
             ctx.mark_dirty(z)
@@ -82,9 +91,10 @@ class Redistribute(torch.autograd.Function):
             # Jacobian of the identity.
             return (g, None, None, None, None, None, *([None] * len(ctx.coefs)), *unused)
         shares = [r.mul_(g) if ctx.consume else g * r for r in ratios]
-        grads = [
-            shares[i] if coef == 1.0 else coef * shares[i] for coef, i in zip(ctx.coefs, ctx.which)
-        ]
+        grads = []
+        for coef, i, shape in zip(ctx.coefs, ctx.which, ctx.shapes):
+            share = shares[i] if shares[i].shape == shape else shares[i].sum_to_size(shape)
+            grads.append(share if coef == 1.0 else coef * share)
         return (None, None, None, None, None, None, *grads, *unused)
 
 
@@ -94,8 +104,7 @@ class LayerCall:
 
     op: LinearOp
     a: torch.Tensor  #: the layer input
-    weight: torch.Tensor  #: effective weight (BatchNorm merged in where canonized), detached
-    bias: torch.Tensor | None  #: effective bias, detached
+    params: tuple  #: the rule's :meth:`Rule.params` of this layer
     z: torch.Tensor  #: the true output (differentiable w.r.t. ``a``)
     nonneg: bool  #: ``a >= 0`` is known from the graph structure (it comes out of a ReLU)
     is_input: bool  #: ``a`` is the model input (or its normalized form)
@@ -130,6 +139,14 @@ class Rule:
 
     #: True for rules that only make sense where the input is the image (flat, z^B)
     input_only = False
+
+    def params(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, nonneg: bool
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The rule's modified parameters (``call.params`` in :meth:`parts`), a function of the
+        layer's effective weight and bias (BatchNorm merged in where canonized; detached) and of
+        whether its input is known to be non-negative alone. Default: none."""
+        return ()
 
     def parts(self, call: LayerCall) -> Parts:
         raise NotImplementedError
@@ -175,17 +192,22 @@ class ZPlus(Rule):
     def __init__(self, stabilizer: float = 1e-6):
         self.stabilizer = stabilizer
 
+    def params(self, weight, bias, nonneg):
+        if nonneg:
+            # a, W+ and b+ are non-negative, so z+ is, and stab(z+) = z+ + eps exactly: the
+            # stabilizer goes into the bias, and the part is its own denominator.
+            return weight.clamp(min=0), _plus_eps(_pos(bias), weight, self.stabilizer)
+        return weight.clamp(min=0), _pos(bias), weight.clamp(max=0)
+
     def parts(self, call: LayerCall) -> Parts:
         if call.is_input:
             call.sources.append((call.a, 1.0))
-        w, b = call.weight, call.bias
         if call.nonneg:
-            # a, W+ and b+ are non-negative, so z+ is, and stab(z+) = z+ + eps exactly: the
-            # stabilizer goes into the bias, and the part is its own denominator.
-            zp = call.op(call.a, w.clamp(min=0), _plus_eps(_pos(b), w, self.stabilizer))
+            zp = call.op(call.a, *call.params)
             return [(zp, zp, 1.0)]
-        zp = call.op(call.a.clamp(min=0), w.clamp(min=0), _pos(b))
-        zn = call.op(call.a.clamp(max=0), w.clamp(max=0), None)
+        wp, bp, wn = call.params
+        zp = call.op(call.a.clamp(min=0), wp, bp)
+        zn = call.op(call.a.clamp(max=0), wn, None)
         denom = stabilize(zp + zn, self.stabilizer)
         return [(zp, denom, 1.0), (zn, denom, 1.0)]
 
@@ -205,18 +227,21 @@ class AlphaBeta(Rule):
             )
         self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
 
+    def params(self, weight, bias, nonneg):
+        return weight.clamp(min=0), weight.clamp(max=0), _pos(bias), _neg(bias)
+
     def parts(self, call: LayerCall) -> Parts:
         if call.is_input:
             call.sources.append((call.a, 1.0))
-        w, b, s = call.weight, call.bias, self.stabilizer
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        wp, wn, bp, bn = call.params
+        s = self.stabilizer
         if call.nonneg:
-            za = call.op(call.a, wp, _pos(b))
-            zb = call.op(call.a, wn, _neg(b))
+            za = call.op(call.a, wp, bp)
+            zb = call.op(call.a, wn, bn)
             return [(za, stabilize(za, s), self.alpha), (zb, stabilize(zb, s), -self.beta)]
         ap, an = call.a.clamp(min=0), call.a.clamp(max=0)
-        za1, za2 = call.op(ap, wp, _pos(b)), call.op(an, wn, None)
-        zb1, zb2 = call.op(ap, wn, _neg(b)), call.op(an, wp, None)
+        za1, za2 = call.op(ap, wp, bp), call.op(an, wn, None)
+        zb1, zb2 = call.op(ap, wn, bn), call.op(an, wp, None)
         da, db = stabilize(za1 + za2, s), stabilize(zb1 + zb2, s)
         return [
             (za1, da, self.alpha),
@@ -244,13 +269,16 @@ class Gamma(Rule):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma, self.stabilizer = gamma, stabilizer
 
+    def params(self, weight, bias, nonneg):
+        w, b, g = weight, bias, self.gamma
+        b_up = None if b is None else b + g * b.clamp(min=0)
+        b_down = None if b is None else b + g * b.clamp(max=0)
+        return w + g * w.clamp(min=0), w + g * w.clamp(max=0), b_up, b_down
+
     def parts(self, call: LayerCall) -> Parts:
         if call.is_input:
             call.sources.append((call.a, 1.0))
-        w, b, g = call.weight, call.bias, self.gamma
-        w_up, w_down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
-        b_up = None if b is None else b + g * b.clamp(min=0)
-        b_down = None if b is None else b + g * b.clamp(max=0)
+        w_up, w_down, b_up, b_down = call.params
         if call.nonneg:  # a- = 0: two terms vanish
             up, down = [call.op(call.a, w_up, b_up)], [call.op(call.a, w_down, b_down)]
         else:
@@ -273,12 +301,20 @@ class Flat(Rule):
     def __init__(self, stabilizer: float = 1e-6):
         self.stabilizer = stabilizer
 
+    def params(self, weight, bias, nonneg):
+        # the receptive-field counts are positive: stab(zf) = zf + eps, folded into the bias
+        ones = torch.ones_like(weight)
+        return ones, _plus_eps(None, ones, self.stabilizer)
+
     def parts(self, call: LayerCall) -> Parts:
         ones = torch.ones_like(call.a).requires_grad_()
         call.sources.append((ones, 1.0))
-        # the receptive-field counts are positive: stab(zf) = zf + eps, folded into the bias
-        weight = torch.ones_like(call.weight)
-        zf = call.op(ones, weight, _plus_eps(None, weight, self.stabilizer))
+        weight, bias = call.params
+        if weight.shape[1] == call.a.shape[1]:
+            # Not a grouped convolution: every output channel counts the same receptive field,
+            # so one channel is computed, and its backward maps one channel back, not all.
+            weight, bias = weight[:1], bias[:1]
+        zf = call.op(ones, weight, bias)
         return [(zf, zf, 1.0)]
 
 
@@ -297,13 +333,16 @@ class ZBox(Rule):
     def __init__(self, stabilizer: float = 1e-6):
         self.stabilizer = stabilizer
 
+    def params(self, weight, bias, nonneg):
+        return weight.clamp(min=0), weight.clamp(max=0), _pos(bias), _neg(bias)
+
     def parts(self, call: LayerCall) -> Parts:
         low = call.low.expand_as(call.a).to(call.a.dtype).detach().clone().requires_grad_()
         high = call.high.expand_as(call.a).to(call.a.dtype).detach().clone().requires_grad_()
         call.sources += [(call.a, 1.0), (low, -1.0), (high, -1.0)]
-        w, b = call.weight, call.bias
-        zl = call.op(low, w.clamp(min=0), _pos(b))
-        zh = call.op(high, w.clamp(max=0), _neg(b))
+        wp, wn, bp, bn = call.params
+        zl = call.op(low, wp, bp)
+        zh = call.op(high, wn, bn)
         denom = stabilize(call.z - zl - zh, self.stabilizer)
         return [(call.z, denom, 1.0), (zl, denom, 1.0), (zh, denom, 1.0)]
 

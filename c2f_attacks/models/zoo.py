@@ -131,14 +131,10 @@ def _class_index(spec: str, flat: nn.Module, hierarchy: Hierarchy) -> list[int] 
     names = getattr(flat, "class_names", None)
     if names is None:
         return None
-    position = {name: i for i, name in enumerate(names)}
-    missing = [f for f in hierarchy.fine_names if f not in position]
-    if missing:
-        raise ValueError(
-            f"model {spec!r}: {len(missing)} fine classes of the hierarchy are not in the "
-            f"model's class_names, e.g. {missing[0]!r}"
-        )
-    return [position[f] for f in hierarchy.fine_names]
+    try:
+        return hierarchy.output_index(names, "the model's class_names")
+    except ValueError as err:
+        raise ValueError(f"model {spec!r}: {err}") from None
 
 
 # ------------------------------------------------------------------------ checkpoints

@@ -4,14 +4,16 @@
 files and sweeps), :mod:`~c2f_attacks.runner.preflight` checks everything before the first
 attack, :mod:`~c2f_attacks.runner.execute` runs it, :mod:`~c2f_attacks.runner.distributed`
 shards it over ``torchrun`` processes and :mod:`~c2f_attacks.runner.backends` evaluates it in
-onnxruntime as well.
+onnxruntime as well. :mod:`~c2f_attacks.runner.transfer` (``c2f-bench transfer``) evaluates a
+run's saved adversarial images on other models and deployment variants.
 """
 
-from c2f_attacks.runner.execute import FigureWarning, model_hash, run
+from c2f_attacks.runner.execute import FigureWarning, figure_folder, model_hash, run, run_all
 from c2f_attacks.runner.plan import (
     ATTACKS,
     BACKENDS,
     DEFAULT_MASKS,
+    DEFAULT_MODELS,
     MODES,
     STAGES,
     Plan,
@@ -25,6 +27,7 @@ __all__ = [
     "ATTACKS",
     "BACKENDS",
     "DEFAULT_MASKS",
+    "DEFAULT_MODELS",
     "MAX_IMAGES",
     "MODES",
     "STAGES",
@@ -32,7 +35,9 @@ __all__ = [
     "Plan",
     "RunConfig",
     "expand",
+    "figure_folder",
     "model_hash",
     "read_config",
     "run",
+    "run_all",
 ]

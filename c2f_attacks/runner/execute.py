@@ -1,19 +1,25 @@
 """The main job, ``c2f-bench run``: pre-flight, attacks, per-image records, leaderboard, figures.
 
 One pass over the images in batches of ``batch_size``: each batch is loaded once and every plan
-attacks it, so memory holds one batch of images (plus a few figure examples and the per-image
-records) whatever the number of images. Per plan, the per-image records are written under
-``<out>/records/`` and their aggregate becomes the plan's leaderboard row, upserted by its full
-key (model and model hash, dataset, split, n, seed, attack and settings, mask, backend, device).
-Figures are drawn after the leaderboard is written; a figure that fails is a warning.
+attacks it, so memory holds one batch of images (plus a few figure examples, the per-image
+records and the compacted adversarial images) whatever the number of images. Per plan, the
+per-image records are written under ``<out>/records/``, the adversarial images under
+``<out>/adversarial/`` (compacted, every outcome kept: :mod:`c2f_attacks.evaluation.adversarial`)
+and the records' aggregate becomes the plan's leaderboard row, upserted by its full key (model
+and model hash, dataset, split, n, seed, attack and settings, mask, backend, device).
+Figures are drawn after the leaderboard is written, under ``<out>/figures/<model>/``; a figure
+that fails is a warning. :func:`run_all` runs several configs (models, sweep points) after
+pre-flighting all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,14 +28,22 @@ import torch
 from tqdm.auto import tqdm
 
 from c2f_attacks.attacks import FGSM, Attack
+from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.data import get_dataset
-from c2f_attacks.evaluation import aggregate, per_image_records, write_records
+from c2f_attacks.evaluation import (
+    AdversarialRow,
+    aggregate,
+    per_image_records,
+    save_adversarial,
+    write_records,
+)
 from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
 from c2f_attacks.models import load_model
 from c2f_attacks.runner import preflight
 from c2f_attacks.runner.backends import OrtBackend
 from c2f_attacks.runner.distributed import Ranks
 from c2f_attacks.runner.plan import Plan, RunConfig
+from c2f_attacks.validation import check_image_batch
 
 #: figure rows per attack: successful images first (lowest indices), then the others
 EXAMPLES = 4
@@ -79,9 +93,11 @@ class Examples:
 
 @dataclass
 class PlanResult:
-    """One rank's share of one plan: records, attack seconds, backend counts, examples."""
+    """One rank's share of one plan: records, attack seconds, backend counts, examples, and the
+    adversarial images (compacted)."""
 
     records: list[pd.DataFrame] = field(default_factory=list)
+    adversarial: AdversarialRow = field(default_factory=AdversarialRow)
     seconds: float = 0.0
     backend_fooled: int = 0
     backend_agree: int = 0
@@ -108,10 +124,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(cfg: RunConfig) -> pd.DataFrame:
-    """Run every plan of ``cfg``; on rank 0 write records, upsert the leaderboard, draw figures
-    and return this run's rows (an empty frame on the other ranks)."""
-    ranks = Ranks.from_env(cfg.device)
+def _prepare(cfg: RunConfig, ranks: Ranks):
+    """Pre-flight of one run (output folder, device, images, model: loaded, finite, its
+    hierarchy the dataset's; every attack built): ``(out, device, dataset, model, plans,
+    attacks)``, or the error of the first check that fails."""
     out = Path(cfg.out).expanduser().resolve()
     ranks.check_same(str(out), "--out")
     if ranks.is_main:
@@ -125,8 +141,30 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     model = load_model(cfg.model, map_location=device, hierarchy=cfg.hierarchy)
     preflight.check_finite(model, cfg.model)
     preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, cfg.model, cfg.dataset)
+    # the images' channels and size are the model's (a grayscale model on RGB data, say)
+    check_image_batch(load_batch(dataset, range(1))[0], channels=model_channels(model),
+                      size=model.input_size, name=f"images of {cfg.dataset} for model "
+                      f"{cfg.model}")  # fmt: skip
     plans = cfg.plans()
     attacks = [plan.build(model) for plan in plans]  # constructors validate every setting
+    return out, device, dataset, model, plans, attacks
+
+
+def run_all(configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """Run several configs (the models and sweep points of one ``c2f-bench run``) in order and
+    return their rows. Every config is pre-flighted first, so a bad second model fails in
+    seconds instead of after the first model's attacks; each model is loaded again for its
+    run, so that memory holds one model at a time."""
+    for cfg in configs:
+        _prepare(cfg, Ranks.from_env(cfg.device))
+    return pd.concat([run(cfg) for cfg in configs], ignore_index=True)
+
+
+def run(cfg: RunConfig) -> pd.DataFrame:
+    """Run every plan of ``cfg``; on rank 0 write records, upsert the leaderboard, draw figures
+    and return this run's rows (an empty frame on the other ranks)."""
+    ranks = Ranks.from_env(cfg.device)
+    out, device, dataset, model, plans, attacks = _prepare(cfg, ranks)
     digest = model_hash(model)
     backend = OrtBackend(model, out, digest, ranks) if cfg.backend == "onnxruntime" else None
 
@@ -143,6 +181,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         records = records.reset_index(drop=True)
         key = {**common, **plan.key(atk)}
         write_records(out, key, records)
+        save_adversarial(out, key, AdversarialRow.merge([p.adversarial for p in parts]))
         seconds = max(p.seconds for p in parts)  # ranks attack in parallel
         row = {**key, **aggregate(records, seed=cfg.seed),
                "ms_per_image": 1000 * seconds / cfg.n, "images_per_s": cfg.n / seconds,
@@ -155,7 +194,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         figures.append((plan, Examples.merge([p.examples for p in parts])))
     written = upsert_rows(out / "leaderboard.csv", rows)
     if cfg.figures:
-        _draw_figures(cfg, model, out / "figures", curves, figures)
+        _draw_figures(cfg, model, figure_folder(out, cfg.model), curves, figures)
     ids = [row_id(row) for row in rows]
     return written.set_index("row_id").loc[ids].reset_index()
 
@@ -191,6 +230,8 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
                 index=index, batch_size=cfg.batch_size,
             )  # fmt: skip
             result.records.append(records)
+            result.adversarial.add(model, x, res.x_adv, y, records, plan.stage,
+                                   keep_coarse, batch_size=cfg.batch_size)  # fmt: skip
             result.examples.offer(index, x, res.x_adv, records["success"].to_numpy())
             if backend is not None:
                 fooled, agrees = backend.evaluate(x, res.x_adv, records, plan.stage, keep_coarse)
@@ -202,18 +243,37 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
     return [[rank_results[j] for rank_results in gathered] for j in range(len(plans))]
 
 
+def figure_folder(out: Path, model: str) -> Path:
+    """``<out>/figures/<model>/``: each model's figures apart, so that the runs of several models
+    into one ``--out`` keep all of them. A path or ``module:factory`` becomes one readable folder
+    name (``runs/m.pt`` -> ``runs_m.pt``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("._") or "model"
+    return out / "figures" / name
+
+
 def _draw_figures(cfg: RunConfig, model, folder: Path, curves, figures) -> None:
-    """Attack figures (fixed and first-success rows) and one budget-curve figure per stage;
-    failures become warnings."""
+    """Attack figures (fixed and first-success rows) and one budget-curve figure per stage, in
+    ``folder``; failures become warnings."""
     from c2f_attacks import figures as draw
 
     jobs = []
     for plan, chosen in figures:
         if chosen is not None and plan.mode != "minimal":
-            jobs.append((draw.attack_figure, folder / f"{plan.label.replace('/', '_')}.png",
-                         dict(model=model, x=chosen[0], x_adv=chosen[1], stage=plan.stage,
-                              title=f"{plan.label} on {cfg.model}",
-                              keep_coarse=plan.attack == "lrpf", batch_size=cfg.batch_size)))
+            jobs.append(
+                (
+                    draw.attack_figure,
+                    folder / f"{plan.label.replace('/', '_')}.png",
+                    dict(
+                        model=model,
+                        x=chosen[0],
+                        x_adv=chosen[1],
+                        stage=plan.stage,
+                        title=f"{plan.label} on {cfg.model}",
+                        keep_coarse=plan.attack == "lrpf",
+                        batch_size=cfg.batch_size,
+                    ),
+                )
+            )
     masked = {plan.label for plan, _ in curves if plan.mask != "none"}
     for stage in dict.fromkeys(plan.stage for plan, _ in curves):
         rows = [(plan.label, records) for plan, records in curves if plan.stage == stage]

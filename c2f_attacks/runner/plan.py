@@ -20,9 +20,15 @@ the runs are the cartesian product of all such lists, in file order. ``attacks``
 false`` stand for ``--no-figures`` and ``--quiet``. Tables ``[torchattacks.NAME]`` hold the
 constructor arguments of ``torchattacks:NAME``.
 
-Defaults: ``n = 32`` images keeps the default run (14 rows: FGSM and PGD fixed and minimal at
+Models: a :class:`RunConfig` runs one model. :func:`expand` (behind ``c2f-bench run``) makes one
+RunConfig per model: ``--model A B`` or a config file's ``model = ["A", "B"]`` list them, and
+without either the run covers :data:`DEFAULT_MODELS`, the two shipped models (the plain and the
+adversarially trained one), so the default leaderboard compares them row for row.
+
+Defaults: ``n = 32`` images keeps one model's run (14 rows: FGSM and PGD fixed and minimal at
 both stages, LRPC and LRPF with three masks, per-image LRP metrics and figures) within 90 s on
-2 CPU cores (about 55 s of CPU time on one core); the committed results use more images
+2 CPU cores (about 55 s of CPU time on one core), so the default run over both shipped models
+(28 rows) takes about twice that; the committed results use more images
 (``-n``). ``eps_max = 64/255`` bounds the minimal-eps search above the l-inf norms the
 LRP-guided attacks reach on the shipped model, so a minimal row stops short of 100% only where
 the model resists at the bound.
@@ -51,6 +57,8 @@ TORCHATTACKS = "torchattacks:"
 MODES = ("fixed", "minimal", "first_success")
 BACKENDS = ("torch", "onnxruntime")
 DEFAULT_MASKS = ("lrp", "gradient", "random")
+#: the models of ``c2f-bench run`` without ``--model``: the shipped ones, plain and defended
+DEFAULT_MODELS = ("shapes-vgg16", "shapes-vgg16-at")
 
 _GUIDED = {"lrpc": ("coarse", LRPC), "lrpf": ("fine", LRPF)}
 _DENSE = {"fgsm": FGSM, "pgd": PGD}
@@ -123,9 +131,12 @@ class Plan:
 class RunConfig:
     """Every option of ``c2f-bench run``; the CLI option of field ``f`` is ``--f`` with ``-``
     for ``_`` (``n`` is ``-n/--num-images``). ``None`` for an attack hyperparameter means the
-    attack's own default (recorded in the row's config)."""
+    attack's own default (recorded in the row's config).
 
-    model: str = "shapes-vgg16"
+    One RunConfig is one model (``model``: a registered name, a checkpoint path or
+    ``package.module:factory``); :func:`expand` makes one per model of ``--model A B``."""
+
+    model: str = DEFAULT_MODELS[0]
     hierarchy: str | None = None
     dataset: str = "shapes"
     split: str = "test"
@@ -173,6 +184,11 @@ class RunConfig:
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{_option(name)} must be in (0, 1] (pixel scale), "
                                  f"got {getattr(self, name)}")  # fmt: skip
+        if not isinstance(self.model, (str, os.PathLike)) or not str(self.model).strip():
+            raise TypeError(
+                f"model must be one model name or path, got {self.model!r} (a run "
+                "over several models is one RunConfig per model: see expand())"
+            )
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
             raise ValueError("out must name a folder (got an empty path)")
         for name in ("attacks", "masks", "stages", "modes"):
@@ -323,22 +339,50 @@ def read_config(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def expand(config: str | os.PathLike | None, overrides: Mapping[str, Any]) -> list[RunConfig]:
     """The RunConfigs of a run: the config file's sweep (or one run without a file), each with
-    ``overrides`` (the options given on the command line) taking precedence."""
+    ``overrides`` (the options given on the command line) taking precedence, once per model.
+
+    The models: ``overrides["model"]`` (one name or a list), else the config point's ``model``,
+    else :data:`DEFAULT_MODELS`; each sweep point runs every model, in the order given.
+    """
     points = read_config(config) if config is not None else [{}]
+    overrides = dict(overrides)
+    given = overrides.pop("model", None)
+    if given is not None:  # they replace a file's models: its points that differ only there merge
+        rest = []
+        for point in points:
+            point = {k: v for k, v in point.items() if k != "model"}
+            if point not in rest:
+                rest.append(point)
+        points = [{**point, "model": given} for point in rest]
     runs = []
     for point in points:
+        models = point.get("model", DEFAULT_MODELS)
         try:
-            runs.append(RunConfig(**{**point, **overrides}))
+            for model in _model_list(models):
+                runs.append(RunConfig(**{**point, **overrides, "model": model}))
         except (TypeError, ValueError) as err:
             where = f"config file {config}: " if config is not None else ""
             raise type(err)(f"{where}{err}") from None
     return runs
 
 
+def _model_list(models: Any) -> list[Any]:
+    """``models`` as a list (one name stands for itself); an empty list or a model named twice
+    is refused, since it would run nothing or overwrite its own rows."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("model: give at least one model")
+    repeated = next((m for i, m in enumerate(models) if m in models[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"model {repeated!r} is given twice")
+    return models
+
+
 __all__ = [
     "ATTACKS",
     "BACKENDS",
     "DEFAULT_MASKS",
+    "DEFAULT_MODELS",
     "MODES",
     "OPTION_NAMES",
     "STAGES",

@@ -2,10 +2,10 @@
 
 In order: the output folder is allowed and writable (never the repository's committed
 ``results/`` unless asked for, never inside the installed package), the leaderboard reads
-strictly and its lock can be taken, the figures folder is writable, the device exists, the number
-of images is within limits, and once the model is loaded: its parameters are finite and its
-hierarchy is the dataset's. Each check raises ValueError (OSError for file-system problems)
-naming what the user gave.
+strictly and its lock can be taken, the adversarial-images and figures folders are writable,
+the device exists, the number of images is within limits, and once the model is loaded: its
+parameters are finite and its hierarchy is the dataset's. Each check raises ValueError (OSError
+for file-system problems) naming what the user gave.
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 def check_outputs(out: Path, figures: bool) -> None:
-    """The leaderboard under ``out`` reads strictly and can be locked; figures/ is writable."""
+    """The leaderboard under ``out`` reads strictly and can be locked; adversarial/ (and with
+    ``figures``, figures/) is writable."""
     check_leaderboard(out / "leaderboard.csv")
+    check_writable(out / "adversarial", f"adversarial images folder {out / 'adversarial'}")
     if figures:
         check_writable(out / "figures", f"figures folder {out / 'figures'}")
 

@@ -18,8 +18,8 @@ from c2f_attacks import cli
 PROBE = Path(__file__).with_name("probe.py")
 BOARD = "leaderboard.csv"
 #: the smallest configuration the CLI offers: one cheap attack, one stage, one mode, four images
-SMALL = ("--num-images", "4", "--batch-size", "4", "--attacks", "fgsm", "--stages", "coarse",
-         "--modes", "fixed", "--backend", "torch")  # fmt: skip
+SMALL = ("--model", "shapes-vgg16", "--num-images", "4", "--batch-size", "4", "--attacks", "fgsm",
+         "--stages", "coarse", "--modes", "fixed", "--backend", "torch")  # fmt: skip
 
 
 def _quiet_flag() -> tuple[str, ...]:

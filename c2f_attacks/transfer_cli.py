@@ -1,0 +1,82 @@
+"""``c2f-bench transfer``: the argparse part of :mod:`c2f_attacks.runner.transfer`.
+
+``add_transfer_parser(subparsers)`` registers the command; its ``func(args) -> int`` raises user
+errors (ValueError, OSError, ...) for ``c2f-bench`` to report in one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from c2f_attacks.cli_types import positive_int
+
+
+def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
+    from c2f_attacks.leaderboard import FORMATS
+
+    p = subparsers.add_parser(
+        "transfer",
+        help="evaluate a run's saved adversarial images on other models and ONNX variants",
+        description="For every row of the run in --from and every target: the transfer fooling "
+        "ratio (the row's own success rule on the target), coarse/fine flips, survival of the "
+        "source's successes, with 95% bootstrap CIs; upserted into <out>/transfer.csv, one "
+        "heatmap per stage in <out>/figures/transfer_<stage>.png. Lists take spaces or commas.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="DIR",
+                   help="the --out folder of a c2f-bench run")  # fmt: skip
+    p.add_argument("--targets", nargs="+", required=True, metavar="TARGET",
+                   help="registered model name, checkpoint or module:factory; onnx:fp32, "
+                        "onnx:fp16, onnx:int8: that deployment variant of each row's own "
+                        "model (built once, cached in <out>/onnx/, run on the CPU)")  # fmt: skip
+    p.add_argument("--rows", nargs="+", metavar="ROW",
+                   help="only these rows: row_id or attack[:mask[:stage[:mode]]] (e.g. lrpc:lrp) "
+                        "[every row]")  # fmt: skip
+    p.add_argument("--out", help="folder for transfer.csv, figures/ and onnx/ [--from]")
+    p.add_argument("--root", help="dataset folder (datasets other than shapes)")
+    p.add_argument("--hierarchy", help="hierarchy JSON, as given to the run (flat models)")
+    p.add_argument("--device", help="device of the PyTorch targets [cuda when available]")
+    p.add_argument("--batch-size", type=positive_int, help="images per batch [the run's default]")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed [0]")
+    p.add_argument("--allow-results-dir", action="store_true",
+                   help="allow --out to be the repository's committed results/")  # fmt: skip
+    p.add_argument("--format", choices=FORMATS, default="table", help="how rows are printed")
+    p.set_defaults(func=_cmd_transfer)
+    return p
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from c2f_attacks.cli import _names
+    from c2f_attacks.leaderboard import render_table
+    from c2f_attacks.runner import RunConfig
+    from c2f_attacks.runner.transfer import HEADERS, TABLE_COLUMNS, transfer
+
+    defaults = RunConfig()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        rows = transfer(
+            args.source, _names(args.targets), rows=_names(args.rows) if args.rows else None,
+            out=args.out,
+            allow_results_dir=args.allow_results_dir, device=args.device or defaults.device,
+            batch_size=args.batch_size or defaults.batch_size, seed=args.seed, root=args.root,
+            hierarchy=args.hierarchy,
+        )  # fmt: skip
+    for w in caught:
+        print(f"c2f-bench transfer: warning: {w.message}", file=sys.stderr)
+    out = args.out or args.source
+    info = sys.stdout if args.format == "table" else sys.stderr
+    if args.format == "table":
+        shown = [c for c in TABLE_COLUMNS if rows[c].notna().any()]
+        groups = rows.groupby(["model", "dataset", "split", "n", "stage"], sort=False)
+        for (model, dataset, split, n, stage), part in groups:
+            print(f"adversarial images of {model} on {dataset}/{split}, {n} images, {stage} "
+                  "stage:")  # fmt: skip
+            view = part.loc[:, shown].rename(columns=HEADERS)
+            print(render_table(view, list(view.columns)))
+        print("; ".join(f"{HEADERS[c]} = {c}" for c in shown if c in HEADERS))
+    else:
+        print(render_table(rows, fmt=args.format))
+    print(f"transfer table: {out}/transfer.csv; figures: {out}/figures/transfer_<stage>.png",
+          file=info)  # fmt: skip
+    return 0

@@ -1,0 +1,335 @@
+"""Saved adversarial images (compact, outcome-preserving) and ``c2f-bench transfer``."""
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from onnx import numpy_helper
+
+from c2f_attacks import Hierarchy
+from c2f_attacks.attacks import criterion_for
+from c2f_attacks.attacks.stage import Predictions
+from c2f_attacks.cli import main
+from c2f_attacks.evaluation import (
+    AdversarialRow,
+    aggregate,
+    load_adversarial,
+    per_image_records,
+    save_adversarial,
+    write_records,
+)
+from c2f_attacks.evaluation.adversarial import FLOAT16_ERROR, decode
+from c2f_attacks.leaderboard import KEY, read_leaderboard, upsert_rows
+from c2f_attacks.models import load_model
+from c2f_attacks.models.base import C2FClassifier
+from c2f_attacks.models.zoo import save_checkpoint
+from c2f_attacks.runner import RunConfig, model_hash, run
+from c2f_attacks.runner.transfer import (
+    TRANSFER_KEY,
+    evaluate_transfer,
+    load_sources,
+    transfer,
+)
+from tests.conftest import TINY_HIERARCHY, shapes_test, tiny_vgg
+
+N = 8
+SMALL = dict(model="shapes-vgg16", n=N, batch_size=4, steps=3, refresh=2, attacks=["fgsm", "lrpf"],
+             masks=["lrp"], modes=["fixed"], progress=False, figures=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A real run on 8 images: FGSM at both stages and LRPF (its own rule), at 8/255."""
+    out = tmp_path_factory.mktemp("run")
+    rows = run(RunConfig(out=str(out), **SMALL))
+    return out, rows
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ------------------------------------------------------------------------------ saved images
+def _rows(model, x, x_adv, stage="coarse"):
+    y = torch.zeros(len(x), dtype=torch.long)
+    records = per_image_records(model, x, x_adv, y, stage, relevance=False)
+    row = AdversarialRow()
+    row.add(model, x, x_adv, y, records, stage)
+    return records, row
+
+
+def _key(**values):
+    """A leaderboard key (every KEY field; the ones a test does not care about empty)."""
+    key = {**dict.fromkeys(KEY, ""), "model": "m", "dataset": "shapes", "split": "test", "n": 4,
+           "seed": 0, "attack": "fgsm", "stage": "coarse", "mode": "fixed", "mask": "none",
+           "norm": "linf", "eval_backend": "torch", "device": "cpu"}  # fmt: skip
+    return {**key, **values}
+
+
+def test_every_row_of_a_run_saves_its_adversarial_images(source_run):
+    out, rows = source_run
+    x = shapes_test(N)[0]
+    for rid in rows["row_id"]:
+        saved = load_adversarial(out, rid)
+        assert saved.meta["row_id"] == rid and list(saved.index) == list(range(N))
+        assert saved.meta["storage"] in ("uint8", "float16", "float32")
+        assert saved.x_adv().shape == x.shape and saved.meta["max_abs_error"] <= FLOAT16_ERROR
+
+
+def test_float16_round_trip_is_within_the_stated_error(tmp_path, tiny_hierarchy):
+    model = tiny_vgg(tiny_hierarchy)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=generator)
+    x_adv = (x + 0.03 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    x_adv[:, :, :16] = x[:, :, :16]  # the attack left the top half alone
+    path = save_adversarial(tmp_path, _key(), _rows(model, x, x_adv)[1])
+    saved = load_adversarial(tmp_path, _key())
+    assert path.name == f"{saved.meta['row_id']}.npz" and saved.stored.dtype == np.float16
+    read_back = saved.x_adv(clean=x)
+    error = (read_back - x_adv).abs().max().item()
+    assert 0 < error <= FLOAT16_ERROR and saved.meta["max_abs_error"] == pytest.approx(error)
+    assert torch.equal(read_back[:, :, :16], x[:, :, :16])  # untouched values: exactly clean
+    alone = saved.x_adv()  # without the clean images every value carries the rounding
+    assert 0 < (alone - x_adv).abs().max() <= FLOAT16_ERROR
+
+
+def test_images_on_the_255_grid_round_trip_exactly_as_uint8(tmp_path, tiny_hierarchy):
+    model = tiny_vgg(tiny_hierarchy)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 32, 32), generator=generator) / 255
+    x_adv = torch.randint(0, 256, x.shape, generator=generator) / 255
+    save_adversarial(tmp_path, _key(), _rows(model, x, x_adv)[1])
+    saved = load_adversarial(tmp_path, _key())
+    assert saved.stored.dtype == np.uint8 and saved.meta["max_abs_error"] == 0
+    assert torch.equal(saved.x_adv(), x_adv)
+
+
+class PixelThreshold(C2FClassifier):
+    """Coarse class 0 exactly when pixel (0, 0, 0) exceeds ``threshold``, else class 1: a
+    decision boundary placed wherever a test needs it."""
+
+    def __init__(self, threshold: float):
+        super().__init__(Hierarchy.from_dict(TINY_HIERARCHY))
+        self.threshold = threshold
+
+    def logits(self, x):
+        n = len(x)
+        coarse = torch.zeros(n, self.hierarchy.num_coarse)
+        coarse[:, 0] = x[:, 0, 0, 0] - self.threshold
+        return coarse, torch.zeros(n, self.hierarchy.num_fine)
+
+
+def test_an_outcome_that_float16_would_flip_is_stored_exactly(tmp_path):
+    rounded = np.float32(np.float16(0.3))  # a float16 value; float16 steps are 2^-12 here
+    value = rounded + np.float32(0.3 * 2**-12)  # rounds down to it
+    assert rounded < value  # the boundary goes between x_adv and its float16 rounding
+    model = PixelThreshold(float((value + rounded) / 2))
+    x = torch.zeros(2, 3, 4, 4)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = float(value)  # crosses the boundary: success
+    x_adv[1, 0, 0, 1] = 0.3001  # elsewhere: no success, whatever the rounding
+    records, row = _rows(model, x, x_adv)
+    assert records["success"].tolist() == [True, False]
+    x_np, x_adv_np = x.numpy(), x_adv.numpy()
+    as_float16 = torch.from_numpy(decode(x_adv_np.astype(np.float16), x_adv_np != x_np, x_np))
+    again = per_image_records(model, x, as_float16, torch.zeros(2, dtype=torch.long), "coarse",
+                              relevance=False)  # fmt: skip
+    assert again["success"].tolist() == [False, False]  # what plain float16 would store
+
+    save_adversarial(tmp_path, _key(n=2), row)
+    saved = load_adversarial(tmp_path, _key(n=2))
+    assert saved.stored.dtype == np.float32 and saved.meta["exact"] == [0]
+    assert "float16" in saved.meta["note"] and "float32" in saved.meta["note"]
+    read_back = saved.x_adv(clean=x)
+    assert torch.equal(read_back[0], x_adv[0])
+    assert 0 < (read_back[1] - x_adv[1]).abs().max() <= FLOAT16_ERROR
+    kept = per_image_records(model, x, read_back, torch.zeros(2, dtype=torch.long), "coarse",
+                             relevance=False)  # fmt: skip
+    assert kept["success"].tolist() == records["success"].tolist()
+
+
+def test_an_unwritable_adversarial_folder_stops_the_run_before_attacking(tmp_path, monkeypatch):
+    (tmp_path / "adversarial").write_text("a file where the folder should be\n")
+    monkeypatch.setattr("c2f_attacks.runner.execute._attack_all", pytest.fail)
+    with pytest.raises(OSError, match="adversarial images folder .*adversarial"):
+        run(RunConfig(out=str(tmp_path), **SMALL))
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+# ------------------------------------------------------------------------------ transfer
+def test_transfer_onto_the_source_model_reproduces_every_image(source_run, tmp_path):
+    out, rows = source_run
+    table = evaluate_transfer(load_sources(out), ["shapes-vgg16"], onnx_dir=tmp_path)
+    assert len(table) == len(rows) == 3 and set(table["attack"]) == {"fgsm", "lrpf"}
+    for row in table.to_dict("records"):
+        records = pd.read_csv(out / "records" / f"{row['row_id']}.csv.gz")
+        # the same number fooled, every source success among them: the same images
+        assert row["transfer_fooling_ratio"] == records["success"].mean()
+        assert row["source_fooling_ratio"] == records["success"].mean()
+        assert row["survival"] == 1.0 or (math.isnan(row["survival"]) and
+                                          not records["success"].any())  # fmt: skip
+        assert row["coarse_flipped"] == records["coarse_flipped"].mean()
+        assert row["fine_flipped"] == records["fine_flipped"].mean()
+        assert row["clean_agreement"] == 1.0 and row["n"] == N
+        assert row["transfer_fooling_ratio_lo"] <= row["transfer_fooling_ratio"]
+        assert row["transfer_fooling_ratio"] <= row["transfer_fooling_ratio_hi"]
+    fooled = table.set_index("attack").loc["fgsm", "transfer_fooling_ratio"]
+    assert (fooled > 0).any()  # the run fools something: the checks above are not vacuous
+
+
+def test_transfer_onto_another_model_is_the_hand_computed_number(source_run, tmp_path):
+    out, _ = source_run
+    table = evaluate_transfer(load_sources(out), ["shapes-vgg16-at"], onnx_dir=tmp_path, seed=3)
+    other = load_model("shapes-vgg16-at")
+    x = shapes_test(N)[0]
+    with torch.no_grad():
+        clean = other(x)
+        for row in table.to_dict("records"):
+            adv = other(load_adversarial(out, row["row_id"]).x_adv())
+            stage = row["stage"]
+            rule = criterion_for(stage, keep_coarse=row["attack"] == "lrpf")
+            fooled = rule(*(Predictions(getattr(o, f"{stage}_pred"), o.coarse_pred, o.fine_pred)
+                            for o in (clean, adv))).numpy()  # fmt: skip
+            success = pd.read_csv(out / "records" / f"{row['row_id']}.csv.gz")["success"]
+            assert row["target"] == "shapes-vgg16-at" and row["target_hash"] == model_hash(other)
+            assert row["transfer_fooling_ratio"] == fooled.mean()
+            assert row["coarse_flipped"] == (adv.coarse_pred != clean.coarse_pred).float().mean()
+            expected = fooled[success.to_numpy()].mean() if success.any() else math.nan
+            assert row["survival"] == pytest.approx(expected, nan_ok=True)
+            assert math.isnan(row["quantized_away"]) and row["input_quantization"] == ""
+
+
+def test_transfer_csv_upserts_by_source_row_and_target(source_run, tmp_path):
+    out, _ = source_run
+    first = transfer(out, ["shapes-vgg16"], rows=["fgsm"], out=tmp_path, device="cpu",
+                     figures=False)  # fmt: skip
+    transfer(out, ["shapes-vgg16-at"], rows=["fgsm"], out=tmp_path, device="cpu")
+    again = transfer(out, ["shapes-vgg16"], rows=["fgsm"], out=tmp_path, device="cpu",
+                     figures=False)  # fmt: skip
+    table = read_leaderboard(tmp_path / "transfer.csv", key=TRANSFER_KEY)
+    assert len(first) == 2 and set(first["stage"]) == {"coarse", "fine"}
+    assert len(table) == 4 and set(table["target"]) == {"shapes-vgg16", "shapes-vgg16-at"}
+    assert table.duplicated(["row_id", "target"]).sum() == 0
+    keep = ["row_id", "target", "transfer_fooling_ratio", "survival"]
+    pd.testing.assert_frame_equal(first[keep], again[keep])
+    assert (tmp_path / "figures" / "transfer_coarse.png").stat().st_size > 5_000
+
+
+def test_upserted_rows_that_carry_their_row_id_keep_every_column(tmp_path):
+    """A row carrying ``row_id`` before its last column used to lose that column's value."""
+    key = _key(target="t")
+    upsert_rows(tmp_path / "t.csv", [{**key, "row_id": None, "note": "kept"}], key=TRANSFER_KEY)
+    table = read_leaderboard(tmp_path / "t.csv", key=TRANSFER_KEY)
+    assert table["note"].tolist() == ["kept"]
+
+
+def _crafted_run(out, x_adv: torch.Tensor) -> dict:
+    """A run folder with one coarse FGSM-like row of shapes-vgg16 whose x_adv is given; its key."""
+    model = load_model("shapes-vgg16")
+    x, y, _ = shapes_test(len(x_adv))
+    records = per_image_records(model, x, x_adv, y, "coarse", relevance=False)
+    key = _key(model="shapes-vgg16", model_hash=model_hash(model), n=len(x), eps=8 / 255, steps=1)
+    write_records(out, key, records)
+    row = AdversarialRow()
+    row.add(model, x, x_adv, y, records, "coarse")
+    save_adversarial(out, key, row)
+    upsert_rows(out / "leaderboard.csv", [{**key, **aggregate(records)}])
+    return key
+
+
+def test_an_int8_target_counts_the_images_its_input_quantization_erases(tmp_path):
+    x = shapes_test(6)[0]
+    x_adv = x.clone()  # 0, 1: unchanged; 2: one pixel moved by 1e-4; 3-5: moved by 0.05
+    x_adv[2, 0, 5, 5] = (x_adv[2, 0, 5, 5] + 1e-4).clamp(0, 1)
+    x_adv[3:] = (x_adv[3:] + 0.05).clamp(0, 1)
+    x_adv = load_adversarial(tmp_path, _crafted_run(tmp_path, x_adv)).x_adv(clean=x)
+    table = evaluate_transfer(load_sources(tmp_path), ["onnx:int8"], onnx_dir=tmp_path / "onnx",
+                              calibration_images=16, check_images=32)  # fmt: skip
+    (row,) = table.to_dict("records")
+    digest = model_hash(load_model("shapes-vgg16"))
+    graph = onnx.load(str(tmp_path / "onnx" / f"{digest}.int8.onnx")).graph
+    init = {i.name: torch.tensor(numpy_helper.to_array(i)) for i in graph.initializer}
+    reader = {name: node for node in graph.node for name in node.input}
+    sub = reader[graph.input[0].name]  # the graph's normalization, then its input quantization
+    div = reader[sub.output[0]]
+    quantize = reader[div.output[0]]
+    assert (sub.op_type, div.op_type, quantize.op_type) == ("Sub", "Div", "QuantizeLinear")
+    scale, zero = (init[name] for name in quantize.input[1:3])
+
+    def quantized(images):  # by hand: ONNX rounds half to even, as torch.round does
+        normalized = (images - init[sub.input[1]]) / init[div.input[1]]
+        return (torch.round(normalized / scale) + zero.float()).clamp(0, 255)
+
+    by_hand = (quantized(x_adv) == quantized(x)).flatten(1).all(dim=1)
+    assert by_hand[:2].all() and not by_hand[3:].any()
+    assert row["quantized_away"] == int(by_hand.sum())
+    described = row["input_quantization"]
+    assert described.startswith("QuantizeLinear after Sub/Div")
+    assert f"zero point {int(zero)}" in described
+    assert float(re.search(r"scale ([0-9.e-]+)", described)[1]) == pytest.approx(float(scale), 1e-3)
+
+
+# ------------------------------------------------------------------------------ CLI errors
+def test_cli_prints_the_table_and_writes_transfer_csv(source_run, tmp_path, capsys):
+    out, _ = source_run
+    args = ["transfer", "--from", str(out), "--targets", "shapes-vgg16-at", "--rows", "lrpf",
+            "--out", str(tmp_path), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "lrpf" in printed and "shapes-vgg16-at" in printed and "tFR" in printed
+    assert max(len(line) for line in printed.splitlines()[:-2]) <= 100
+    assert len(pd.read_csv(tmp_path / "transfer.csv")) == 1
+    assert main([*args, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["target"] == "shapes-vgg16-at"
+
+
+def test_cli_refuses_a_missing_run_folder(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["transfer", "--from", str(missing), "--targets", "shapes-vgg16"]) == 2
+    assert str(missing) in _error_line(capsys)
+
+
+def test_cli_asks_to_rerun_a_run_without_adversarial_images(source_run, tmp_path, capsys):
+    out, _ = source_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("adversarial"))
+    assert main(["transfer", "--from", str(old), "--targets", "shapes-vgg16"]) == 2
+    line = _error_line(capsys)
+    assert "no saved adversarial images" in line and "rerun `c2f-bench run --out" in line
+    assert not (old / "transfer.csv").exists()
+
+
+@pytest.mark.parametrize("target", ["no-such-model", "onnx:fp64"])
+def test_cli_refuses_an_unknown_target(source_run, tmp_path, capsys, target):
+    out, _ = source_run
+    code = main(["transfer", "--from", str(out), "--out", str(tmp_path), "--targets", target])
+    assert code == 2 and target in _error_line(capsys)
+    assert not (tmp_path / "transfer.csv").exists()
+
+
+def test_cli_refuses_a_target_of_another_hierarchy(source_run, tmp_path, capsys):
+    out, _ = source_run
+    other = tmp_path / "other.pt"
+    save_checkpoint(tiny_vgg(Hierarchy.from_dict(TINY_HIERARCHY)), other)
+    code = main(["transfer", "--from", str(out), "--out", str(tmp_path / "t"),
+                 "--targets", str(other), "--device", "cpu"])  # fmt: skip
+    line = _error_line(capsys)
+    assert code == 2 and "hierarchies" in line and str(other) in line
+    assert not (tmp_path / "t" / "transfer.csv").exists()
+
+
+def test_cli_keeps_the_committed_results_folder(source_run, capsys):
+    from c2f_attacks.runner.preflight import COMMITTED_RESULTS
+
+    out, _ = source_run
+    code = main(["transfer", "--from", str(out), "--out", str(COMMITTED_RESULTS[0]),
+                 "--targets", "shapes-vgg16"])  # fmt: skip
+    assert code == 2 and "--allow-results-dir" in _error_line(capsys)
