@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from c2f_attacks.attacks import AttackSanityError
+from c2f_attacks.cli_types import list_option
 from c2f_attacks.cli_types import positive_int as _positive_int
 from c2f_attacks.demo import add_demo_parser
 from c2f_attacks.exporters.cli import add_evaluate_parser, add_export_parser
@@ -43,11 +44,6 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a number or a fraction like 8/255, got {text!r}"
         ) from None
-
-
-def _names(values: list[str]) -> list[str]:
-    """``["fgsm,pgd", "lrpc"]`` -> ``["fgsm", "pgd", "lrpc"]``: lists by spaces or commas."""
-    return [v for value in values for v in value.split(",") if v]
 
 
 # ----------------------------------------------------------------------------- run
@@ -152,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in fields}
     for name in ("model", "attacks", "masks", "stages", "modes"):
         if name in overrides:
-            overrides[name] = _names(overrides[name])
+            overrides[name] = list_option(overrides[name])
     configs = expand(getattr(args, "config", None), overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -342,7 +338,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     board = read_leaderboard(args.path)
     if not len(board):
         raise FileNotFoundError(f"no leaderboard rows in {args.path}")
-    columns = ("model", "dataset", *TABLE_COLUMNS) if args.columns is None else _names(args.columns)
+    columns = (
+        ("model", "dataset", *TABLE_COLUMNS) if args.columns is None else list_option(args.columns)
+    )
     unknown = [c for c in columns if c not in board.columns]
     if unknown:
         raise ValueError(f"{args.path} has no column {unknown[0]!r}")

@@ -18,3 +18,8 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def list_option(values: list[str]) -> list[str]:
+    """``["fgsm,pgd", "lrpc"]`` -> ``["fgsm", "pgd", "lrpc"]``: lists by spaces or commas."""
+    return [v for value in values for v in value.split(",") if v]

@@ -10,7 +10,7 @@ import argparse
 import sys
 import warnings
 
-from c2f_attacks.cli_types import positive_int
+from c2f_attacks.cli_types import list_option, positive_int
 
 
 def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +47,6 @@ def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
-    from c2f_attacks.cli import _names
     from c2f_attacks.leaderboard import render_table
     from c2f_attacks.runner import RunConfig
     from c2f_attacks.runner.transfer import HEADERS, TABLE_COLUMNS, transfer
@@ -56,7 +55,8 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         rows = transfer(
-            args.source, _names(args.targets), rows=_names(args.rows) if args.rows else None,
+            args.source, list_option(args.targets),
+            rows=list_option(args.rows) if args.rows else None,
             out=args.out,
             allow_results_dir=args.allow_results_dir, device=args.device or defaults.device,
             batch_size=args.batch_size or defaults.batch_size, seed=args.seed, root=args.root,

@@ -72,3 +72,15 @@ def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def shipped():
     return load_model("shapes-vgg16")
+
+
+@pytest.fixture(scope="module")
+def model() -> SmallC2F:
+    """The attack tests' small C2F model."""
+    return small_c2f(seed=3)
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    """Eight random 32x32 RGB images (a module may override the count)."""
+    return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))

@@ -18,7 +18,7 @@ from c2f_attacks.attacks import (
     criterion_for,
 )
 from c2f_attacks.attacks.base import Perturbed
-from tests.conftest import shapes_test, small_c2f, small_cnn
+from tests.conftest import shapes_test, small_cnn
 
 FAST_LRP = {"alpha": 0.05, "steps": 6, "top_k": 0.2}
 ATTACKS = {
@@ -43,16 +43,6 @@ def test_criteria():
         criterion_for("coarse", keep_coarse=True)
     with pytest.raises(ValueError, match="stage"):
         StageChanged("middle")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_c2f(seed=3)
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 
 
 @pytest.mark.parametrize("explicit", [False, True])

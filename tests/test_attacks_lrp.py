@@ -16,16 +16,6 @@ pytest.importorskip("c2f_attacks.lrp")
 FAST = {"alpha": 0.05, "steps": 12, "top_k": 0.2}
 
 
-@pytest.fixture(scope="module")
-def model():
-    return small_c2f(seed=3)
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-
-
 def test_lrpc_flips_coarse_only_inside_its_mask(model, x):
     # one mask for the whole run (refresh >= steps): every changed pixel lies in the clean top-k
     res = LRPC(model, refresh=FAST["steps"], **FAST)(x)

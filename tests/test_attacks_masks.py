@@ -10,15 +10,10 @@ import torch
 from c2f_attacks.attacks import LRPC, LRPF, MASKS
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
-from tests.conftest import shapes_test, small_c2f
+from tests.conftest import shapes_test
 
 FAST = {"alpha": 0.05, "steps": 8, "top_k": 0.2}
 TINY = {"alpha": 1e-4, "steps": 4, "top_k": 0.2}  # nothing flips: every image runs every step
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_c2f(seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from c2f_attacks.cli import _names, build_parser
+from c2f_attacks.cli import build_parser
+from c2f_attacks.cli_types import list_option
 from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
 
@@ -154,7 +155,7 @@ def test_the_default_run_covers_both_shipped_models_one_config_each():
 
 def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tmp_path):
     args = build_parser().parse_args(["run", "--model", "a.pt,b.pt", "c.pt"])
-    assert _names(args.model) == ["a.pt", "b.pt", "c.pt"]
+    assert list_option(args.model) == ["a.pt", "b.pt", "c.pt"]
     assert [r.model for r in expand(None, {"model": ["a.pt", "b.pt"]})] == ["a.pt", "b.pt"]
     assert [r.model for r in expand(None, {"model": "a.pt"})] == ["a.pt"]
     path = tmp_path / "sweep.toml"
