@@ -37,24 +37,31 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
 
 
 def _grid(rows: list[list[Cell]], title: str) -> Figure:
-    """``rows`` of titled RGB cells in one figure. Cells are placed at fixed positions with
-    figure-level labels: matplotlib's automatic title and tight layouts cost ~10x the
-    drawing itself."""
+    """``rows`` of titled RGB cells in one figure. Every cell is an image on one shared axes
+    whose data coordinates are the figure's inches, placed with an explicit extent: an axes per
+    cell, or matplotlib's automatic titles and layouts, cost ~10x the drawing itself."""
     ncols, nrows = len(rows[0]), len(rows)
     lines = max(label.count("\n") + 1 for cells in rows for _, label in cells)
     # inches; each label line of 8 pt text takes about 0.14
     cell_w, cell_h, label_h, top = 2.2, 2.0, 0.16 + 0.14 * lines, 0.5
     width, height = cell_w * ncols, (cell_h + label_h) * nrows + top
     fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
     for r, cells in enumerate(rows):
         y = height - top - (r + 1) * (cell_h + label_h)
         for c, (rgb, label) in enumerate(cells):
-            ax = fig.add_axes(((c * cell_w + 0.1) / width, y / height,
-                               (cell_w - 0.2) / width, cell_h / height))  # fmt: skip
-            ax.imshow(rgb, cmap="gray", vmin=0, vmax=1)  # the map only colours grayscale cells
-            ax.set_axis_off()
-            fig.text((c + 0.5) * cell_w / width, (y + cell_h + 0.05) / height, label,
-                     ha="center", va="bottom", fontsize=8)  # fmt: skip
+            box_w, box_h = cell_w - 0.2, cell_h  # the image keeps its aspect inside this box
+            scale = min(box_w / rgb.shape[1], box_h / rgb.shape[0])
+            w, h = rgb.shape[1] * scale, rgb.shape[0] * scale
+            x0, y0 = c * cell_w + 0.1 + (box_w - w) / 2, y + (box_h - h) / 2
+            # the map only colours grayscale cells
+            ax.imshow(rgb, cmap="gray", vmin=0, vmax=1, extent=(x0, x0 + w, y0, y0 + h),
+                      aspect="auto")  # fmt: skip
+            ax.text((c + 0.5) * cell_w, y + cell_h + 0.05, label, ha="center", va="bottom",
+                    fontsize=8)  # fmt: skip
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_axis_off()
     fig.text(0.5, 1 - 0.15 / height, title, ha="center", va="top", fontsize=10)
     return fig
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from c2f_attacks.evaluation import RECORD_COLUMNS, budget_at, fr_curve
 
@@ -58,3 +59,20 @@ def test_edge_cases_and_errors():
         budget_at(broken, "linf", 0.5)
     with pytest.raises(ValueError, match="lack"):
         fr_curve(REC.drop(columns=["success"]), "linf")
+
+
+def test_a_fixed_budget_rows_images_count_at_its_own_budget(model, x):
+    # x + eps - x read back in float32 can exceed eps by rounding: FR(eps) must still count
+    # every image the attack fooled within its own budget
+    from c2f_attacks.attacks import FGSM
+    from c2f_attacks.evaluation import per_image_records
+
+    eps = 0.1
+    res = FGSM(model, eps=eps, stage="coarse")(x)
+    rec = per_image_records(model, x, res.x_adv, torch.zeros(len(x), dtype=torch.long), "coarse",
+                            relevance=False)  # fmt: skip
+    assert rec.loc[rec.success, "linf"].max() > eps  # the rounding this test is about
+    assert rec.success.any()
+    at_eps = fr_curve(rec, "linf", grid=[eps]).fooling_ratio.item()
+    assert at_eps == rec.success.mean()
+    assert fr_curve(rec, "linf", grid=[eps - 1e-5]).fooling_ratio.item() == 0.0

@@ -147,6 +147,15 @@ def test_minimal_eps_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
         assert minimal["alpha"] / minimal["eps"] == pytest.approx(fixed["alpha"] / fixed["eps"])
 
 
+def test_minimal_eps_pgd_keeps_each_images_first_success():
+    # the search asks whether some iterate fools within the budget, as the LRP-guided attacks'
+    # first success does; the fixed row stays torchattacks' PGD (no early stop)
+    plans = {(p.stage, p.mode): dict(p.params) for p in RunConfig().plans() if p.attack == "pgd"}
+    for stage in ("coarse", "fine"):
+        assert plans[stage, "minimal"]["early_stop"] is True
+        assert plans[stage, "fixed"]["early_stop"] is False
+
+
 def test_the_default_run_covers_both_shipped_models_one_config_each():
     assert DEFAULT_MODELS == ("shapes-vgg16", "shapes-vgg16-at")
     assert [r.model for r in expand(None, {})] == list(DEFAULT_MODELS)

@@ -15,6 +15,7 @@ from c2f_attacks.evaluation import (
     L0_TOLERANCE,
     RECORD_COLUMNS,
     aggregate,
+    clean_stage_heatmap,
     pearson,
     per_image_records,
     perturbation_norms,
@@ -203,6 +204,23 @@ def test_chunks_equal_one_batch():
     floats = [c for c in whole.columns if whole[c].dtype == np.float64]
     pd.testing.assert_frame_equal(whole.drop(columns=floats), chunked.drop(columns=floats))
     np.testing.assert_allclose(whole[floats], chunked[floats], rtol=1e-5, atol=1e-7)
+
+
+def test_a_given_clean_heatmap_gives_the_same_records():
+    """The runner computes the clean map once per batch and stage and hands it to every row."""
+    model = small_c2f(input_size=16)
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(5, 3, 16, 16, generator=g)
+    y = torch.randint(0, 6, (5,), generator=g)
+    x_adv = noisy(x, 0.1)
+    for stage in ("coarse", "fine"):
+        heat = clean_stage_heatmap(model, x, stage, batch_size=2)
+        assert heat.shape == (5, 16, 16)
+        given = per_image_records(model, x, x_adv, y, stage, clean_heatmap=heat, batch_size=2)
+        computed = per_image_records(model, x, x_adv, y, stage, batch_size=2)
+        pd.testing.assert_frame_equal(given, computed)
+    with pytest.raises(ValueError, match=r"clean_heatmap must have shape \(5, 16, 16\)"):
+        per_image_records(model, x, x_adv, y, "fine", clean_heatmap=heat[:4])
 
 
 def test_rejects_bad_input():

@@ -20,6 +20,7 @@ from c2f_attacks.evaluation.compare import compare_records
 from c2f_attacks.evaluation.metrics import (
     DEFAULT_TOP_K,
     L0_TOLERANCE,
+    clean_stage_heatmap,
     pearson,
     per_image_records,
     perturbation_norms,
@@ -51,6 +52,7 @@ __all__ = [
     "bootstrap_ci",
     "budget_at",
     "canonical_key",
+    "clean_stage_heatmap",
     "compare_records",
     "fr_curve",
     "load_adversarial",

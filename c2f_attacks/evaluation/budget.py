@@ -9,6 +9,13 @@ a non-decreasing step function of the budget b. When the norms are minimal (mini
 first-success modes), FR(b) is the share of images fooled within budget b; for fixed-eps rows it
 is the share fooled by perturbations no larger than b, a lower bound on that.
 
+An image counts within budget b when ``d_i <= b + BUDGET_TOLERANCE[norm]``: norms are measured
+on float32 images, so a fixed-budget attack's ``x + eps`` clipped and read back as
+``x_adv - x`` can exceed ``eps`` by float32 rounding (about 6e-8 per value). The tolerances are
+far above that and far below any step an attack takes or a budget a user would tell apart: 1e-6
+for l-inf, 1e-4 for l2 (the rounding of up to ~1e5 values adds up), 1e-7 for l0 (a share of
+pixels: one pixel of a 1000x1000 image is 1e-6).
+
 ``budget_at(records, norm, fr)`` is the smallest b with FR(b) >= fr (NaN when the row never gets
 there): with the fooled images' norms sorted, d_(1) <= ... <= d_(m), it is ``d_(k)`` for the
 smallest k with k / N >= fr.
@@ -22,6 +29,7 @@ import pandas as pd
 from c2f_attacks.evaluation.records import check_records
 
 NORMS = ("linf", "l2", "l0")
+BUDGET_TOLERANCE = {"linf": 1e-6, "l2": 1e-4, "l0": 1e-7}
 
 
 def _fooled_norms(records: pd.DataFrame, norm: str) -> tuple[np.ndarray, int]:
@@ -45,7 +53,7 @@ def fr_curve(records: pd.DataFrame, norm: str, grid=None) -> pd.DataFrame:
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1:
         raise ValueError(f"grid must be 1-D, got shape {grid.shape}")
-    counts = np.searchsorted(norms, grid, side="right")
+    counts = np.searchsorted(norms, grid + BUDGET_TOLERANCE[norm], side="right")
     ratio = counts / n if n else np.full(grid.shape, np.nan)
     return pd.DataFrame({"budget": grid, "fooling_ratio": ratio})
 

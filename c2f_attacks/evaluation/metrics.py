@@ -129,6 +129,7 @@ def per_image_records(
     top_k: float = DEFAULT_TOP_K,
     composite: str = DEFAULT_COMPOSITE,
     batch_size: int = 256,
+    clean_heatmap: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """One row per image of an attack run (columns ``RECORD_COLUMNS``; see the module docstring).
 
@@ -136,6 +137,9 @@ def per_image_records(
     hierarchy), class indices on a flat one. ``stage``: "coarse"/"fine" (C2F) or None (flat).
     ``index``: the images' global indices (default 0..N-1; read it back as ``records["index"]``:
     ``records.index`` is the frame's own index). ``eps``: a number or one per image.
+    ``clean_heatmap``: :func:`clean_stage_heatmap` of ``x`` with the same ``composite``, when the
+    caller already has it (it does not depend on the attack, so a run of many attacks on one
+    batch computes it once); computed here otherwise.
     """
     check_stage(model, stage)
     c2f = stage is not None
@@ -152,6 +156,9 @@ def per_image_records(
         y = check_labels(y, n, torch.iinfo(torch.long).max, name="y (class indices)")
     if masks is not None and tuple(masks.shape) != (n, *x.shape[2:]):
         raise ValueError(f"masks must have shape {(n, *x.shape[2:])}, got {tuple(masks.shape)}")
+    if clean_heatmap is not None and tuple(clean_heatmap.shape) != (n, *x.shape[2:]):
+        raise ValueError(f"clean_heatmap must have shape {(n, *x.shape[2:])}, "
+                         f"got {tuple(clean_heatmap.shape)}")  # fmt: skip
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if relevance and not 0 < top_k <= 1:
@@ -176,12 +183,38 @@ def per_image_records(
                 model, criterion, c2f, stage, x[part].to(device), x_adv[part].to(device),
                 y[part].to(device), None if masks is None else masks[part].to(device),
                 relevance, top_k, composite,
+                None if clean_heatmap is None else clean_heatmap[part].to(device),
             )
         )  # fmt: skip
     columns = {**given, **{k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}}
     return pd.DataFrame(
         {name: _column(columns[name]) for name in RECORD_COLUMNS}, index=pd.RangeIndex(n)
     )
+
+
+@torch.no_grad()
+def clean_stage_heatmap(
+    model: nn.Module,
+    x: torch.Tensor,
+    stage: str | None,
+    composite: str = DEFAULT_COMPOSITE,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(N, H, W): the LRP heatmap ``H`` of the records' explanation values, the relevance of the
+    clean ``stage`` prediction at ``x``, summed over channels; on ``x``'s device."""
+    check_stage(model, stage)
+    x = check_image_batch(x, channels=model_channels(model), name="x")
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else x.device
+    parts = []
+    with eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            chunk = x[start : start + batch_size].to(device)
+            clean, _ = _predict(model, chunk, stage is not None)
+            target = clean.stage if stage is None else getattr(clean, stage)
+            with torch.enable_grad():
+                parts.append(heatmap(stage_relevance_of(model, chunk, stage, target, composite)))
+    return torch.cat(parts).to(x.device)
 
 
 def _column(values: torch.Tensor) -> np.ndarray:
@@ -192,7 +225,7 @@ def _column(values: torch.Tensor) -> np.ndarray:
 
 
 def _chunk(
-    model, criterion, c2f, stage, x, x_adv, y, masks, relevance, top_k, composite
+    model, criterion, c2f, stage, x, x_adv, y, masks, relevance, top_k, composite, h_clean
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Per-image values of one chunk of images (CPU tensors)."""
     with eval_mode(model):
@@ -226,7 +259,8 @@ def _chunk(
     per["relevance_shift"] = per["perturbation_in_relevance"] = nan
     if relevance:
         with eval_mode(model), torch.enable_grad():
-            h_clean = heatmap(stage_relevance_of(model, x, stage, clean.stage, composite))
+            if h_clean is None:
+                h_clean = heatmap(stage_relevance_of(model, x, stage, clean.stage, composite))
             h_adv = heatmap(stage_relevance_of(model, x_adv, stage, clean.stage, composite))
         per["relevance_shift"] = 1 - pearson(h_clean, h_adv)
         per["perturbation_in_relevance"] = share_inside(delta, top_fraction_mask(h_clean, top_k))

@@ -33,6 +33,7 @@ from c2f_attacks.data import get_dataset
 from c2f_attacks.evaluation import (
     AdversarialRow,
     aggregate,
+    clean_stage_heatmap,
     per_image_records,
     save_adversarial,
     write_records,
@@ -214,6 +215,7 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
         if not warmed:  # one-time set-up (kernel choice, allocator) is not billed to a row
             FGSM(model, stage="coarse", memory_format=cfg.memory_format)(x)
             warmed = True
+        clean_heatmaps = {}  # by stage: the records' clean LRP map, the same for every attack
         for plan, atk, result in zip(plans, attacks, results):
             bar.set_postfix_str(plan.label)
             # Global RNG state per (seed, batch): third-party attacks that draw from it give
@@ -224,10 +226,14 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
             _sync(device)
             result.seconds += time.perf_counter() - start
             keep_coarse = plan.attack == "lrpf"
+            if plan.stage not in clean_heatmaps:
+                clean_heatmaps[plan.stage] = clean_stage_heatmap(
+                    model, x, plan.stage, batch_size=cfg.batch_size
+                )
             records = per_image_records(
                 model, x, res.x_adv, y, plan.stage, keep_coarse=keep_coarse, masks=masks,
                 queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
-                index=index, batch_size=cfg.batch_size,
+                index=index, batch_size=cfg.batch_size, clean_heatmap=clean_heatmaps[plan.stage],
             )  # fmt: skip
             result.records.append(records)
             result.adversarial.add(model, x, res.x_adv, y, records, plan.stage,
