@@ -25,11 +25,10 @@ RunConfig per model: ``--model A B`` or a config file's ``model = ["A", "B"]`` l
 without either the run covers :data:`DEFAULT_MODELS`, the two shipped models (the plain and the
 adversarially trained one), so the default leaderboard compares them row for row.
 
-Defaults: ``n = 32`` images keeps one model's run (14 rows: FGSM and PGD fixed and minimal at
-both stages, LRPC and LRPF with three masks, per-image LRP metrics and figures) within 90 s on
-2 CPU cores (about 55 s of CPU time on one core), so the default run over both shipped models
-(28 rows) takes about twice that; the committed results use more images
-(``-n``). ``eps_max = 64/255`` bounds the minimal-eps search above the l-inf norms the
+Defaults: ``n = 32`` images keeps the default run over both shipped models (28 rows: per model
+FGSM and PGD fixed and minimal at both stages, LRPC and LRPF with three masks, per-image LRP
+metrics, saved adversarial images and figures) within 90 s on 2 CPU cores (75 s measured); larger
+runs take ``-n``. ``eps_max = 64/255`` bounds the minimal-eps search above the l-inf norms the
 LRP-guided attacks reach on the shipped model, so a minimal row stops short of 100% only where
 the model resists at the bound.
 """
