@@ -23,7 +23,8 @@ records: FR at equal l-inf (``fr_linf@b``, the budget curve FR(b) of
 bootstrap intervals, queries per image and seconds (on ``--device``). Writes ``summary.csv``,
 ``summary.md`` and ``records.csv.gz`` (every image of every row) to ``--out``, atomically, after
 every row. An existing summary in ``--out`` is an error unless ``--resume`` (keep its rows, run
-only the missing ones: an interrupted run goes on where it stopped) or ``--overwrite``.
+only the missing ones: an interrupted run goes on where it stopped; give it the same options)
+or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from c2f_attacks.evaluation import aggregate, bootstrap_ci, fr_curve, per_image_
 from c2f_attacks.models.zoo import load_model
 
 STAGES = ("coarse", "fine")
+ATTACKS = ("LRPC", "LRPF", "APGD", "FAB", "DeepFool", "SparseFool", "Pixle", "OnePixel")
 SUMMARY = ["fooling_ratio", "fooling_ratio_lo", "fooling_ratio_hi", "fr_fine_any",
            "fr_fine_coarse_kept", "linf_median", "linf_median_lo", "linf_median_hi",
            "l2_median", "l2_median_lo", "l2_median_hi", "queries_per_image"]  # fmt: skip
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if max(args.linf) > args.eps_max:
         p.error(f"--linf budgets must not exceed --eps-max ({args.eps_max:.4f})")
+    unknown = sorted(set(args.attacks or ()) - set(ATTACKS))
+    if unknown:
+        p.error(f"unknown --attacks {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
     out = Path(args.out)
     rows, all_records = _previous(out, args, p)
     done = {_key_tuple(row) for row in rows}

@@ -42,6 +42,8 @@ def test_no_silent_overwrite_and_resume_adds_only_missing_rows(script, tmp_path)
     before = pd.read_csv(tmp_path / "summary.csv")
     with pytest.raises(SystemExit):
         script["main"](["--out", str(tmp_path), *ARGS, "--attacks", "OnePixel"])
+    with pytest.raises(SystemExit):  # a typo must not run nothing
+        script["main"](["--out", str(tmp_path), *ARGS, "--attacks", "Onepixel", "--resume"])
     with pytest.raises(SystemExit):  # other images: their rows would not compare
         script["main"](["--out", str(tmp_path), *ARGS, "-n", "5", "--resume"])
     script["main"](["--out", str(tmp_path), *ARGS, "--attacks", "OnePixel", "Pixle", "--resume"])
