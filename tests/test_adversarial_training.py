@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from torch import nn
 
 from c2f_attacks import Hierarchy
 from c2f_attacks.adversarial_training import (
@@ -19,6 +20,7 @@ from c2f_attacks.adversarial_training import (
     sample_accuracy,
     train_adversarial,
 )
+from c2f_attacks.models.base import C2FClassifier, Normalize
 from c2f_attacks.models.zoo import load_checkpoint, read_checkpoint, shipped_checkpoint
 from c2f_attacks.train import TrainConfig, build_model, fit, seed_everything, train_shapes
 from tests.conftest import TINY_HIERARCHY, tiny_vgg
@@ -105,37 +107,63 @@ def _robust_vs_fragile_data(n: int, seed: int):
     """Tsipras et al.'s setting in pictures: the red (coarse) and green (fine) channels carry a
     large +-0.2 class offset that is right 80% of the time; the blue channel carries a +-0.03
     offset (top half: coarse, bottom half: fine; horizontal flips keep it) that is always
-    right but that an eps = 0.06 perturbation flips."""
+    right but that an eps = 0.06 perturbation flips. Returns (images, fine labels, the share of
+    images whose red offset is right: the best coarse accuracy a robust model can reach)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 4, (n,), generator=g)
     coarse_sign, fine_sign = (2 * (y // 2) - 1).float(), (2 * (y % 2) - 1).float()
 
     def noisy(sign):
-        return torch.where(torch.rand(n, generator=g) < 0.2, -sign, sign)[:, None, None]
+        return torch.where(torch.rand(n, generator=g) < 0.2, -sign, sign)
 
     x = 0.5 + (torch.rand(n, 3, 32, 32, generator=g) - 0.5) * 0.1
-    x[:, 0] += 0.2 * noisy(coarse_sign)
-    x[:, 1] += 0.2 * noisy(fine_sign)
+    red = noisy(coarse_sign)
+    x[:, 0] += 0.2 * red[:, None, None]
+    x[:, 1] += 0.2 * noisy(fine_sign)[:, None, None]
     x[:, 2, :16] += 0.03 * coarse_sign[:, None, None]
     x[:, 2, 16:] += 0.03 * fine_sign[:, None, None]
-    return x.clamp(0, 1), y
+    return x.clamp(0, 1), y, (red == coarse_sign).float().mean().item()
 
 
-def test_adversarial_training_raises_robust_accuracy():
-    torch.set_num_threads(1)  # the same seed and thread count give the same numbers
+class HalvesC2F(C2FClassifier):
+    """Logistic regression on the six features the data carry: each channel's mean over the top
+    and the bottom half, standardized by its spread in the data (red and green about 0.2, blue
+    about 0.04). A convex problem, so training lands on the same solution from any seed, thread
+    count or CPU: the standard model fits the always-right blue offset, the robust one cannot."""
+
+    def __init__(self, seed: int):
+        super().__init__(TWO_BY_TWO)
+        torch.manual_seed(seed)
+        self.normalize = Normalize((0.5,) * 3, (0.2, 0.2, 0.04))
+        self.halves = nn.Sequential(nn.AdaptiveAvgPool2d((2, 1)), nn.Flatten())
+        self.coarse_head = nn.Linear(6, TWO_BY_TWO.num_coarse)
+        self.fine_head = nn.Linear(6, TWO_BY_TWO.num_fine)
+
+    def logits(self, x):
+        h = self.halves(self.normalize(x))
+        return self.coarse_head(h), self.fine_head(h)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_adversarial_training_raises_robust_accuracy(seed):
+    """Under PGD-10 at eps 0.06 (coarse accuracy; chance is 0.5) the standard model falls with
+    the blue offset it leans on, the adversarially trained one keeps the red offset's accuracy.
+    Margins: on seeds 0-5 at 1 and 2 threads the standard model kept 0.0 and the trained one
+    exactly the red offset's share (0.78-0.82), so both bounds sit far from what training
+    noise moves."""
     eps = 0.06
-    cfg = TrainConfig(n_train=512, n_val=256, epochs=3, batch_size=64, lr=0.05)
-    train, val = _robust_vs_fragile_data(512, 0), _robust_vs_fragile_data(256, 1)
+    cfg = TrainConfig(n_train=512, n_val=256, epochs=6, batch_size=64, lr=0.05, seed=seed)
+    *train, _ = _robust_vs_fragile_data(512, 2 * seed)
+    *val, red_right = _robust_vs_fragile_data(256, 2 * seed + 1)
     adv = AdversarialConfig("fgsm_rs", eps=eps)
     robust = {}
     for method in (None, "fgsm_rs"):
-        model = tiny_vgg(TWO_BY_TWO, width=0.0625, head_width=16, batch_norm=True)
+        model = HalvesC2F(seed).eval()
         step = None if method is None else (lambda m, x, y, g: perturb(m, x, y, adv, g))
         fit(model, cfg, train, val, perturb_batch=step, progress=False)
         robust[method] = robust_accuracy(model, *val, eps=eps)
-    # coarse accuracy under PGD-10: chance is 0.5; the standard model leans on the blue offset
-    assert robust["fgsm_rs"][0] >= robust[None][0] + 0.15, robust
-    assert robust["fgsm_rs"][0] >= 0.7, robust
+    assert robust["fgsm_rs"][0] >= robust[None][0] + 0.5, robust
+    assert robust["fgsm_rs"][0] >= red_right - 0.05, (robust, red_right)
 
 
 def test_train_adversarial_records_settings_and_sample_accuracy(tmp_path):
