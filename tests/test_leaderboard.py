@@ -256,22 +256,24 @@ def test_lock_held_too_long(tmp_path, capsys):
     assert capsys.readouterr().err.count("waiting up to") == 2  # one line per wait
 
 
-def _hold(lock_path: str, taken: threading.Event, seconds: float) -> None:
+def _hold(lock_path: str, taken: threading.Event, releasing: threading.Event, seconds: float):
     with FileLock(lock_path):  # filelock's locks belong to the thread that took them
         taken.set()
         time.sleep(seconds)
+        releasing.set()
 
 
 def test_check_leaderboard_waits_for_the_lock_with_one_message(tmp_path, capsys):
+    """It returns only after the holder let go (an order of events, not a timing), and within
+    its timeout (it would raise otherwise)."""
     path = tmp_path / "lb.csv"
     lb.upsert_rows(path, [row()])
-    taken = threading.Event()
-    holder = threading.Thread(target=_hold, args=(f"{path}.lock", taken, 0.5))
+    taken, releasing = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold, args=(f"{path}.lock", taken, releasing, 0.5))
     holder.start()
     taken.wait()
-    start = time.perf_counter()
-    board = lb.check_leaderboard(path, timeout=10)
-    assert 0.2 < time.perf_counter() - start < 5
+    board = lb.check_leaderboard(path, timeout=60)
+    assert releasing.is_set()
     holder.join()
     assert len(board) == 1
     err = capsys.readouterr().err
