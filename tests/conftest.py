@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -69,9 +71,31 @@ def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ShapesC2F(n, SHAPES_SPLITS["test"]).tensors()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shipped():
+    """The shipped shapes-vgg16, loaded once per session: tests must not change it (its mode,
+    weights or hooks); a test that does loads its own copy."""
     return load_model("shapes-vgg16")
+
+
+_SHIPPED_ONNX: dict[str, Path] = {}
+
+
+def shipped_onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model's FP32 ONNX graph (``export_onnx``), traced once per session for tests/
+    and bench/ together (tracing is the slow part of every export test). Read-only: a test that
+    changes the graph writes its own copy."""
+    if "path" not in _SHIPPED_ONNX:
+        from c2f_attacks.exporters import export_onnx
+
+        folder = tmp_path_factory.mktemp("shipped-onnx")
+        _SHIPPED_ONNX["path"] = export_onnx(load_model("shapes-vgg16"), folder / "shapes.onnx")
+    return _SHIPPED_ONNX["path"]
+
+
+@pytest.fixture(scope="session")
+def shipped_onnx(tmp_path_factory) -> Path:
+    return shipped_onnx_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

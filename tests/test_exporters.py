@@ -42,8 +42,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def onnx_path(model, tmp_path_factory):
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "shapes.onnx")
+def onnx_path(shipped_onnx):
+    """``export_onnx`` of the shipped model (the session's one export)."""
+    return shipped_onnx
 
 
 @pytest.fixture(scope="module")

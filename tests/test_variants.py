@@ -46,9 +46,15 @@ def calibration():
 
 
 @pytest.fixture(scope="module")
-def exported(model, test_split, calibration, tmp_path_factory):
+def exported(model, test_split, calibration, tmp_path_factory, shipped_onnx):
+    """The variants of the shipped model, built from the session's FP32 export (what
+    ``to_onnx`` returns for this model: tracing it again is the slow part)."""
+    import c2f_attacks.exporters.variants as variants
+
     path = tmp_path_factory.mktemp("variants") / "shapes.onnx"
-    reports = export_variants(model, path, calibration, *test_split, min_agreement=0.98)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(variants, "to_onnx", lambda model, **options: onnx.load(str(shipped_onnx)))
+        reports = export_variants(model, path, calibration, *test_split, min_agreement=0.98)
     return path, {r.variant: r for r in reports}
 
 
