@@ -4,10 +4,23 @@ Fine classes live in one global index space ``0..K-1`` ordered group by group, s
 classes of coarse ``i`` are a contiguous block. Validation happens on construction and names the
 offending class or group. :func:`hierarchy_difference` says in words how two hierarchies differ
 (used wherever a model's hierarchy must match a dataset's or a user's).
+
+A hierarchy may carry a deeper **tree** over its fine classes: for every fine class the path of
+its ancestors from the root down to its parent (e.g. a WordNet path). Without one, the tree is
+the two-level one, root -> coarse class -> fine class. The tree defines :meth:`Hierarchy.severity`,
+the height of the lowest common ancestor of two fine classes.
+
+Dict / JSON forms (:meth:`Hierarchy.from_dict`, :meth:`Hierarchy.to_dict`):
+
+- two levels: ``{coarse: [fine, ...], ...}``;
+- with a tree: ``{"groups": {coarse: [fine, ...]}, "ancestors": {fine: [root, ..., parent]}}``,
+  and optionally ``"about"``: a free-form description of where the hierarchy comes from, read
+  and ignored (it is not part of the hierarchy: equality, hashes and ``to_dict`` leave it out).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -32,13 +45,27 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
+#: the keys of the dict form with a tree (a two-level hierarchy's lists can never be mappings)
+_TREE_FORM_KEYS = ("groups", "ancestors", "about")
+
+
 class Hierarchy:
     """M coarse classes, coarse ``i`` owning ``M_i`` fine classes (K = sum M_i in all).
 
     Build it with :meth:`from_dict` (``{coarse_name: [fine_name, ...]}``) or :meth:`from_json`.
+
+    ``ancestors`` (optional): ``{fine: [root, ..., parent]}`` for every fine class, the tree
+    above the fine classes. It must be a tree (one root, one parent per node, no fine class
+    inside a path) in which every coarse class is a subtree: the lowest common ancestor of a
+    group's classes is an ancestor of no other group's class. Then every mistake across coarse
+    classes is more severe than every mistake inside the coarse classes involved.
     """
 
-    def __init__(self, groups: Sequence[tuple[str, Sequence[str]]]):
+    def __init__(
+        self,
+        groups: Sequence[tuple[str, Sequence[str]]],
+        ancestors: Mapping[str, Sequence[str]] | None = None,
+    ):
         groups = [(coarse, list(fines)) for coarse, fines in groups]
         if not groups:
             raise ValueError("hierarchy has no coarse classes")
@@ -78,21 +105,39 @@ class Hierarchy:
         self._fine_to_coarse = torch.repeat_interleave(
             torch.arange(len(groups)), torch.tensor(self.group_sizes)
         )
+        self._ancestors = None if ancestors is None else self._check_tree(ancestors)
+        self._tree: tuple[torch.Tensor, torch.Tensor] | None = None  # built on first use
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def from_dict(cls, mapping: Mapping[str, Sequence[str]]) -> Hierarchy:
+    def from_dict(cls, mapping: Mapping) -> Hierarchy:
+        """From ``{coarse: [fine, ...]}`` or the form with a tree (module docstring)."""
         if not isinstance(mapping, Mapping):
             raise ValueError(
                 f"hierarchy must be a mapping {{coarse: [fine, ...]}}, got {type(mapping).__name__}"
             )
+        ancestors = None
+        if isinstance(mapping.get("groups"), Mapping):
+            unknown = [k for k in mapping if k not in _TREE_FORM_KEYS]
+            if unknown:
+                raise ValueError(
+                    f"unknown key {unknown[0]!r} beside 'groups' (a hierarchy with a tree has "
+                    f"the keys {', '.join(_TREE_FORM_KEYS)})"
+                )
+            ancestors = mapping.get("ancestors")
+            if ancestors is not None and not isinstance(ancestors, Mapping):
+                raise ValueError(
+                    "'ancestors' must map every fine class to its path [root, ..., parent], "
+                    f"got {type(ancestors).__name__}"
+                )
+            mapping = mapping["groups"]
         for coarse, fines in mapping.items():
             if isinstance(fines, str) or not isinstance(fines, Sequence):
                 raise ValueError(
                     f"coarse class {coarse!r} must map to a list of fine class names, "
                     f"got {type(fines).__name__}"
                 )
-        return cls(list(mapping.items()))
+        return cls(list(mapping.items()), ancestors)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Hierarchy:
@@ -110,8 +155,13 @@ class Hierarchy:
         except ValueError as err:
             raise ValueError(f"hierarchy file {path}: {err}") from None
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {coarse: list(fines) for coarse, fines in self._groups}
+    def to_dict(self) -> dict:
+        """``{coarse: [fine, ...]}`` for two levels (as it always was: checkpoints and model hashes
+        stay the same); with a tree, ``{"groups": ..., "ancestors": ...}``."""
+        groups = {coarse: list(fines) for coarse, fines in self._groups}
+        if self._ancestors is None:
+            return groups
+        return {"groups": groups, "ancestors": {f: list(p) for f, p in self._ancestors.items()}}
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -132,13 +182,8 @@ class Hierarchy:
 
     def coarse_of(self, fine_idx: torch.Tensor) -> torch.Tensor:
         """Coarse index of each fine index (any shape, any device)."""
-        fine_idx = torch.as_tensor(fine_idx)
-        if fine_idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise TypeError(f"fine indices must be integers, got dtype {fine_idx.dtype}")
-        if fine_idx.numel() and (fine_idx.min() < 0 or fine_idx.max() >= self.num_fine):
-            bad = fine_idx[(fine_idx < 0) | (fine_idx >= self.num_fine)].flatten()[0].item()
-            raise ValueError(f"fine index {bad} is outside 0..{self.num_fine - 1}")
-        return self._fine_to_coarse.to(fine_idx.device)[fine_idx.long()]
+        fine_idx = self._checked_fine(torch.as_tensor(fine_idx))
+        return self._fine_to_coarse.to(fine_idx.device)[fine_idx]
 
     def group_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """BoolTensor (M, K): row i marks the fine classes of coarse i."""
@@ -151,24 +196,162 @@ class Hierarchy:
 
     def output_index(self, output_names: Sequence[str], what: str) -> list[int]:
         """Position in ``output_names`` (a flat model's outputs) of each fine class, in fine
-        index order; a ValueError names how many fine classes ``what`` lacks and one of them."""
+        index order; a ValueError names how many fine classes ``what`` lacks and the first."""
         position = {name: i for i, name in enumerate(output_names)}
         missing = [f for f in self.fine_names if f not in position]
         if missing:
             raise ValueError(
-                f"{len(missing)} fine classes of the hierarchy are not in {what}, "
-                f"e.g. {missing[0]!r}"
+                f"{len(missing)} fine classes of the hierarchy are not in {what}; the first is "
+                f"{missing[0]!r}"
             )
         return [position[f] for f in self.fine_names]
 
+    # ----------------------------------------------------------------- tree and severity
+    @property
+    def ancestors(self) -> dict[str, tuple[str, ...]] | None:
+        """``{fine: (root, ..., parent)}`` when the hierarchy carries a tree, else None (the
+        two-level tree root -> coarse -> fine)."""
+        return None if self._ancestors is None else dict(self._ancestors)
+
+    def severity(self, fine_a: torch.Tensor, fine_b: torch.Tensor) -> torch.Tensor:
+        """Mistake severity: the height of the lowest common ancestor of fine classes ``fine_a``
+        and ``fine_b`` (global fine indices, broadcast together), as a LongTensor on their device.
+
+        The height of a node is the length of the longest path from it down to a fine class of
+        this hierarchy (fine classes: 0), so the same class gives 0. Two levels: 1 inside a
+        coarse class, 2 across.
+        """
+        a = self._checked_fine(torch.as_tensor(fine_a))
+        b = self._checked_fine(torch.as_tensor(fine_b))
+        if self._tree is None:
+            self._tree = _path_table(self._tree_paths())
+        table, height = (t.to(a.device) for t in self._tree)
+        a, b = torch.broadcast_tensors(a, b)
+        path_a, path_b = table[a], table[b]  # (..., depth): node ids, -1 past the class
+        shared = ((path_a == path_b) & (path_a >= 0)).long().cumprod(dim=-1).sum(dim=-1)
+        lca = path_a.gather(-1, (shared - 1).unsqueeze(-1)).squeeze(-1)  # the root is shared
+        return height[lca]
+
+    def _checked_fine(self, fine_idx: torch.Tensor) -> torch.Tensor:
+        if fine_idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise TypeError(f"fine indices must be integers, got dtype {fine_idx.dtype}")
+        if fine_idx.numel() and (fine_idx.min() < 0 or fine_idx.max() >= self.num_fine):
+            bad = fine_idx[(fine_idx < 0) | (fine_idx >= self.num_fine)].flatten()[0].item()
+            raise ValueError(f"fine index {bad} is outside 0..{self.num_fine - 1}")
+        return fine_idx.long()
+
+    def _tree_paths(self) -> list[list[str | int]]:
+        """Every fine class's path from the root to itself; the two-level tree when none was
+        given (nodes named by position, so no name can clash)."""
+        if self._ancestors is None:
+            coarse = self._fine_to_coarse.tolist()
+            return [[-1, -2 - coarse[i], i] for i in range(self.num_fine)]
+        return [[*self._ancestors[f], f] for f in self.fine_names]
+
+    def _check_tree(self, ancestors: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+        """The ancestor paths as tuples in fine index order, or ValueError naming the problem."""
+        fines = set(self.fine_names)
+        extra = [f for f in ancestors if f not in fines]
+        if extra:
+            raise ValueError(f"ancestor path given for {extra[0]!r}, which is not a fine class")
+        paths: dict[str, tuple[str, ...]] = {}
+        for fine in self.fine_names:
+            if fine not in ancestors:
+                raise ValueError(f"fine class {fine!r} has no ancestor path")
+            path = ancestors[fine]
+            if isinstance(path, str) or not isinstance(path, Sequence) or not path:
+                raise ValueError(
+                    f"the ancestor path of {fine!r} must be a non-empty list [root, ..., parent], "
+                    f"got {path!r}"
+                )
+            for node in path:
+                if not isinstance(node, str) or not node:
+                    raise ValueError(
+                        f"ancestor nodes must be non-empty strings; the path of {fine!r} has "
+                        f"{node!r}"
+                    )
+                if node in fines:
+                    raise ValueError(
+                        f"fine class {node!r} appears inside the ancestor path of {fine!r} "
+                        "(fine classes are the leaves)"
+                    )
+            if len(set(path)) != len(path):
+                twice = next(n for n in path if path.count(n) > 1)
+                raise ValueError(f"node {twice!r} appears twice in the ancestor path of {fine!r}")
+            paths[fine] = tuple(path)
+        first = self.fine_names[0]
+        parent: dict[str, tuple[str, str]] = {}  # node -> (its parent, the fine class that says so)
+        for fine, path in paths.items():
+            if path[0] != paths[first][0]:
+                raise ValueError(
+                    f"the ancestor paths have two roots: {paths[first][0]!r} (path of {first!r}) "
+                    f"and {path[0]!r} (path of {fine!r})"
+                )
+            for up, node in itertools.pairwise(path):
+                known = parent.setdefault(node, (up, fine))
+                if known[0] != up:
+                    raise ValueError(
+                        f"node {node!r} has two parents: {known[0]!r} (path of {known[1]!r}) and "
+                        f"{up!r} (path of {fine!r}); the ancestors must form a tree"
+                    )
+        self._check_groups_are_subtrees(paths)
+        return paths
+
+    def _check_groups_are_subtrees(self, paths: Mapping[str, tuple[str, ...]]) -> None:
+        groups_under: dict[str, set[int]] = {}  # node -> coarse classes with a fine class below it
+        for fine, c in zip(self.fine_names, self._fine_to_coarse.tolist()):
+            for node in paths[fine]:
+                groups_under.setdefault(node, set()).add(c)
+        for c, (coarse, fines) in enumerate(self._groups):
+            if len(fines) < 2:
+                continue  # the class itself is the group's subtree
+            lca = _common_prefix([paths[f] for f in fines])[-1]
+            others = groups_under[lca] - {c}
+            if others:
+                other = self.coarse_names[min(others)]
+                example = next(
+                    f for f in self.fine_names if lca in paths[f] and f not in set(fines)
+                )
+                raise ValueError(
+                    f"coarse class {coarse!r} is not a subtree of the ancestor tree: its lowest "
+                    f"common ancestor {lca!r} is also above {example!r} of coarse class {other!r}"
+                )
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Hierarchy) and self._groups == other._groups
+        return (
+            isinstance(other, Hierarchy)
+            and self._groups == other._groups
+            and self._ancestors == other._ancestors
+        )
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self._groups))
+        return hash(json.dumps(self.to_dict()))
 
     def __repr__(self) -> str:
         return f"Hierarchy({self.num_coarse} coarse, {self.num_fine} fine)"
+
+
+def _common_prefix(paths: Sequence[Sequence[str]]) -> Sequence[str]:
+    """The longest path that starts every path of ``paths``."""
+    shortest = min(paths, key=len)
+    for i, node in enumerate(shortest):
+        if any(p[i] != node for p in paths):
+            return shortest[:i]
+    return shortest
+
+
+def _path_table(paths: Sequence[Sequence[str | int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(table, height)`` of a tree given by each leaf's path root -> ... -> leaf: ``table``
+    (K, depth) holds node ids along each path (-1 past the leaf), ``height`` each node's longest
+    way down to a leaf. Memory grows as K * depth; a severity lookup then costs depth per pair."""
+    ids: dict[str | int, int] = {}
+    depth = max(len(p) for p in paths)
+    rows = [[ids.setdefault(n, len(ids)) for n in p] + [-1] * (depth - len(p)) for p in paths]
+    height = [0] * len(ids)
+    for path in paths:
+        for up, node in enumerate(path):
+            height[ids[node]] = max(height[ids[node]], len(path) - 1 - up)
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(height, dtype=torch.long)
 
 
 def hierarchy_difference(a: Hierarchy, b: Hierarchy, names: tuple[str, str] = ("a", "b")) -> str:
@@ -176,7 +359,8 @@ def hierarchy_difference(a: Hierarchy, b: Hierarchy, names: tuple[str, str] = ("
 
     Names coarse classes and fine classes present in only one of them, fine classes whose coarse
     class differs, and, when the groups agree, the first index where the order differs (an order
-    change relabels every index after it). At most three examples per kind.
+    change relabels every index after it). At most three examples per kind. Then how the
+    ancestor trees differ: one has none, or the first shared fine class whose path differs.
     """
     if a == b:
         return ""
@@ -206,13 +390,34 @@ def hierarchy_difference(a: Hierarchy, b: Hierarchy, names: tuple[str, str] = ("
         more = f" and {len(moved) - 3} more" if len(moved) > 3 else ""
         parts.append("fine classes in another coarse class: " + ", ".join(moved[:3]) + more)
     if not parts:
-        # Same classes in the same groups: only the order differs, which changes the indices.
-        i = next(i for i, (fa, fb) in enumerate(zip(a.fine_names, b.fine_names)) if fa != fb)
-        parts.append(
-            f"same groups in another order: fine index {i} is {a.fine_names[i]!r} in {na}, "
-            f"{b.fine_names[i]!r} in {nb}"
-        )
-    return "; ".join(parts)
+        # Same classes in the same groups: the order may differ, which changes the indices.
+        pairs = enumerate(zip(a.fine_names, b.fine_names))
+        i = next((i for i, (fa, fb) in pairs if fa != fb), None)
+        if i is not None:
+            parts.append(
+                f"same groups in another order: fine index {i} is {a.fine_names[i]!r} in {na}, "
+                f"{b.fine_names[i]!r} in {nb}"
+            )
+    return "; ".join(parts + _tree_difference(a, b, names))
+
+
+def _tree_difference(a: Hierarchy, b: Hierarchy, names: tuple[str, str]) -> list[str]:
+    """The ancestor trees' difference in words (at most one part), over the shared fine classes."""
+    ta, tb = a.ancestors, b.ancestors
+    if ta is None and tb is None:
+        return []
+    if ta is None or tb is None:
+        has, lacks = (names[1], names[0]) if ta is None else names
+        return [f"{has} has an ancestor tree, {lacks} has none (two levels)"]
+    differ = [f for f in a.fine_names if f in tb and ta[f] != tb[f]]
+    if not differ:
+        return []
+    f = differ[0]
+    more = f" ({len(differ)} fine classes in all)" if len(differ) > 1 else ""
+    return [
+        f"the ancestor path of {f!r} differs: {' > '.join(ta[f])} in {names[0]}, "
+        f"{' > '.join(tb[f])} in {names[1]}{more}"
+    ]
 
 
 def check_same_hierarchy(a: Hierarchy, b: Hierarchy, names: tuple[str, str]) -> None:

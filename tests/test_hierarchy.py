@@ -101,7 +101,7 @@ def test_output_index_maps_fine_classes_to_flat_outputs(tiny_hierarchy):
     outputs = ["bus", "x", "tree", "cat", "car", "cow", "dog"]
     index = tiny_hierarchy.output_index(outputs, "the outputs")
     assert [outputs[i] for i in index] == tiny_hierarchy.fine_names
-    with pytest.raises(ValueError, match=r"2 fine classes .* not in the outputs, e.g. 'cat'"):
+    with pytest.raises(ValueError, match=r"2 fine classes .* outputs; the first is 'cat'"):
         tiny_hierarchy.output_index(["dog", "cow", "car", "bus"], "the outputs")
 
 
@@ -176,3 +176,131 @@ def test_wordnet_extraction_and_the_ordered_cut(tmp_path):
     path.write_text("00000010 03 n xx\n")
     with pytest.raises(ValueError, match="data.noun:1: not a WordNet data.noun line"):
         grouping.read_wordnet_nouns(path)
+
+
+# ------------------------------------------------------------------------ trees and severity
+def test_two_level_severity_is_one_inside_a_coarse_class_and_two_across(tiny_hierarchy):
+    h = tiny_hierarchy  # animal: cat dog cow | vehicle: car bus | plant: tree
+    k = torch.arange(h.num_fine)
+    severity = h.severity(k[:, None], k[None, :])
+    assert severity.dtype == torch.long and severity.shape == (6, 6)
+    assert severity.tolist() == [
+        [0, 1, 1, 2, 2, 2],
+        [1, 0, 1, 2, 2, 2],
+        [1, 1, 0, 2, 2, 2],
+        [2, 2, 2, 0, 1, 2],
+        [2, 2, 2, 1, 0, 2],
+        [2, 2, 2, 2, 2, 0],
+    ]
+
+
+# entity -> animal -> pet -> cat, dog
+#                  -> wild -> canid -> wolf          (an unbalanced branch)
+#        -> vehicle -> road -> car, bus
+#                   -> tram
+TREE = {
+    "groups": {"pet": ["cat", "dog"], "wild": ["wolf"], "vehicle": ["car", "bus", "tram"]},
+    "ancestors": {
+        "cat": ["entity", "animal", "pet"],
+        "dog": ["entity", "animal", "pet"],
+        "wolf": ["entity", "animal", "wild", "canid"],
+        "car": ["entity", "vehicle", "road"],
+        "bus": ["entity", "vehicle", "road"],
+        "tram": ["entity", "vehicle"],
+    },
+}
+
+
+def test_severity_on_a_three_level_tree_is_the_height_of_the_lowest_common_ancestor():
+    h = Hierarchy.from_dict(TREE)
+    cat, dog, wolf, car, bus, tram = range(6)
+    # heights (longest way down to a class): pet 1, canid 1, wild 2, animal 3, road 1,
+    # vehicle 2, entity 4
+    pairs = {(cat, cat): 0, (cat, dog): 1, (cat, wolf): 3, (dog, wolf): 3, (car, bus): 1,
+             (car, tram): 2, (bus, tram): 2, (cat, car): 4, (wolf, tram): 4}  # fmt: skip
+    a = torch.tensor([p[0] for p in pairs])
+    b = torch.tensor([p[1] for p in pairs])
+    assert h.severity(a, b).tolist() == list(pairs.values())
+    assert h.severity(b, a).tolist() == list(pairs.values())  # symmetric
+    # batched: broadcast like any tensor op
+    assert h.severity(torch.tensor([[cat], [car]]), torch.tensor([dog, bus])).tolist() == [
+        [1, 4],
+        [4, 1],
+    ]
+
+
+def test_severity_checks_its_indices(tiny_hierarchy):
+    with pytest.raises(ValueError, match="fine index 6 is outside 0..5"):
+        tiny_hierarchy.severity(torch.tensor([0]), torch.tensor([6]))
+    with pytest.raises(TypeError, match="integers"):
+        tiny_hierarchy.severity(torch.tensor([0.0]), torch.tensor([1]))
+
+
+def test_a_tree_round_trips_through_json_and_counts_in_equality(tmp_path):
+    h = Hierarchy.from_dict(TREE)
+    assert h.to_dict() == TREE
+    path = h.to_json(tmp_path / "tree.json")
+    again = Hierarchy.from_json(path)
+    assert again == h and hash(again) == hash(h)
+    assert again.ancestors == {f: tuple(p) for f, p in TREE["ancestors"].items()}
+    two_levels = Hierarchy.from_dict(TREE["groups"])
+    assert two_levels != h and two_levels.ancestors is None
+    other_tree = json.loads(json.dumps(TREE))
+    other_tree["ancestors"]["tram"] = ["entity", "vehicle", "rail"]
+    assert Hierarchy.from_dict(other_tree) != h
+    # "about" describes a file and is not part of the hierarchy
+    assert Hierarchy.from_dict({**TREE, "about": {"source": "somewhere"}}) == h
+    assert Hierarchy.from_dict({"groups": TREE["groups"], "about": {}}) == two_levels
+
+
+def test_a_two_level_hierarchy_serializes_exactly_as_before(tiny_hierarchy):
+    # checkpoints store to_dict() and model hashes digest json.dumps(to_dict()): unchanged bytes
+    assert json.dumps(tiny_hierarchy.to_dict()) == json.dumps(TINY_HIERARCHY)
+
+
+def _tree_with(**changes) -> dict:
+    tree = json.loads(json.dumps(TREE))
+    tree["ancestors"].update(changes)
+    return tree
+
+
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ({**TREE, "ancestors": {k: v for k, v in TREE["ancestors"].items() if k != "bus"}},
+         "fine class 'bus' has no ancestor path"),
+        (_tree_with(lion=["entity"]), "ancestor path given for 'lion', which is not a fine class"),
+        (_tree_with(bus="entity"), "the ancestor path of 'bus' must be a non-empty list"),
+        (_tree_with(bus=[]), "the ancestor path of 'bus' must be a non-empty list"),
+        (_tree_with(bus=["entity", ""]), "the path of 'bus' has ''"),
+        (_tree_with(bus=["thing", "vehicle", "road"]),
+         "two roots: 'entity' \\(path of 'cat'\\) and 'thing' \\(path of 'bus'\\)"),
+        (_tree_with(bus=["entity", "animal", "road"]),
+         "node 'road' has two parents: 'vehicle' \\(path of 'car'\\) and 'animal'"),
+        (_tree_with(bus=["entity", "vehicle", "car"]),
+         "fine class 'car' appears inside the ancestor path of 'bus'"),
+        (_tree_with(bus=["entity", "vehicle", "entity"]), "node 'entity' appears twice"),
+        (_tree_with(tram=["entity", "animal"]),
+         "coarse class 'vehicle' is not a subtree .* lowest common ancestor 'entity' is also "
+         "above 'cat' of coarse class 'pet'"),
+        ({**TREE, "extra": 1}, "unknown key 'extra' beside 'groups'"),
+        ({**TREE, "ancestors": ["cat"]}, "'ancestors' must map every fine class"),
+    ],
+)  # fmt: skip
+def test_invalid_trees_name_the_offender(mapping, message):
+    with pytest.raises(ValueError, match=message):
+        Hierarchy.from_dict(mapping)
+
+
+def test_hierarchy_difference_names_a_tree_difference():
+    h = Hierarchy.from_dict(TREE)
+    two_levels = Hierarchy.from_dict(TREE["groups"])
+    assert hierarchy_difference(h, two_levels, ("model", "data")) == (
+        "model has an ancestor tree, data has none (two levels)"
+    )
+    other = Hierarchy.from_dict(_tree_with(tram=["entity", "vehicle", "rail"]))
+    assert hierarchy_difference(h, other) == (
+        "the ancestor path of 'tram' differs: entity > vehicle in a, entity > vehicle > rail in b"
+    )
+    with pytest.raises(ValueError, match="hierarchies of m and d differ: the ancestor path"):
+        check_same_hierarchy(h, other, ("m", "d"))
