@@ -1,22 +1,44 @@
-"""The label groupings that ship with the package (JSON files beside this module).
+"""The label hierarchies that ship with the package (JSON files beside this module), by name.
 
-- CIFAR-10: vehicles / animals.
-- CIFAR-100: the 20 official superclasses x 5 classes.
-- ImageNet: all 1000 ImageNet-1k classes (named by synset id) in 28 superclasses, derived from
-  WordNet 3.0 hypernyms by an ordered cut (``imagenet_grouping.py`` documents and re-derives it:
-  each class goes to the first listed synset above it, e.g. dog before mammal before animal).
-  ``imagenet_wnids.txt`` lists the 1000 synset ids in torchvision's output order.
+- ``cifar10``: vehicles / animals.
+- ``cifar100``: the 20 official superclasses x 5 classes.
+- ``imagenet-wordnet28``: all 1000 ImageNet-1k classes (named by synset id) in 28 superclasses,
+  derived from WordNet 3.0 hypernyms by an ordered cut (``imagenet_grouping.py`` documents and
+  re-derives it: each class goes to the first listed synset above it, e.g. dog before mammal
+  before animal). The default grouping of the ImageNet models and data.
+- ``breeds-entity13`` (13 superclasses x 20 classes), ``breeds-entity30`` (30 x 8),
+  ``breeds-living17`` (17 x 4), ``breeds-nonliving26`` (26 x 4): the BREEDS benchmarks
+  (Santurkar, Tsipras, Madry, ICLR 2021) over subsets of ImageNet-1k, each with its tree (the
+  classes' paths in the BREEDS modified WordNet hierarchy) for mistake severity. Derived by
+  ``scripts/derive_breeds.py`` from the published files; each file's ``about`` records the
+  source, its SHA-256 and the license note (:func:`hierarchy_about`).
+
+``imagenet_wnids.txt`` lists the 1000 ImageNet synset ids in torchvision's output order.
+:func:`resolve_hierarchy` is the one place a hierarchy argument (object, name or JSON path) is
+turned into a :class:`Hierarchy`.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 
 from torchvision.models import VGG16_Weights
 
 from c2f_attacks.hierarchy import Hierarchy
 
 _HERE = resources.files(__name__)
+
+#: file of each BREEDS benchmark beside this module
+BREEDS_FILES = {
+    "breeds-entity13": "breeds_entity13.json",
+    "breeds-entity30": "breeds_entity30.json",
+    "breeds-living17": "breeds_living17.json",
+    "breeds-nonliving26": "breeds_nonliving26.json",
+}
 
 CIFAR10_HIERARCHY = Hierarchy.from_dict(
     {
@@ -53,3 +75,53 @@ def imagenet_class_names() -> dict[str, str]:
 def imagenet_class_index(hierarchy: Hierarchy) -> list[int]:
     """The ImageNet-1k output index of each fine class of ``hierarchy`` (named by synset id)."""
     return hierarchy.output_index(imagenet_wnids(), "the ImageNet-1k synset ids")
+
+
+# ------------------------------------------------------------------------ by name
+_SHIPPED: dict[str, Callable[[], Hierarchy]] = {
+    "cifar10": lambda: CIFAR10_HIERARCHY,
+    "cifar100": cifar100_hierarchy,
+    "imagenet-wordnet28": imagenet_hierarchy,
+    **{name: (lambda file=file: _load(file)) for name, file in BREEDS_FILES.items()},
+}
+
+
+def list_hierarchies() -> list[str]:
+    """Names of the shipped hierarchies."""
+    return sorted(_SHIPPED)
+
+
+def get_hierarchy(name: str) -> Hierarchy:
+    """The shipped hierarchy ``name`` (:func:`list_hierarchies`)."""
+    if name not in _SHIPPED:
+        raise ValueError(f"unknown hierarchy {name!r}; known: {', '.join(list_hierarchies())}")
+    return _SHIPPED[name]()
+
+
+def hierarchy_about(name: str) -> dict:
+    """The ``about`` of a shipped hierarchy's file (source, SHA-256, license); ``{}`` if none."""
+    get_hierarchy(name)  # the unknown-name error
+    file = BREEDS_FILES.get(name)
+    return json.loads((_HERE / file).read_text())["about"] if file else {}
+
+
+def resolve_hierarchy(value: Hierarchy | str | os.PathLike) -> Hierarchy:
+    """A :class:`Hierarchy` from itself, a shipped name (:func:`list_hierarchies`) or a JSON file.
+
+    A name wins over a file of the same name in the working directory. Anything else that is
+    not an existing file is refused naming the value and the known names.
+    """
+    if isinstance(value, Hierarchy):
+        return value
+    if isinstance(value, str) and value in _SHIPPED:
+        return get_hierarchy(value)
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(
+            f"hierarchy must be a Hierarchy, a name or a JSON path, got {type(value).__name__}"
+        )
+    if not Path(value).exists():
+        raise ValueError(
+            f"unknown hierarchy {str(value)!r}: not a known name ({', '.join(list_hierarchies())}) "
+            "and no file at that path"
+        )
+    return Hierarchy.from_json(value)
