@@ -11,6 +11,7 @@ from c2f_attacks.data.cifar import cifar10, cifar100
 from c2f_attacks.data.folder import HierarchyFolder, even_subset
 from c2f_attacks.data.imagenet import imagenet
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.hierarchies import resolve_hierarchy
 from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 
 DATASETS = ("shapes", "cifar10", "cifar100", "imagenet", "imagefolder:PATH")
@@ -30,8 +31,10 @@ def get_dataset(
 
     - ``shapes`` needs no files; images ``0..n-1`` of the split.
     - ``cifar10``, ``cifar100``, ``imagenet`` read ``root``; ``imagefolder:PATH`` reads PATH, one
-      sub-folder per fine class of ``hierarchy`` (required; a Hierarchy or a JSON path).
-      ``imagenet`` takes ``hierarchy`` to regroup or restrict its classes (synset ids).
+      sub-folder per fine class of ``hierarchy`` (required). ``imagenet`` takes ``hierarchy`` to
+      regroup or restrict its classes (synset ids), e.g. ``"breeds-living17"``.
+    - ``hierarchy``: a Hierarchy, a shipped name or a JSON path
+      (:func:`c2f_attacks.hierarchies.resolve_hierarchy`).
     - File datasets give ``n`` images spread evenly over the classes, chosen with ``seed``
       (:func:`even_subset`), never the first ``n`` files; ``n`` beyond the split's size is
       refused. ``size``: the image side (shapes: 32 by default; image folders: the centre crop,
@@ -40,8 +43,8 @@ def get_dataset(
     """
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if hierarchy is not None and not isinstance(hierarchy, Hierarchy):
-        hierarchy = Hierarchy.from_json(hierarchy)
+    if hierarchy is not None:
+        hierarchy = resolve_hierarchy(hierarchy)
     ds = _full_split(name, split, n, root, download, size, hierarchy)
     if hierarchy is not None:
         check_same_hierarchy(ds.hierarchy, hierarchy, (f"dataset {name!r}", "the given hierarchy"))

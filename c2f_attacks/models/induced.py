@@ -1,7 +1,8 @@
 """Induced C2F: turn any flat classifier into a coarse-to-fine one through a hierarchy.
 
 F_i = the flat logits of coarse i's members; C_i = logsumexp of those logits. The fine ranking
-inside every group is exactly the flat model's.
+inside every group is exactly the flat model's. The hierarchy may cover a subset of the flat
+model's classes (e.g. a BREEDS hierarchy over ImageNet-1k): the other outputs are ignored.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ class InducedC2F(C2FClassifier):
     Args:
         flat: any module mapping (normalized) images to (N, num_flat_classes) logits.
         hierarchy: the grouping; its fine classes must be a subset of the flat classes.
-        class_index: for each global fine index, the flat model's output index (default: the
-            identity, when the hierarchy lists the flat classes in the flat model's order; the
-            flat model must then have exactly K outputs).
+        class_index: for each global fine index, the flat model's output index.
+        class_names: the name of each flat output (default: ``flat.class_names`` when the module
+            has one); fine classes are then matched by name, the hierarchy may name any subset
+            of them and the flat model must return exactly ``len(class_names)`` logits.
+            Without ``class_index`` or names, the mapping is the identity: the hierarchy lists
+            the flat classes in the flat model's order and the flat model has exactly K outputs.
         mean, std: normalization applied before ``flat`` (None: the flat model takes [0, 1]).
         input_size: the side length the flat model expects, if fixed.
         in_channels: image channels (1 for grayscale); default: the length of ``mean`` if given,
@@ -46,13 +50,26 @@ class InducedC2F(C2FClassifier):
         std: Sequence[float] | None = None,
         input_size: int | None = None,
         in_channels: int | None = None,
+        class_names: Sequence[str] | None = None,
     ):
         super().__init__(hierarchy)
-        # With the identity mapping every output is a fine class: a wider output means the
-        # hierarchy does not describe this model (checked on the first forward).
-        self._outputs = hierarchy.num_fine if class_index is None else None
-        if class_index is None:
+        if class_index is not None and class_names is not None:
+            raise ValueError("give class_index or class_names, not both")
+        if class_index is None and class_names is None:
+            class_names = getattr(flat, "class_names", None)
+        # With names or the identity mapping the number of outputs is known: another width
+        # means the names or the hierarchy do not describe this model (checked on each forward).
+        self._outputs: tuple[int, str] | None = None  # (width, what says so)
+        if class_names is not None:
+            class_index = hierarchy.output_index(class_names, "the model's class_names")
+            self._outputs = (len(class_names), f"its class_names name {len(class_names)} outputs")
+        elif class_index is None:
             class_index = torch.arange(hierarchy.num_fine)
+            self._outputs = (
+                hierarchy.num_fine,
+                f"the hierarchy has {hierarchy.num_fine} fine classes (give class_index, or "
+                "class_names on the model, to pick its outputs)",
+            )
         class_index = torch.as_tensor(class_index, dtype=torch.long)
         if class_index.shape != (hierarchy.num_fine,):
             raise ValueError(
@@ -74,11 +91,9 @@ class InducedC2F(C2FClassifier):
                 f"flat model returned logits of shape {tuple(logits.shape)}, but the hierarchy "
                 f"needs output index {int(self.class_index.max())}"
             )
-        if self._outputs is not None and logits.shape[1] != self._outputs:
+        if self._outputs is not None and logits.shape[1] != self._outputs[0]:
             raise ValueError(
-                f"flat model returned {logits.shape[1]} logits per image, but the hierarchy has "
-                f"{self._outputs} fine classes (give class_index, or class_names on the model, "
-                "to pick its outputs)"
+                f"flat model returned {logits.shape[1]} logits per image, but {self._outputs[1]}"
             )
         return logits
 

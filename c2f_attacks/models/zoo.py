@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.hierarchies import resolve_hierarchy
 from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.models.checks import check_finite
@@ -76,16 +77,24 @@ def load_model(
     output ``i`` is the hierarchy's global fine class ``i`` (group by group), unless the module
     has a ``class_names`` list naming each output, which is then matched by name.
 
-    ``hierarchy`` (a Hierarchy or a JSON path): required for a flat factory; regroups the induced
-    ImageNet models (fine names = synset ids); for any other model it must equal the model's own
-    hierarchy, else ValueError naming the differences.
+    ``hierarchy`` (a Hierarchy, a shipped name such as ``"breeds-living17"``, or a JSON path; see
+    :func:`c2f_attacks.hierarchies.resolve_hierarchy`): required for a flat factory; regroups the
+    induced ImageNet models, whose fine names are synset ids, over all or some of the 1000
+    classes (a class the model cannot output is refused by name); for any other model it must
+    equal the model's own hierarchy, else ValueError naming the differences.
     """
     key = str(name_or_path)
-    if hierarchy is not None and not isinstance(hierarchy, Hierarchy):
-        hierarchy = Hierarchy.from_json(hierarchy)
+    if hierarchy is not None:
+        hierarchy = resolve_hierarchy(hierarchy)
     if key in _REGISTRY:
         build, regroupable = _REGISTRY[key]
-        model = build(hierarchy=hierarchy) if regroupable and hierarchy is not None else build()
+        if regroupable and hierarchy is not None:
+            try:
+                model = build(hierarchy=hierarchy)
+            except ValueError as err:  # e.g. a class the model cannot output
+                raise ValueError(f"model {key!r}: {err}") from None
+        else:
+            model = build()
     elif Path(key).exists() or os.sep in key or key.endswith(".pt"):
         model = load_checkpoint(key, map_location=map_location)
     elif _FACTORY.match(key):
@@ -124,15 +133,8 @@ def _from_factory(spec: str, hierarchy: Hierarchy | None) -> C2FClassifier:
             f"model {spec!r} is a flat classifier ({type(model).__name__}): give the hierarchy "
             "that groups its classes (hierarchy= / --hierarchy FILE.json)"
         )
-    return InducedC2F(model.eval(), hierarchy, class_index=_class_index(spec, model, hierarchy))
-
-
-def _class_index(spec: str, flat: nn.Module, hierarchy: Hierarchy) -> list[int] | None:
-    names = getattr(flat, "class_names", None)
-    if names is None:
-        return None
-    try:
-        return hierarchy.output_index(names, "the model's class_names")
+    try:  # outputs matched by the module's class_names when it has them
+        return InducedC2F(model.eval(), hierarchy)
     except ValueError as err:
         raise ValueError(f"model {spec!r}: {err}") from None
 
