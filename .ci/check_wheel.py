@@ -21,6 +21,7 @@ def main(wheel: str) -> int:
     required = [f"{p.replace('.', '/')}/__init__.py" for p in packages] + [
         "c2f_attacks/exporters/export.py",
         "c2f_attacks/checkpoints/shapes-vgg16.pt",
+        *(f"c2f_attacks/report/assets/site.{ext}" for ext in ("html", "css", "js")),
     ]
     missing = [name for name in required if name not in names]
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):

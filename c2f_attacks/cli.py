@@ -22,6 +22,7 @@ from c2f_attacks.demo import add_demo_parser
 from c2f_attacks.exporters.cli import add_evaluate_parser, add_export_parser
 from c2f_attacks.exporters.errors import ProviderUnavailableError
 from c2f_attacks.interrupts import Interrupted, handle_interrupts
+from c2f_attacks.report.cli import add_report_parser
 from c2f_attacks.transfer_cli import add_transfer_parser
 
 #: what a user can cause and fix: reported in one line, never with a traceback
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_transfer_parser(sub)
     add_demo_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -1,0 +1,419 @@
+"""``findings.md``: every findings table, each under the file it comes from.
+
+A section is a small function registered with :func:`section`: it names the files it reads (a
+glob inside the results folder) and the command that writes them, and renders Markdown from
+them. The findings hold the sections whose files are present, in registration order; a section
+whose files are absent is one line at the end saying which file would produce it. Adding a
+section is one decorated function::
+
+    @section("Ablation", "ablation/summary.csv", "python scripts/ablation.py --out results")
+    def _ablation(ctx: Context, files: list[Path]) -> str:
+        ...
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from c2f_attacks.evaluation.records import is_missing
+from c2f_attacks.report import fmt
+from c2f_attacks.report.models import model_cards
+from c2f_attacks.report.sources import Results, Run, read_table
+from c2f_attacks.report.tables import (
+    BUDGET_COLUMNS,
+    RESULT_COLUMNS,
+    groups,
+    ordered,
+    present,
+    row_label,
+    transfer_matrices,
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a section renders from: the results, and the folder of the file being written
+    (links are relative to it)."""
+
+    results: Results
+    base: Path
+
+    def link(self, path: Path) -> str:
+        """``[results/x.csv](../results/x.csv)``: the file as shown, linked from ``base``."""
+        href = os.path.relpath(path.resolve(), self.base.resolve()).replace(os.sep, "/")
+        return f"[{self.results.show(path)}]({href})"
+
+    def source(self, *paths: Path) -> str:
+        return "Source: " + ", ".join(self.link(p) for p in paths) + "."
+
+
+Render = Callable[[Context, list[Path]], str]
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    source: str  #: glob inside the results folder
+    produced_by: str  #: the command that writes the files
+    render: Render
+
+
+SECTIONS: list[Section] = []
+
+
+def section(title: str, source: str, produced_by: str) -> Callable[[Render], Render]:
+    """Register a findings section (in the order of registration)."""
+
+    def register(render: Render) -> Render:
+        SECTIONS.append(Section(title, source, produced_by, render))
+        return render
+
+    return register
+
+
+def _runs(ctx: Context, files: list[Path]) -> list[Run]:
+    folders = {f.parent for f in files}
+    return [run for run in ctx.results.runs if run.folder in folders]
+
+
+def _run_heading(run: Run) -> str:
+    commits = sorted({str(c) for c in run.leaderboard.get("git_commit", []) if not is_missing(c)})
+    at = f", measured at commit {', '.join(commits)}" if commits else ""
+    models = ", ".join(sorted(set(run.leaderboard["model"])))
+    return f"### {run.shown}/: {models}, {run.images} images{at}"
+
+
+# ----------------------------------------------------------------------------- sections
+@section("Models", "**/leaderboard.csv", "c2f-bench run --out RESULTS_DIR")
+def _models(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for card in model_cards(ctx.results):
+        rows = [[name, value] for name, value in card.facts]
+        parts.append(f"### {card.name}\n\n{fmt.md_table(['', ''], rows)}")
+    return "\n\n".join(parts)
+
+
+@section("Leaderboards", "**/leaderboard.csv", "c2f-bench run --out RESULTS_DIR")
+def _leaderboards(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for run in _runs(ctx, files):
+        parts.append(f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'leaderboard.csv')}")
+        for (model, stage), part in groups(run.leaderboard, ("model", "stage")):
+            part = ordered(part)
+            first = part.iloc[0]
+            columns = present(RESULT_COLUMNS, part)
+            rows = [[c.text(r) for c in columns] for r in part.to_dict("records")]
+            clean = (f"clean accuracy coarse {fmt.num(first.get('clean_acc_coarse'))}, fine "
+                     f"{fmt.num(first.get('clean_acc_fine'))}")  # fmt: skip
+            table = fmt.md_table([c.header for c in columns], rows, [c.numeric for c in columns])
+            parts.append(f"#### {model}, {stage} stage ({clean})\n\n{table}")
+    return "\n\n".join(parts)
+
+
+@section("Budgets at which half and 90% of the images are fooled", "**/leaderboard.csv",
+         "c2f-bench run --out RESULTS_DIR")  # fmt: skip
+def _budgets(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for run in _runs(ctx, files):
+        board = ordered(run.leaderboard)
+        columns = present(BUDGET_COLUMNS, board)
+        if not columns:
+            continue
+        rows = [[r["model"], r["stage"], row_label(r), *(c.text(r) for c in columns)]
+                for r in board.to_dict("records")]  # fmt: skip
+        header = ["model", "stage", "row", *(c.header for c in columns)]
+        right = [False] * 3 + [True] * len(columns)
+        parts.append(f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'leaderboard.csv')} "
+                     "Empty: the row never fools that share of the images.\n\n"
+                     f"{fmt.md_table(header, rows, right)}")  # fmt: skip
+    return "\n\n".join(parts)
+
+
+@section("Budget curves", "**/budget_curves.csv", "c2f-bench run --out RESULTS_DIR")
+def _budget_curves(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for run in _runs(ctx, files):
+        curves = run.budget_curves
+        labels = {r["row_id"]: r for r in run.leaderboard.to_dict("records")}
+        parts.append(f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'budget_curves.csv')} "
+                     "Fooling ratio within each budget, with its 95% interval.")  # fmt: skip
+        for (norm,), part in groups(curves, ("norm",)):
+            budgets = sorted(set(part["budget"]))
+            head = [fmt.budget(b) if norm == "linf" else fmt.num(b) for b in budgets]
+            rows = []
+            for rid in sorted(set(part["row_id"]), key=lambda r: _row_order(labels[r])):
+                mine = part[part["row_id"] == rid].set_index("budget")
+                row = labels[rid]
+                cells = [fmt.column_interval(mine.loc[b], "fooling_ratio", 2)
+                         if b in mine.index else "" for b in budgets]  # fmt: skip
+                rows.append([row["model"], row["stage"], row_label(row), *cells])
+            right = [False] * 3 + [True] * len(budgets)
+            parts.append(
+                f"#### {norm}\n\n{fmt.md_table(['model', 'stage', 'row', *head], rows, right)}"
+            )
+    return "\n\n".join(parts)
+
+
+def _row_order(row) -> tuple:
+    return (str(row["model"]), str(row["stage"]), row_label(row))
+
+
+@section("Transfer and deployment", "**/transfer.csv",
+         "c2f-bench transfer --from RESULTS_DIR --targets ...")  # fmt: skip
+def _transfer(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for run in _runs(ctx, files):
+        parts.append(
+            f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'transfer.csv')} Each row's "
+            "adversarial images evaluated on each target: the transfer fooling ratio (the row's "
+            "own success rule on the target) and the survival of the row's successes, with 95% "
+            "intervals; `onnx:*` targets are the row's own model deployed."
+        )
+        for matrix in transfer_matrices(run.transfer):
+            for column, what in (("transfer_fooling_ratio", "transfer fooling ratio"),
+                                 ("survival", "survival")):  # fmt: skip
+                rows = [
+                    [label, *(fmt.column_interval(matrix.cells[(i, j)], column, 2)
+                              if (i, j) in matrix.cells else ""
+                              for j in range(len(matrix.targets)))]
+                    for i, label in enumerate(matrix.sources)
+                ]  # fmt: skip
+                table = fmt.md_table(["row", *matrix.targets], rows,
+                                     [False] + [True] * len(matrix.targets))  # fmt: skip
+                parts.append(f"#### {matrix.title}: {what}\n\n{table}")
+    return "\n\n".join(parts)
+
+
+@section("Robustness of the defended model", "robustness_*.json",
+         "python scripts/check_robustness.py --model MODEL --out RESULTS_DIR")  # fmt: skip
+def _robustness(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        data = ctx.results.json(path)
+        clean = data.get("clean", {})
+        rows = [
+            [
+                str(r.get("stage")),
+                f"{fmt.num(r.get('eps_255'), 0)}/255",
+                str(r.get("attack")),
+                f"{fmt.percent(r.get('acc'))} [{fmt.percent(r.get('lo'))}, "
+                f"{fmt.percent(r.get('hi'))}]",
+                str(r.get("n")),
+            ]
+            for r in sorted(
+                data.get("robust", []),
+                key=lambda r: (str(r.get("stage")), float(r.get("eps_255", 0))),
+            )
+        ]
+        parts.append(
+            f"### {data.get('model', path.stem)}\n\n{ctx.source(path)} Clean accuracy on "
+            f"{clean.get('n')} test images: coarse {fmt.percent(clean.get('coarse'), 2)}, fine "
+            f"{fmt.percent(clean.get('fine'), 2)}. Robust accuracy: the share of images whose "
+            "attacked stage still predicts the true label; `worst` is the per-image minimum "
+            "over the attacks.\n\n"
+            + fmt.md_table(["stage", "l-inf", "attack", "robust accuracy [95% CI]", "images"],
+                           rows, [False, True, False, True, True])
+        )  # fmt: skip
+    return "\n\n".join(parts)
+
+
+@section("Strong baselines at equal budgets", "baselines/summary.csv",
+         "python scripts/compare_baselines.py --out RESULTS_DIR/baselines")  # fmt: skip
+def _baselines(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        table = read_table(
+            path,
+            "baselines summary",
+            {"model": "text", "stage": "text", "attack": "text", "mask": "text"},
+        )
+        at = sorted((c for c in table.columns if c.startswith("fr_") and "@" in c),
+                    key=lambda c: (c.split("@")[0], _fraction(c.split("@")[1])))  # fmt: skip
+        parts.append(
+            f"{ctx.source(path)} `FR` within each attack's own budget; `fr_<norm>@b`: "
+            "the share fooled within budget b of that norm, from the per-image norms."
+        )
+        for (model, stage), part in groups(table, ("model", "stage")):
+            part = part.sort_values(["attack", "mask", "budget"], kind="stable")
+            rows = [[r["attack"], "" if r["mask"] == "none" else r["mask"], fmt.budget(r["budget"]),
+                     fmt.column_interval(r, "fooling_ratio", 2),
+                     *(fmt.num(r[c], 2) for c in at),
+                     fmt.column_interval(r, "linf_median"), fmt.num(r.get("l0_median"), 2),
+                     fmt.count(r.get("queries_per_image"))]
+                    for r in part.to_dict("records")]  # fmt: skip
+            header = ["attack", "mask", "eps", "FR [95% CI]", *at, "median l-inf [95% CI]",
+                      "median l0", "mean queries"]  # fmt: skip
+            right = [False, False, True, *([True] * (len(header) - 3))]
+            parts.append(f"### {model}, {stage} stage ({fmt.count(part['n'].max())} images)\n\n"
+                         f"{fmt.md_table(header, rows, right)}")  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def _fraction(text: str) -> float:
+    num, _, den = text.partition("/")
+    try:
+        return float(num) / float(den or 1)
+    except ValueError:
+        return math.inf
+
+
+@section("Real photos", "demo/demo_photos.csv",
+         "c2f-bench demo photos --out RESULTS_DIR/demo")  # fmt: skip
+def _photos(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        schema = {
+            "attack": "text",
+            "photo": "text",
+            "stage": "text",
+            "success": "bool",
+            "linf": "float",
+            "l2": "float",
+            "l0": "float",
+            "queries": "float",
+        }
+        table = read_table(path, "photo demo table", schema)
+        rows, constant = [], []
+        for (attack,), part in groups(table, ("attack",)):
+            fooled = part[part["success"]]
+            rows.append([attack, str(part["stage"].iloc[0]), f"{len(fooled)}/{len(part)}",
+                         *(fmt.num(fooled[c].median(), 4 if c == "linf" else 3)
+                           for c in ("linf", "l2", "l0")),
+                         fmt.num(part["queries"].mean(), 1)])  # fmt: skip
+            if len(fooled) > 1 and fooled["linf"].max() - fooled["linf"].min() < 1e-6:
+                constant.append((attack, fooled["linf"].iloc[0]))
+        table_text = fmt.md_table(
+            ["attack", "stage", "fooled", "median l-inf", "median l2", "median l0",
+             "mean queries"], rows, [False, False, True, True, True, True, True])  # fmt: skip
+        note = "".join(
+            f" {attack}: every fooled photo's l-inf is {fmt.num(value, 4)} ({fmt.budget(value)}), "
+            "the budget itself (PGD starts from a random point of the l-inf ball), so it says "
+            "nothing about how small a perturbation suffices."
+            for attack, value in constant
+        )
+        parts.append(f"{ctx.source(path)} Medians over the fooled photos.{note}\n\n{table_text}")
+    return "\n\n".join(parts)
+
+
+@section("Hyperparameter sweeps (validation split)", "**/sweep_defaults.json",
+         "python scripts/sweep_defaults.py --out RESULTS_DIR")  # fmt: skip
+def _sweeps(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        data = ctx.results.json(path)
+        meta = data.get("meta", {})
+        defaults = ", ".join(f"{k} {fmt.budget(v) if k == 'alpha' else v}"
+                             for k, v in meta.get("defaults", {}).items())  # fmt: skip
+        rows = []
+        for r in data.get("rows", []):
+            value = r.get("value")
+            setting = (
+                "defaults"
+                if value is None
+                else (f"{r['knob']}={fmt.budget(value) if r['knob'] == 'alpha' else value}")
+            )
+            rows.append([str(r.get("attack")), setting, fmt.column_interval(r, "fooling_ratio", 3),
+                         fmt.column_interval(r, "linf_median"), fmt.num(r.get("l0_mean")),
+                         fmt.count(r.get("queries_per_image"))])  # fmt: skip
+        header = ["attack", "setting", "FR [95% CI]", "median l-inf [95% CI]", "mean l0",
+                  "mean queries"]  # fmt: skip
+        parts.append(
+            f"### {ctx.results.show(path)}\n\n{ctx.source(path)} Model {meta.get('model')}, "
+            f"{meta.get('n')} validation images (seed {meta.get('split_seed')}), one setting "
+            f"changed per row around the defaults ({defaults}); device {meta.get('device')}.\n\n"
+            + fmt.md_table(header, rows, [False, False, True, True, True, True])
+        )  # fmt: skip
+    return "\n\n".join(parts)
+
+
+@section("Speed ratios", "bench_ratios.json",
+         "pytest bench --benchmark")  # fmt: skip
+def _bench_ratios(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        data = ctx.results.json(path)
+        rows = []
+        for name in sorted(data):
+            entry = data[name]
+            where = ", ".join(
+                f"{k} {entry[k]}"
+                for k in (
+                    "cpu",
+                    "cpu_cores",
+                    "threads",
+                    "device",
+                    "size",
+                    "batch",
+                    "images",
+                    "n",
+                    "model",
+                )
+                if k in entry
+            )
+            rows.append([name, fmt.num(entry.get("value"), 3), str(entry.get("goal", "")),
+                         where])  # fmt: skip
+        parts.append(f"{ctx.source(path)} Each ratio measured within one process.\n\n"
+                     + fmt.md_table(["measurement", "value", "goal", "measured with"], rows,
+                                    [False, True, False, False]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+@section("Evaluation throughput", "throughput/throughput.json",
+         "python scripts/eval_throughput.py --out RESULTS_DIR/throughput")  # fmt: skip
+def _throughput(ctx: Context, files: list[Path]) -> str:
+    parts = []
+    for path in files:
+        data = ctx.results.json(path)
+        machine = ", ".join(f"{k} {v}" for k, v in sorted(data.get("machine", {}).items()))
+        rows = [
+            [
+                str(r.get("model")),
+                str(r.get("device")),
+                str(r.get("precision")),
+                str(r.get("batch_size")),
+                fmt.count(r.get("images_per_s")),
+                fmt.num(r.get("agreement_with_fp32")),
+            ]
+            for r in sorted(
+                data.get("rows", []),
+                key=lambda r: (str(r.get("model")), str(r.get("device")), str(r.get("precision"))),
+            )
+        ]
+        parts.append(f"{ctx.source(path)} Machine: {machine}.\n\n" + fmt.md_table(
+            ["model", "device", "precision", "batch", "images/s", "agreement with FP32"], rows,
+            [False, False, False, True, True, True]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- the file
+HEADER = """# Findings
+
+<!-- Generated by `c2f-bench report {shown}`; do not edit: regenerate it. -->
+
+Every table and number below is generated by `c2f-bench report {shown}` from the file named
+above it, so none can drift from its source. LRPC and LRPF are the attacks as implemented in
+c2f-attacks (defined in c2f-attacks' `docs/attacks.md`); every column is defined in its
+`docs/metrics.md`."""
+
+
+def findings_markdown(ctx: Context, headline: str = "") -> str:
+    """The findings file for ``ctx.results``; ``headline`` (Markdown) goes first."""
+    parts = [HEADER.format(shown=ctx.results.shown)]
+    if headline:
+        parts.append(f"## Headline findings\n\n{headline}")
+    missing = []
+    for sec in SECTIONS:
+        files = ctx.results.glob(sec.source)
+        body = sec.render(ctx, files).strip() if files else ""
+        if body:
+            parts.append(f"## {sec.title}\n\n{body}")
+        else:
+            missing.append(f"- {sec.title}: no `{sec.source}` in {ctx.results.shown}/ "
+                           f"(written by `{sec.produced_by}`).")  # fmt: skip
+    if missing:
+        parts.append("## Not in these results\n\n" + "\n".join(missing))
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,295 @@
+"""The headline findings: a few sentences whose every number is read from a results file.
+
+Each headline is a small function registered with :func:`headline`; it picks the rows it
+needs (from the run with the most images that has them), writes one Markdown bullet with the
+numbers and their 95% intervals and names its source file, or returns None when the results
+lack those rows (the headline is then left out). The lead of a bullet names what is compared;
+the verdict is computed from the numbers (which value is smaller, and whether the intervals are
+disjoint), so that a regenerated result can never sit under a stale claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from c2f_attacks.evaluation.records import is_missing
+from c2f_attacks.report import fmt
+from c2f_attacks.report.findings import Context
+from c2f_attacks.report.sources import Run
+from c2f_attacks.report.tables import protocol_of, row_label
+
+Headline = Callable[[Context], "str | None"]
+HEADLINES: list[Headline] = []
+
+
+def headline(fn: Headline) -> Headline:
+    """Register a headline (in the order of registration)."""
+    HEADLINES.append(fn)
+    return fn
+
+
+def headline_markdown(ctx: Context) -> str:
+    """The registered headlines that the results support, one bullet each."""
+    return "\n".join(f"- {text}" for fn in HEADLINES if (text := fn(ctx)))
+
+
+# ----------------------------------------------------------------------------- row picking
+Row = Mapping[str, Any]
+
+
+def _pick(board: list[Row], **match: Any) -> Row | None:
+    """The one row matching every ``column=value`` (``protocol`` matches ``mode`` in older
+    files); None when no row or several rows match."""
+    rows = [
+        r for r in board
+        if all((protocol_of(r) if c == "protocol" else r.get(c)) == v for c, v in match.items())
+    ]  # fmt: skip
+    return rows[0] if len(rows) == 1 else None
+
+
+def _masked(board: list[Row], model: str, attack: str, mask: str) -> Row | None:
+    """An LRP-guided row: under the ``minimal`` protocol where the run has it (a headline never
+    rests on a diagnostic row when a comparable one exists), else its first-success row."""
+    for protocol in ("minimal", "first_success"):
+        row = _pick(board, model=model, attack=attack, mask=mask, protocol=protocol)
+        if row is not None:
+            return row
+    return None
+
+
+def _largest(ctx: Context, find: Callable[[Run], Any]) -> tuple[Run, Any] | None:
+    """The run with the most images for which ``find(run)`` is not None, and that value."""
+    found = [(run, value) for run in ctx.results.runs if (value := find(run)) is not None]
+    if not found:
+        return None
+    return max(found, key=lambda rv: (rv[0].images, -ctx.results.runs.index(rv[0])))
+
+
+def _models(run: Run) -> list[str]:
+    return sorted(set(run.leaderboard["model"]))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two rows compared on one column: ``a`` against ``b``."""
+
+    what: str
+    a: Row
+    b: Row
+
+    def text(self, column: str, digits: int = 3) -> str:
+        return (f"{self.what} {fmt.column_interval(self.a, column, digits)} vs "
+                f"{fmt.column_interval(self.b, column, digits)}")  # fmt: skip
+
+
+def _verdict(pairs: Iterable[Pair], column: str, a_name: str) -> str:
+    """How often a's value is the smaller, and in how many pairs the intervals are disjoint."""
+    pairs = list(pairs)
+    smaller = [p for p in pairs if float(p.a[column]) < float(p.b[column])]
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    disjoint = [p for p in smaller if not is_missing(p.a.get(hi)) and not is_missing(p.b.get(lo))
+                and float(p.a[hi]) < float(p.b[lo])]  # fmt: skip
+    return (
+        f"{a_name} is lower in {len(smaller)} of {len(pairs)}, with disjoint 95% intervals "
+        f"in {len(disjoint)} of {len(pairs)}"
+    )
+
+
+def _source(ctx: Context, run: Run, file: str, extra: str = "") -> str:
+    return f"({ctx.link(run.folder / file)}, {run.images} images{extra})"
+
+
+# ----------------------------------------------------------------------------- headlines
+def _mask_pairs(run: Run, a_mask: str, b_mask: str) -> list[Pair] | None:
+    pairs = []
+    for model in _models(run):
+        for attack in ("lrpc", "lrpf"):
+            a, b = (_masked(run.rows, model, attack, m) for m in (a_mask, b_mask))
+            if a is not None and b is not None:
+                pairs.append(Pair(f"{attack.upper()} on {model}", a, b))
+    return pairs or None
+
+
+def _mask_name(mask: str) -> str:
+    return "LRP" if mask == "lrp" else mask
+
+
+def _mask_headline(ctx: Context, lead: str, a_mask: str, b_mask: str) -> str | None:
+    found = _largest(ctx, lambda run: _mask_pairs(run, a_mask, b_mask))
+    if found is None:
+        return None
+    run, pairs = found
+    protocols = " / ".join(sorted({protocol_of(p.a) for p in pairs}))
+    numbers = "; ".join(p.text("linf_median") for p in pairs)
+    return (
+        f"**{lead}** Median l-inf, {_mask_name(a_mask)} vs {_mask_name(b_mask)} mask: "
+        f"{numbers}. "
+        f"{_verdict(pairs, 'linf_median', f'The {_mask_name(a_mask)} mask')} "
+        f"{_source(ctx, run, 'leaderboard.csv', f', {protocols} rows')}."
+    )
+
+
+@headline
+def lrp_against_random(ctx: Context) -> str | None:
+    return _mask_headline(
+        ctx, "The LRP mask against a random mask of the same size.", "lrp", "random"
+    )
+
+
+@headline
+def gradient_against_lrp(ctx: Context) -> str | None:
+    return _mask_headline(
+        ctx, "The gradient-saliency mask against the LRP mask.", "gradient", "lrp"
+    )
+
+
+@headline
+def dense_against_masked(ctx: Context) -> str | None:
+    """Minimal-eps PGD (every pixel) against the LRP-guided attacks (a mask of pixels)."""
+
+    def pairs(run: Run) -> list[Pair] | None:
+        found = []
+        for model in _models(run):
+            for attack, stage in (("lrpc", "coarse"), ("lrpf", "fine")):
+                pgd = _pick(run.rows, model=model, attack="pgd", stage=stage,
+                            protocol="minimal")  # fmt: skip
+                lrp = _masked(run.rows, model, attack, "lrp")
+                if pgd is not None and lrp is not None:
+                    found.append(Pair(f"{model} {stage}", pgd, lrp))
+        return found or None
+
+    found = _largest(ctx, pairs)
+    if found is None:
+        return None
+    run, found_pairs = found
+    numbers = "; ".join(
+        f"{p.text('linf_median')} (mean l0 {fmt.num(p.a.get('l0_mean'), 2)} vs "
+        f"{fmt.num(p.b.get('l0_mean'), 2)})"
+        for p in found_pairs
+    )
+    return (
+        f"**Dense minimal-eps PGD against LRPC/LRPF with the LRP mask.** Median l-inf, PGD "
+        f"vs the LRP-guided attack of the same stage: {numbers}. "
+        f"{_verdict(found_pairs, 'linf_median', 'PGD')}; PGD changes every pixel, the "
+        f"LRP-guided attacks only their mask {_source(ctx, run, 'leaderboard.csv')}."
+    )
+
+
+@headline
+def defended_model(ctx: Context) -> str | None:
+    """Robust accuracy of an adversarially trained model, and PGD on both models."""
+    parts, sources = [], []
+    for path in ctx.results.glob("robustness_*.json"):
+        data = ctx.results.json(path)
+        worst = [r for r in data.get("robust", []) if r.get("attack") == "worst"]
+        if not worst:
+            continue
+        cells = ", ".join(
+            f"{r['stage']} {fmt.num(r['eps_255'], 0)}/255: {fmt.percent(r['acc'])} "
+            f"[{fmt.percent(r['lo'])}, {fmt.percent(r['hi'])}]"
+            for r in sorted(worst, key=lambda r: (str(r["stage"]), float(r["eps_255"])))
+        )
+        attacks = ", ".join(sorted({str(r.get("attack")) for r in data["robust"]} - {"worst"}))
+        parts.append(f"{data.get('model')} keeps a robust accuracy (worst case per image over "
+                     f"{attacks}) of {cells}")  # fmt: skip
+        sources.append(ctx.link(path))
+
+    def pgd_rows(run: Run) -> list[Row] | None:
+        rows = [_pick(run.rows, model=m, attack="pgd", stage="coarse", protocol="fixed")
+                for m in _models(run)]  # fmt: skip
+        rows = [r for r in rows if r is not None]
+        return rows if len(rows) > 1 else None
+
+    found = _largest(ctx, pgd_rows)
+    if found is not None:
+        run, rows = found
+        eps = ", ".join(sorted({fmt.budget(r["eps"]) for r in rows}))
+        parts.append(
+            f"PGD at {eps} (the run's settings) flips the coarse prediction of "
+            + ", ".join(
+                f"{fmt.column_interval(r, 'fooling_ratio')} of {r['model']}'s images" for r in rows
+            )
+        )
+        sources.append(f"{ctx.link(run.folder / 'leaderboard.csv')}, {run.images} images")
+    if not parts:
+        return None
+    return f"**The defended model.** {'; '.join(parts)} ({'; '.join(sources)})."
+
+
+def _transfer_cell(run: Run, model: str, stage: str, label: str, target: str) -> Row | None:
+    for row in run.transfer_rows:
+        if (row["model"], row["stage"], row["target"]) == (model, stage, target) and row_label(
+            row
+        ) == label:
+            return row
+    return None
+
+
+@headline
+def int8_survival(ctx: Context) -> str | None:
+    """How many of minimal-eps and fixed-budget PGD's successes survive INT8 deployment."""
+
+    def cells(run: Run) -> list[str] | None:
+        if run.transfer is None:
+            return None
+        out = []
+        for model in _models(run):
+            for stage in ("coarse", "fine"):
+                found = {}
+                for label in ("pgd minimal", *sorted({row_label(r) for r in
+                              run.transfer_rows if row_label(r).startswith(
+                                  "pgd fixed")})):  # fmt: skip
+                    row = _transfer_cell(run, model, stage, label, "onnx:int8")
+                    if row is not None:
+                        found[label] = fmt.column_interval(row, "survival", 2)
+                if "pgd minimal" in found and len(found) > 1:
+                    out.append(f"{model} {stage}: " + ", ".join(f"{k} {v}" for k, v in
+                                                                 found.items()))  # fmt: skip
+        return out or None
+
+    found = _largest(ctx, cells)
+    if found is None:
+        return None
+    run, texts = found
+    return (
+        f"**Deployment in INT8.** Share of PGD's successes that still fool the row's own "
+        f"model as ONNX INT8 (`survival`), minimal-eps against fixed-budget PGD: "
+        f"{'; '.join(texts)} {_source(ctx, run, 'transfer.csv')}."
+    )
+
+
+@headline
+def transfer_between_models(ctx: Context) -> str | None:
+    """The best transfer from each model onto each other model of the run."""
+
+    def best(run: Run) -> list[str] | None:
+        if run.transfer is None:
+            return None
+        out = []
+        models = _models(run)
+        for source in models:
+            for target in models:
+                rows = [
+                    r
+                    for r in run.transfer_rows
+                    if r["model"] == source and r["target"] == target != source
+                ]
+                if rows:
+                    top = max(rows, key=lambda r: (r["transfer_fooling_ratio"], row_label(r)))
+                    out.append(
+                        f"from {source} onto {target} at most "
+                        f"{fmt.column_interval(top, 'transfer_fooling_ratio', 2)} "
+                        f"({row_label(top)}, {top['stage']} stage, of {len(rows)} rows)"
+                    )
+        return out or None
+
+    found = _largest(ctx, best)
+    if found is None:
+        return None
+    run, texts = found
+    return (
+        f"**Transfer between models.** The largest transfer fooling ratio of any row's "
+        f"adversarial images: {'; '.join(texts)} {_source(ctx, run, 'transfer.csv')}."
+    )

@@ -1,0 +1,163 @@
+"""What the findings and the site show of a run, computed once for both.
+
+A *view* turns a run's frames into rows of display text (``fmt``), with the raw numbers kept
+for sorting and colouring. Columns are picked by name from what the file has: a column the
+file lacks (an older or newer format) is left out, an unknown extra column never breaks a view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from c2f_attacks.evaluation.records import is_missing
+from c2f_attacks.report import fmt
+
+
+def protocol_column(frame: pd.DataFrame) -> str:
+    """``protocol`` where the leaderboard has it, else the older ``mode``."""
+    return "protocol" if "protocol" in frame.columns else "mode"
+
+
+def protocol_of(row: Mapping[str, Any]) -> str:
+    value = row.get("protocol")
+    return str(row.get("mode", "")) if is_missing(value) else str(value)
+
+
+def row_label(row: Mapping[str, Any]) -> str:
+    """A leaderboard row in a few words: ``lrpc lrp first_success``, ``pgd fixed 8/255``."""
+    parts = [str(row["attack"])]
+    if not is_missing(row.get("mask")) and row["mask"] != "none":
+        parts.append(str(row["mask"]))
+    protocol = protocol_of(row)
+    parts.append(protocol)
+    if protocol == "fixed" and not is_missing(row.get("eps")):
+        parts.append(fmt.budget(row["eps"]))
+    return " ".join(parts)
+
+
+def sort_value(value: Any) -> float | str | None:
+    """A cell's value for sorting: numbers as floats (inf kept), text as text, missing None."""
+    if is_missing(value):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One displayed column: ``header``, the leaderboard column it shows, how it is written."""
+
+    header: str
+    source: str
+    text: Callable[[Mapping[str, Any]], str]
+    numeric: bool = True
+
+
+def _plain(column: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: "" if is_missing(row.get(column)) else str(row[column])
+
+
+def _number(column: str, digits: int = 3) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: fmt.num(row.get(column), digits)
+
+
+def _with_interval(column: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: fmt.column_interval(row, column)
+
+
+def _eps_text(row: Mapping[str, Any]) -> str:
+    """A fixed row's budget, or the upper end of a minimal row's search."""
+    text = fmt.budget(row.get("eps"))
+    return f"up to {text}" if text and protocol_of(row) == "minimal" else text
+
+
+#: the leaderboard as the findings and the site show it (left to right)
+RESULT_COLUMNS: tuple[Column, ...] = (
+    Column("attack", "attack", _plain("attack"), numeric=False),
+    Column("mask", "mask", _plain("mask"), numeric=False),
+    Column("protocol", "protocol", _plain("protocol"), numeric=False),
+    Column("mode", "mode", _plain("mode"), numeric=False),
+    Column("success rule", "success_rule", _plain("success_rule"), numeric=False),
+    Column("eps", "eps", lambda row: _eps_text(row)),
+    Column("FR [95% CI]", "fooling_ratio", _with_interval("fooling_ratio")),
+    Column("median l-inf [95% CI]", "linf_median", _with_interval("linf_median")),
+    Column("median l2 [95% CI]", "l2_median", _with_interval("l2_median")),
+    Column("mean l0", "l0_mean", _number("l0_mean")),
+    Column("object share", "object_share", _number("object_share", 2)),
+    Column(
+        "mean queries", "queries_per_image", lambda row: fmt.count(row.get("queries_per_image"))
+    ),
+)
+#: the budget columns: the smallest budget at which a row fools 50% / 90% of the images
+BUDGET_COLUMNS: tuple[Column, ...] = tuple(
+    Column(f"{label} at FR {p}%", f"{norm}_at_fr{p}", _with_interval(f"{norm}_at_fr{p}"))
+    for norm, label in (("linf", "l-inf"), ("l2", "l2"), ("l0", "l0"))
+    for p in (50, 90)
+)
+
+
+def present(columns: Sequence[Column], frame: pd.DataFrame) -> list[Column]:
+    """The columns whose source the frame has, with at least one value. ``mode`` yields to
+    ``protocol`` when both are there (the protocol names what the mode used to)."""
+    shown = [c for c in columns if c.source in frame.columns and frame[c.source].notna().any()]
+    if any(c.source == "protocol" for c in shown):
+        shown = [c for c in shown if c.source != "mode"]
+    return shown
+
+
+def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in a fixed order: model, stage, attack, mask, protocol, eps, n, row_id."""
+    keys = [c for c in ("model", "stage", "attack", "mask", protocol_column(frame), "eps", "n",
+                        "row_id") if c in frame.columns]  # fmt: skip
+    return frame.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+
+
+def groups(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """``frame`` split by ``by`` in sorted order (missing values as "")."""
+    keyed = frame.assign(**{f"_{c}": frame[c].fillna("").astype(str) for c in by})
+    return [(k if isinstance(k, tuple) else (k,), part.drop(columns=[f"_{c}" for c in by]))
+            for k, part in keyed.groupby([f"_{c}" for c in by], sort=True)]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- transfer
+@dataclass(frozen=True)
+class Matrix:
+    """A transfer matrix: one row per source row, one column per target."""
+
+    title: str
+    sources: list[str]  #: row labels
+    targets: list[str]
+    cells: dict[tuple[int, int], Mapping[str, Any]]  #: (i, j) -> the transfer.csv row
+
+
+def transfer_matrices(transfer: pd.DataFrame) -> list[Matrix]:
+    """One matrix per source model and stage."""
+    matrices = []
+    for (model, stage), part in groups(transfer, ("model", "stage")):
+        part = ordered(part)
+        labels = list(dict.fromkeys(row_label(r) for r in part.to_dict("records")))
+        targets = sorted(set(part["target"]))
+        cells = {}
+        for row in part.to_dict("records"):
+            cells[(labels.index(row_label(row)), targets.index(row["target"]))] = row
+        matrices.append(Matrix(f"{model}, {stage} stage", labels, targets, cells))
+    return matrices
+
+
+def share_colour(value: Any) -> str:
+    """A background for a share in [0, 1]: white at 0 to a deep red at 1 (missing: grey)."""
+    if is_missing(value) or not math.isfinite(float(value)):
+        return "#eeeeee"
+    t = min(max(float(value), 0.0), 1.0)
+    low, high = (255, 255, 255), (178, 24, 43)
+    r, g, b = (round(lo + (hi - lo) * t) for lo, hi in zip(low, high))
+    return f"#{r:02x}{g:02x}{b:02x}"
