@@ -408,9 +408,9 @@ def findings_markdown(ctx: Context, headline: str = "") -> str:
     missing = []
     for sec in SECTIONS:
         files = ctx.results.glob(sec.source)
-        body = sec.render(ctx, files).strip() if files else ""
-        if body:
-            parts.append(f"## {sec.title}\n\n{body}")
+        if files:  # a section may still have nothing to show (no columns of its kind)
+            if body := sec.render(ctx, files).strip():
+                parts.append(f"## {sec.title}\n\n{body}")
         else:
             missing.append(f"- {sec.title}: no `{sec.source}` in {ctx.results.shown}/ "
                            f"(written by `{sec.produced_by}`).")  # fmt: skip

@@ -1,0 +1,290 @@
+"""c2f-bench report: findings, headlines, the README block, --check, bad input, determinism."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from c2f_attacks.cli import main
+from c2f_attacks.report import SECTIONS, Results, fmt, render, render_file
+from c2f_attacks.report.findings import Context, findings_markdown, section
+from c2f_attacks.report.headlines import headline_markdown
+from c2f_attacks.report.readme import BEGIN, END
+from c2f_attacks.runner.preflight import COMMITTED_RESULTS
+from tests.report_helpers import add_row, add_transfer, key, toy_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A results folder: a run of two models with a transfer table, and a larger run below it
+    (written once per module; each test gets a copy)."""
+    folder = toy_run(tmp_path_factory.mktemp("template") / "results")
+    toy_run(folder, model="toy-defended", lrp=0.2, random=0.5)
+    add_transfer(folder, "toy-defended", 0.25)
+    toy_run(folder / "big", n=16)
+    return folder
+
+
+@pytest.fixture
+def results(template, tmp_path, monkeypatch) -> Path:
+    """A copy of the template as ``results/`` in the working folder (the report names files as
+    the folder was named on the command line)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(template, tmp_path / "results")
+    return Path("results")
+
+
+# ----------------------------------------------------------------------------- numbers as text
+@pytest.mark.parametrize(("value", "text"), [
+    (0.12345, "0.123"), (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), ""),
+    (None, ""), (-0.0001, "0.000"), (-0.01, "-0.010"), (1, "1.000"),
+])  # fmt: skip
+def test_numbers_are_written_the_same_everywhere(value, text):
+    assert fmt.num(value) == text
+
+
+def test_budgets_read_as_255ths_up_to_float32_rounding():
+    assert fmt.budget(8 / 255) == "8/255"
+    assert fmt.budget(0.03137257695198059) == "8/255"  # a float32 l-inf of 8/255
+    assert fmt.budget(0.0241) == "0.0241"
+    assert fmt.interval(0.5, 0.25, float("inf")) == "0.500 [0.250, inf]"
+    assert fmt.interval(0.5, None, 0.7) == "0.500"
+
+
+def test_markdown_tables_escape_pipes_and_align_numbers():
+    table = fmt.md_table(["a", "b"], [["x|y", "1.0"]], [False, True])
+    assert table.splitlines() == ["| a | b |", "| --- | ---: |", "| x\\|y | 1.0 |"]
+
+
+# ----------------------------------------------------------------------------- findings
+def test_findings_name_every_table_source_and_keep_runs_apart(results, tmp_path):
+    text = findings_markdown(Context(Results.open(results), tmp_path / "docs"))
+    assert "Source: [results/leaderboard.csv](../results/leaderboard.csv)." in text
+    assert "Source: [results/big/leaderboard.csv](../results/big/leaderboard.csv)." in text
+    assert text.index("### results/:") < text.index("### results/big/:")  # the folder's own first
+    assert "#### toy-defended, coarse stage" in text
+    # a row as the table writes it: value with interval, "up to" for a minimal row's search bound
+    assert "| lrpc | lrp | first_success |  | 1.000 [0.900, 1.000] | 0.100 [0.090, 0.110] |" in text
+    assert "| pgd | none | minimal | up to 64/255 |" in text
+    assert "#### toy-model, coarse stage: transfer fooling ratio" in text
+
+
+def test_a_section_whose_file_is_absent_is_one_line(results, tmp_path):
+    text = findings_markdown(Context(Results.open(results), tmp_path))
+    missing = text[text.index("## Not in these results") :]
+    assert "- Budget curves: no `**/budget_curves.csv` in results/ (written by `c2f-bench run" in (
+        missing
+    )
+    assert "## Budget curves" not in text
+    assert all(f"- {s.title}:" in missing or f"## {s.title}" in text for s in SECTIONS)
+
+
+def test_unknown_columns_are_ignored_and_protocol_replaces_mode(tmp_path):
+    folder = tmp_path / "r"
+    add_row(folder, key("m", "pgd", "coarse", "minimal", "none", 64 / 255), [True] * 4,
+            [0.03] * 4, protocol="minimal", success_rule="stage_changed",
+            mistake_severity=1.5, linf_median_hi=float("inf"))  # fmt: skip
+    text = findings_markdown(Context(Results.open(folder), tmp_path))
+    header = next(line for line in text.splitlines() if line.startswith("| attack |"))
+    assert "| protocol |" in header and "| mode |" not in header and "success rule" in header
+    assert "mistake_severity" not in text
+    assert "0.030 [" not in text and "| 0.030 |" in text  # no interval without its lower end
+    assert "| 0.030 | inf" not in text
+
+
+def test_a_censored_infinite_median_reads_back_and_shows_as_inf(tmp_path):
+    folder = tmp_path / "r"
+    add_row(folder, key("m", "lrpc", "coarse", "minimal", "lrp", 16 / 255), [True, False, False],
+            [0.1, 0.0, 0.0], linf_median=float("inf"), linf_median_lo=0.1,
+            linf_median_hi=float("inf"))  # fmt: skip
+    text = findings_markdown(Context(Results.open(folder), tmp_path))
+    assert "| inf [0.100, inf] |" in text
+
+
+def test_a_new_section_is_one_registered_function(results, tmp_path):
+    (results / "ablation.json").write_text(json.dumps({"rows": [{"k": 0.1}, {"k": 0.2}]}))
+
+    @section("Ablation", "ablation.json", "python scripts/ablation.py")
+    def _ablation(ctx, files):
+        rows = [[fmt.num(r["k"], 1)] for r in ctx.results.json(files[0])["rows"]]
+        return f"{ctx.source(files[0])}\n\n{fmt.md_table(['k'], rows)}"
+
+    try:
+        text = findings_markdown(Context(Results.open(results), tmp_path))
+    finally:
+        SECTIONS.pop()
+    assert "## Ablation\n\nSource: [results/ablation.json]" in text and "| 0.2 |" in text
+
+
+def test_budget_curves_file_gives_a_table_with_intervals(results, tmp_path):
+    board = Results.open(results).runs[0].leaderboard
+    rid = board[(board["mask"] == "lrp") & (board["model"] == "toy-model")]["row_id"].iloc[0]
+    (results / "budget_curves.csv").write_text(
+        "row_id,norm,budget,fooling_ratio,fooling_ratio_lo,fooling_ratio_hi\n"
+        f"{rid},linf,0.03137254901960784,0.25,0.1,0.4\n{rid},linf,0.0241,0.125,0.0,0.3\n"
+    )
+    text = findings_markdown(Context(Results.open(results), tmp_path))
+    assert "| model | stage | row | 0.0241 | 8/255 |" in text
+    row = "| toy-model | coarse | lrpc lrp first_success | 0.12 [0.00, 0.30] | 0.25 [0.10, 0.40] |"
+    assert row in text
+
+
+# ----------------------------------------------------------------------------- headlines
+def test_headline_verdicts_follow_the_numbers(tmp_path, monkeypatch):
+    """The lead names the comparison; which side is lower is computed, never written in."""
+    monkeypatch.chdir(tmp_path)
+    lower = headline_markdown(Context(Results.open(toy_run(Path("a"))), tmp_path))
+    assert "LRPC on toy-model 0.100 [0.090, 0.110] vs 0.300 [0.290, 0.310]" in lower
+    assert "The LRP mask is lower in 1 of 1, with disjoint 95% intervals in 1 of 1" in lower
+    assert "The gradient mask is lower in 1 of 1, with disjoint 95% intervals in 0 of 1" in lower
+    higher = headline_markdown(
+        Context(Results.open(toy_run(Path("b"), lrp=0.5, random=0.3)), tmp_path)
+    )
+    assert "The LRP mask is lower in 0 of 1, with disjoint 95% intervals in 0 of 1" in higher
+
+
+def test_headlines_use_the_run_with_most_images_and_name_it(results, tmp_path):
+    text = headline_markdown(Context(Results.open(results), Path("docs")))
+    assert "([results/big/leaderboard.csv](../results/big/leaderboard.csv), 16 images" in text
+    assert "from toy-model onto toy-defended at most 0.25 [0.12, 0.50]" in text
+
+
+def test_headlines_without_their_rows_are_left_out(tmp_path):
+    folder = tmp_path / "r"
+    add_row(folder, key("m", "fgsm", "coarse", "fixed", "none", 8 / 255), [True] * 4, [0.03] * 4)
+    assert headline_markdown(Context(Results.open(folder), tmp_path)) == ""
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_output_is_byte_identical_across_runs_and_folders(results, tmp_path, monkeypatch):
+    first = render(results, out=tmp_path / "site")
+    again = render(results, out=tmp_path / "site")
+    assert first == again
+    # the same files elsewhere, named the same way relative to the working folder
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(results, elsewhere / "results")
+    monkeypatch.chdir(elsewhere)
+    moved = render("results", out="site")
+    monkeypatch.chdir(tmp_path)
+    here = render("results", out="site")
+    assert list(moved.values()) == list(here.values())
+
+
+# ----------------------------------------------------------------------------- the command
+def test_report_writes_and_check_names_the_first_differing_line(results, tmp_path, capsys):
+    out = tmp_path / "site"
+    assert main(["report", str(results), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["findings.md", "index.html"]
+    files = [str(out / "findings.md"), str(out / "index.html")]
+    capsys.readouterr()
+    assert main(["report", str(results), "--check", *files]) == 0
+    lines = (out / "findings.md").read_text().splitlines()
+    lines[6] = lines[6] + " edited"
+    (out / "findings.md").write_text("\n".join(lines) + "\n")
+    assert main(["report", str(results), "--check", *files]) == 1
+    line = _error_line(capsys)
+    assert f"{out / 'findings.md'}, line 7: expected " in line and "regenerate" in line
+
+
+def test_check_of_a_missing_file_fails(results, tmp_path, capsys):
+    assert main(["report", str(results), "--check", str(tmp_path / "none.md")]) == 1
+    assert "none.md does not exist" in _error_line(capsys)
+
+
+def test_readme_block_is_the_only_part_rewritten(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nIntro.\n\n{BEGIN}\nold\n{END}\n\nRest | kept.\n")
+    assert main(["report", str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"# Title\n\nIntro.\n\n{BEGIN}\n- **The LRP mask against")
+    assert text.endswith(f"{END}\n\nRest | kept.\n") and "old" not in text
+    capsys.readouterr()
+    assert main(["report", str(results), "--check", str(readme)]) == 0
+    readme.write_text(text.replace("Intro.", "Intro changed."))  # outside the block: still current
+    assert main(["report", str(results), "--check", str(readme)]) == 0
+
+
+def test_readme_without_markers_is_refused_before_writing(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n")
+    out = tmp_path / "site"
+    assert main(["report", str(results), "--out", str(out), "--readme", str(readme)]) == 2
+    assert "needs the marker lines" in _error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
+    assert readme.read_text() == "# Title\n"
+
+
+def _damage_csv(folder: Path) -> None:
+    path = folder / "leaderboard.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], lines[2] + ",extra"]) + "\n")
+
+
+def _damage_records(folder: Path) -> None:
+    path = sorted((folder / "records").glob("*.csv.gz"))[0]
+    path.write_bytes(gzip.compress(b"not,the,header\n1,2,3\n", mtime=0))
+
+
+def _drop_records(folder: Path) -> None:
+    sorted((folder / "records").glob("*.csv.gz"))[0].unlink()
+
+
+def _bad_curves(folder: Path) -> None:
+    (folder / "budget_curves.csv").write_text(
+        "row_id,norm,budget,fooling_ratio,fooling_ratio_lo,fooling_ratio_hi\n"
+        "notarow,linf,0.1,0.5,0.4,0.6\n"
+    )
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda f: shutil.rmtree(f), "results folder"),
+    (lambda f: (f / "leaderboard.csv").unlink() or shutil.rmtree(f / "big"),
+     "results/leaderboard.csv does not exist (nor a leaderboard.csv in a subfolder)"),
+    (_damage_csv, "leaderboard.csv, line 3: 59 fields, the header has 58"),
+    (_damage_records, "the header is not the records header"),
+    (_drop_records, "has no records file"),
+    (_bad_curves, "budget_curves.csv, line 2: row_id 'notarow' is not a row of the leaderboard"),
+    (lambda f: (f / "bench_ratios.json").write_text("{"),
+     "bench_ratios.json, line 1: not valid JSON"),
+])  # fmt: skip
+def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, capsys, damage,
+                                                          message):  # fmt: skip
+    damage(results)
+    out = tmp_path / "site"
+    assert main(["report", str(results), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("c2f-bench report: error: ") and message in line, line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_needs_something_to_do_and_guards_the_committed_results(results, capsys):
+    assert main(["report", str(results)]) == 2
+    assert "nothing to do" in _error_line(capsys)
+    committed = COMMITTED_RESULTS[0] / "site-test-never-written"
+    assert main(["report", str(results), "--out", str(committed)]) == 2
+    assert "--allow-results-dir" in _error_line(capsys)
+    assert not committed.exists()
+
+
+# ----------------------------------------------------------------------------- committed files
+@pytest.mark.slow
+def test_committed_findings_site_and_readme_are_current(monkeypatch, capsys):
+    """docs/findings.md, results/site/index.html and the README's headline block are exactly
+    what `c2f-bench report results` writes now: no number can drift from its file."""
+    monkeypatch.chdir(ROOT)
+    files = ["docs/findings.md", "results/site/index.html", "README.md"]
+    code = main(["report", "results", "--check", *files])
+    assert code == 0, capsys.readouterr().err
+    assert render_file(Results.open("results"), "docs/findings.md").count("Source: [results/") > 10
