@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md")
 #: subcommands cheap enough to run on the small run
 CHEAP = {"leaderboard", "compare", "report", "transfer"}
 #: set-up commands of the environment, shown for the reader, not run here
-ENVIRONMENT = {"python3 -m venv", ". .venv/bin/activate", "pip install", "tox"}
+ENVIRONMENT = {"python3 -m venv", ". .venv/bin/activate", "pip install", "tox", "git clone"}
 #: placeholders of the docs, as the sandbox names them
 PLACEHOLDERS = {"OUT": "c2f-results", "RUN": "c2f-results", "RESULTS_DIR": "results",
                 "DIR": "c2f-results-dir"}  # fmt: skip
@@ -67,18 +68,19 @@ class Command:
 
 
 def _block_commands(path: Path) -> list[Command]:
+    """Commands of the shell blocks: fenced ``bash``/``sh``/``shell`` or untagged."""
     found, lines = [], path.read_text().splitlines()
-    inside, start, pending = False, 0, ""
+    fence, start, pending = None, 0, ""
     for number, line in enumerate(lines, start=1):
         if line.startswith("```"):
-            inside = line.strip() == "```bash"
+            fence = line.strip()[3:] if fence is None else None
             continue
-        if not inside:
+        if fence not in ("bash", "sh", "shell", ""):
             continue
         code = line.split(" #", 1)[0] if not line.lstrip().startswith("#") else ""
         if not pending:
             start = number
-        pending += code.rstrip("\\").strip() + " "
+        pending += code.rstrip().rstrip("\\").strip() + " "
         if code.rstrip().endswith("\\"):
             continue
         for part in pending.split("&&"):
@@ -129,6 +131,7 @@ def _parse_script(script: Path, argv: list[str], monkeypatch) -> None:
 
     spec = importlib.util.spec_from_file_location(f"_doc_script_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     with pytest.raises(_Parsed):
@@ -178,7 +181,7 @@ def test_the_docs_show_commands():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _params())
-def test_command_runs_as_shown(command, sandbox, monkeypatch, capsys):
+def test_command_runs_as_shown(command, request, monkeypatch, capsys):
     argv = _argv(command.text)
     subcommands = build_parser()._subparsers._group_actions[0].choices
     if argv[0] == "torchrun":  # its command follows --no-python
@@ -190,7 +193,7 @@ def test_command_runs_as_shown(command, sandbox, monkeypatch, capsys):
         _parse_c2f_bench(argv)
         onnx = any(a.startswith("onnx:") for a in argv)
         if argv[1] in CHEAP and not onnx and "--help" not in argv:
-            monkeypatch.chdir(sandbox)
+            monkeypatch.chdir(request.getfixturevalue("sandbox"))  # built for the first one
             code = main(argv[1:])
             assert code == 0, f"{command}: exit {code}: {capsys.readouterr().err}"
         return
