@@ -3,7 +3,7 @@
 The page holds the headline findings, the leaderboard of every run (filter by run, model,
 attack, stage, mask and protocol, free-text search, sort by any column; a row opens its budget
 curves and its attack figure), budget curves side by side per model and stage, the transfer
-matrices as heatmaps and the model cards. Plain JavaScript (``assets/site.js``, about 200
+matrices as heatmaps and the model cards. Plain JavaScript (``assets/site.js``, about 170
 lines, inlined) drives the table: a few dozen to a few thousand rows need no table library, and
 inlining it keeps the page one file with nothing to fetch. Filters, sort and open rows live in
 the URL fragment, so a view can be bookmarked and a test can open one directly.
