@@ -17,6 +17,13 @@ from c2f_attacks.evaluation.adversarial import (
 )
 from c2f_attacks.evaluation.budget import NORMS, budget_at, fr_curve
 from c2f_attacks.evaluation.compare import compare_records
+from c2f_attacks.evaluation.exact import (
+    holm,
+    order_statistic_interval,
+    paired_share_difference_interval,
+    share_interval,
+    sign_test,
+)
 from c2f_attacks.evaluation.metrics import (
     DEFAULT_TOP_K,
     L0_TOLERANCE,
@@ -55,10 +62,13 @@ __all__ = [
     "clean_stage_heatmap",
     "compare_records",
     "fr_curve",
+    "holm",
     "load_adversarial",
     "load_records",
     "nanmedian",
+    "order_statistic_interval",
     "paired_bootstrap",
+    "paired_share_difference_interval",
     "pearson",
     "per_image_records",
     "perturbation_norms",
@@ -66,5 +76,7 @@ __all__ = [
     "row_id",
     "save_adversarial",
     "share_inside",
+    "share_interval",
+    "sign_test",
     "write_records",
 ]
