@@ -217,6 +217,31 @@ def test_non_numeric_cell_is_not_silently_emptied(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_an_infinite_budget_round_trips_exactly_and_strictly(tmp_path):
+    # a budget the row never reaches is +inf (censored budgets): written as "inf", read back
+    # as +inf, and no other spelling of a number is taken for one
+    path = tmp_path / "leaderboard.csv"
+    inf = math.inf
+    lb.upsert_rows(path, [row(linf_median=inf, linf_median_hi=inf, linf_at_fr90=inf,
+                              linf_median_lo=0.0313725490196, l2_median=2.5)])  # fmt: skip
+    text = path.read_text()
+    back = lb.read_leaderboard(path)
+    assert back.linf_median.tolist() == back.linf_at_fr90.tolist() == [inf]
+    assert back.linf_median_lo.tolist() == [0.0313725490196] and back.l2_median.tolist() == [2.5]
+    assert _cell(text, 2, "linf_median", "inf") == text
+    lb.upsert_rows(path, [row("fgsm")])  # the kept row is written back as it was
+    assert lb.read_leaderboard(path).set_index("attack").loc["pgd", "linf_median"] == inf
+    assert json.loads(lb.render_table(back, ["linf_median"], fmt="json")) == [
+        {"linf_median": "inf"}  # JSON has no infinity
+    ]
+    assert "inf" in lb.render_table(back, ["linf_median"], color=False)
+    for spelling in ("Infinity", "INF", "nan", "NaN", " 2.5", "2_5", "0x1p-2"):
+        path.write_text(_cell(text, 2, "l2_median", spelling))
+        message = f"line 2, column 'l2_median': {spelling!r} is not a number"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            lb.read_leaderboard(path)
+
+
 def test_kept_rows_are_written_back_cell_for_cell(tmp_path):
     path = tmp_path / "leaderboard.csv"
     path.write_text(_cell(_good(), 2, "fooling_ratio", "0.50"))  # not how we would write 0.5

@@ -5,7 +5,9 @@ Used for the per-image records and the leaderboard. Column kinds:
 
 - ``"text"``: the cell as written; an empty cell is missing (NaN). Object dtype.
 - ``"int"``: an integer literal (``-?[0-9]+``); empty is missing. Nullable ``Int64``.
-- ``"float"``: anything ``float()`` accepts; empty is missing (NaN). ``float64``.
+- ``"float"``: a decimal number (``0.5``, ``1e-05``) or ``inf`` / ``-inf``, as ``cell_text``
+  writes floats; empty is missing (NaN), and other spellings (``nan``, ``Infinity``, ``1_0``,
+  blanks around) are errors. ``float64``; every float round-trips exactly, infinities included.
 - ``"bool"``: ``True`` or ``False`` exactly (as pandas writes them); never empty. ``bool``.
 
 Columns a schema does not name are *extras*: numbers (``float64``) when every non-empty cell is
@@ -28,6 +30,7 @@ import pandas as pd
 
 KINDS = ("text", "int", "float", "bool")
 _INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?inf")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 #: ``(line number, cells)`` of one CSV record; the line is the last physical line it spans.
@@ -106,10 +109,9 @@ def parse_cell(kind: str, text: str) -> Any:
             raise ValueError(f"{text!r} is not a whole number")
         return int(text)
     if kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
+        if not _FLOAT.fullmatch(text):
+            raise ValueError(f"{text!r} is not a number")
+        return float(text)
     raise ValueError(f"unknown column kind {kind!r}; expected one of {KINDS}")
 
 

@@ -9,14 +9,15 @@
   true (default: when standard output is a terminal);
 - ``"markdown"``: a pipe table padded so it also reads well in a terminal (4 significant
   digits; the table's default columns);
-- ``"csv"`` / ``"json"`` (a list of objects, missing values null): every column by default,
-  numbers in full precision.
+- ``"csv"`` / ``"json"`` (a list of objects, missing values null, infinities the text
+  ``"inf"``): every column by default, numbers in full precision.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -101,17 +102,21 @@ def render_table(
     if fmt == "csv":
         return view.to_csv(index=False)
     if fmt == "json":
-        records = [
-            {
-                c: (None if is_missing(v) else v.item() if isinstance(v, np.generic) else v)
-                for c, v in zip(cols, row)
-            }
-            for row in view.itertuples(index=False)
-        ]
+        rows = view.itertuples(index=False)
+        records = [{c: _json_value(v) for c, v in zip(cols, row)} for row in rows]
         return json.dumps(records, indent=1, allow_nan=False)
     if fmt == "markdown":
         return _markdown(view)
     return _rich(view, sys.stdout.isatty() if color is None else color, WIDTH + extra)
+
+
+def _json_value(value: Any) -> Any:
+    """Missing -> null; JSON has no infinity, so +-inf (a budget never reached) is the text
+    "inf" / "-inf", as in the CSV."""
+    if is_missing(value):
+        return None
+    value = value.item() if isinstance(value, np.generic) else value
+    return str(value) if isinstance(value, float) and math.isinf(value) else value
 
 
 def _markdown(df: pd.DataFrame) -> str:
