@@ -31,7 +31,8 @@ def test_end_to_end_run(benchmark, full_size, tmp_path, record_ratio):
     assert set(rows["attack"]) == {"fgsm", "pgd", "lrpc", "lrpf"}
     assert set(rows["mask"]) == {"none", "lrp", "gradient", "random"}
     fixed = rows[rows["mode"] == "fixed"]
-    assert (fixed["linf_median"].fillna(0) <= fixed["eps"] + 1e-6).all()
+    # over the fooled images (the censored median is +inf where a fixed row fools under half)
+    assert (fixed["linf_mean"].fillna(0) <= fixed["eps"] + 1e-6).all()
     record_ratio(
         "end_to_end_run_seconds", benchmark.stats.stats.mean if benchmark.stats else float("nan"),
         goal="<= 90 s on 2 CPU cores (goal 60 s)", n=configs[0].n, models=len(configs),

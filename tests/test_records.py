@@ -20,11 +20,14 @@ from c2f_attacks.evaluation import (
     load_records,
     per_image_records,
     row_id,
+    share_interval,
     write_records,
 )
 from c2f_attacks.evaluation.records import FILE_COLUMNS, RECORD_KINDS
 from tests.conftest import small_c2f
 from tests.test_metrics import noisy
+
+inf = math.inf
 
 
 def key(**changes) -> dict:
@@ -67,21 +70,38 @@ def test_aggregate_definitions():
         coarse_flipped=np.array([1, 0, 0, 0, 1, 1, 0, 0], bool),
     )  # fmt: skip
     rec["misclassified"] = ~rec["correct"]
-    row = aggregate(rec, n_boot=200)
+    row = aggregate(rec)
     assert list(row) == list(METRIC_COLUMNS)
     assert row["n"] == 8 and row["fooling_ratio"] == 5 / 8 and row["misclassified"] == 2
+    assert (row["fooling_ratio_lo"], row["fooling_ratio_hi"]) == share_interval(5, 8)
     assert row["success_rate"] == 4 / 6  # fooled among the 6 correctly classified images
-    assert row["linf_mean"] == pytest.approx(0.3) and row["linf_median"] == 0.3
+    assert (row["success_rate_lo"], row["success_rate_hi"]) == share_interval(4, 6)
+    k_any, k_kept = int(rec.fine_flipped.sum()), int(rec.fine_flipped_coarse_kept.sum())
+    assert row["fr_fine_any"] == k_any / 8 and row["fr_fine_coarse_kept"] == k_kept / 8
+    assert (row["fr_fine_any_lo"], row["fr_fine_any_hi"]) == share_interval(k_any, 8)
+    assert (row["fr_fine_coarse_kept_lo"], row["fr_fine_coarse_kept_hi"]) == share_interval(
+        k_kept, 8
+    )
+    # the means are over the fooled images; the median is over all 8 with failures at +inf:
+    # 0.1 0.2 0.3 0.4 0.5 inf inf inf -> the 4th, 0.4; n = 8 gives ranks (1, 8): [0.1, inf]
+    assert row["linf_mean"] == pytest.approx(0.3)
+    assert (row["linf_median"], row["linf_median_lo"], row["linf_median_hi"]) == (0.4, 0.1, inf)
+    assert row["linf_at_fr50"] == row["linf_median"] and row["linf_at_fr90"] == inf
+    l2 = np.sort(rec.l2[success])
+    assert (row["l2_median"], row["l2_median_lo"], row["l2_median_hi"]) == (l2[3], l2[0], inf)
     assert row["coarse_flip_share"] == 1 / 5
-    assert row["linf_at_fr50"] == 0.4 and math.isnan(row["linf_at_fr90"])  # 4/8, never 90%
-    assert row["fooling_ratio_lo"] <= row["fooling_ratio"] <= row["fooling_ratio_hi"]
-    assert row["linf_median_lo"] <= row["linf_median"] <= row["linf_median_hi"]
-    assert row["l2_median"] == np.median(rec.l2[success])
     assert row["queries_per_image"] == rec.queries.mean()
     assert row["object_share"] == pytest.approx(rec.object_share[success].mean())
-    assert aggregate(rec, n_boot=200, seed=1)["fooling_ratio_lo"] is not None
     empty = aggregate(made_up(0))
     assert empty["n"] == 0 and math.isnan(empty["fooling_ratio"])
+    assert math.isnan(empty["fooling_ratio_lo"]) and math.isnan(empty["linf_median_hi"])
+
+
+def test_aggregate_is_deterministic_and_ignores_the_old_bootstrap_arguments():
+    rec = made_up(50, seed=2)
+    with pytest.warns(DeprecationWarning, match="seed and n_boot are ignored"):
+        old_call = aggregate(rec, seed=7, n_boot=200)
+    assert old_call == aggregate(rec)
 
 
 def test_write_and_load_round_trip(tmp_path):
@@ -176,13 +196,13 @@ def test_leaderboard_row_recomputed_exactly_from_its_records(tmp_path):
     rec = per_image_records(model, x, noisy(x, 0.1), y, "fine", masks=masks, relevance=False,
                             queries=torch.arange(12), eps=8 / 255)  # fmt: skip
     board = tmp_path / "leaderboard.csv"
-    metrics = aggregate(rec, seed=3, n_boot=300)
-    assert metrics["fooling_ratio"] > 0
+    metrics = aggregate(rec)
+    assert 0 < metrics["fooling_ratio"] < 0.9 and metrics["linf_at_fr90"] == inf  # inf stored
     lb.upsert_rows(board, [{**key(), **metrics, "ms_per_image": 1.5}])
     write_records(tmp_path, key(), rec)
     row = lb.read_leaderboard(board).iloc[0]
     saved = load_records(tmp_path)
-    again = aggregate(saved[saved.row_id == row.row_id], seed=3, n_boot=300)
+    again = aggregate(saved[saved.row_id == row.row_id])
     for name in METRIC_COLUMNS:
         assert (again[name] == row[name]) or (math.isnan(again[name]) and pd.isna(row[name])), name
     with pytest.raises(ValueError, match="one row_id"):

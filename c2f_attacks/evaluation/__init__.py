@@ -15,7 +15,17 @@ from c2f_attacks.evaluation.adversarial import (
     load_adversarial,
     save_adversarial,
 )
-from c2f_attacks.evaluation.budget import NORMS, budget_at, fr_curve
+from c2f_attacks.evaluation.budget import (
+    BUDGET_GRIDS,
+    NORMS,
+    budget_at,
+    budget_curves,
+    budget_grids_for,
+    censored_budgets,
+    censored_median,
+    fr_curve,
+    parse_budget_grid,
+)
 from c2f_attacks.evaluation.compare import compare_records
 from c2f_attacks.evaluation.exact import (
     holm,
@@ -47,6 +57,7 @@ from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggreg
 
 __all__ = [
     "AdversarialRow",
+    "BUDGET_GRIDS",
     "COUNT_COLUMNS",
     "DEFAULT_TOP_K",
     "KEY",
@@ -58,6 +69,10 @@ __all__ = [
     "aggregate",
     "bootstrap_ci",
     "budget_at",
+    "budget_curves",
+    "budget_grids_for",
+    "censored_budgets",
+    "censored_median",
     "canonical_key",
     "clean_stage_heatmap",
     "compare_records",
@@ -69,6 +84,7 @@ __all__ = [
     "order_statistic_interval",
     "paired_bootstrap",
     "paired_share_difference_interval",
+    "parse_budget_grid",
     "pearson",
     "per_image_records",
     "perturbation_norms",

@@ -106,3 +106,14 @@ def paired_bootstrap(
         return statistic(sa, axis=1) - statistic(sb, axis=1)
 
     return _interval(_distribution((a, b), difference, n_boot, seed), level)
+
+
+def ignored_bootstrap_arguments(function: str, seed: int | None, n_boot: int | None) -> None:
+    """Warn (DeprecationWarning) that ``function`` ignores the ``seed`` and ``n_boot`` its callers
+    pass from when its intervals were bootstrapped; they are exact now."""
+    if seed is not None or n_boot is not None:
+        warnings.warn(
+            f"{function}(): seed and n_boot are ignored (every interval is exact); drop them",
+            DeprecationWarning,
+            stacklevel=3,
+        )
