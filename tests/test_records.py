@@ -1,5 +1,5 @@
 """Per-image records: aggregates from records only (and recomputed exactly from a leaderboard
-row's saved records), writing and strict loading, paired comparison of two rows."""
+row's saved records), writing and strict loading, paired comparison of rows."""
 
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ from c2f_attacks.evaluation import (
     METRIC_COLUMNS,
     RECORD_COLUMNS,
     aggregate,
+    compare_many,
     compare_records,
     load_records,
     per_image_records,
     row_id,
     share_interval,
+    sign_test,
     write_records,
 )
+from c2f_attacks.evaluation.compare import COLUMNS
+from c2f_attacks.evaluation.exact import holm, paired_share_difference_interval
 from c2f_attacks.evaluation.records import FILE_COLUMNS, RECORD_KINDS
 from tests.conftest import small_c2f
 from tests.test_metrics import noisy
@@ -209,25 +213,88 @@ def test_leaderboard_row_recomputed_exactly_from_its_records(tmp_path):
         aggregate(pd.concat([saved, saved.assign(row_id="other")]))
 
 
-def test_compare_records():
+def _pair() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ten images; budgets in eighths (exact in binary). Per image a - b: -1/8, a tie within
+    float32 rounding, -1/8 (x3), then a-only fooled (-inf, x3), b-only (+inf), neither."""
+    a = made_up(10, seed=4, success=np.array([1] * 8 + [0, 0], bool),
+                linf=np.array([1, 2, 3, 4, 5, 1, 2, 3, 9, 9]) / 8)  # fmt: skip
+    b = made_up(10, seed=4, success=np.array([1] * 5 + [0, 0, 0, 1, 0], bool),
+                linf=np.array([2, 2 + 3e-7, 4, 5, 6, 9, 9, 9, 1, 9]) / 8)  # fmt: skip
+    a["l2"], b["l2"] = a["linf"] * 10, b["linf"] * 10
+    return a, b
+
+
+def test_compare_records_by_hand():
+    a, b = _pair()
+    table = compare_records(a, b)
+    assert list(table.columns) == list(COLUMNS)
+    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"]
+    fr, linf, l2 = (table.iloc[i] for i in range(3))
+    # 5 fooled by both, 3 by a only, 1 by b only, 1 by neither
+    assert (fr.a, fr.b, fr.difference, fr.estimate) == (0.8, 0.6, 0.8 - 0.6, 0.8 - 0.6)
+    assert (fr.lo, fr.hi) == paired_share_difference_interval(5, 3, 1, 1)
+    assert fr.test == "mcnemar-exact" and fr.p_value == 10 / 16  # 2 P(B(4, 1/2) <= 1)
+    assert fr.n_images == 10
+    # censored medians (5th of 10): a 1 1 2 2 3 3 4 5 inf inf -> 3/8, b 1 2 2 4 5 6 inf... -> 5/8
+    assert (linf.a, linf.b, linf.difference) == (3 / 8, 5 / 8, -2 / 8)
+    # 9 defined differences: -inf x3, -1/8 x4, 0, +inf; median the 5th; ranks (2, 8)
+    assert (linf.estimate, linf.lo, linf.hi) == (-1 / 8, -inf, 0.0)
+    assert linf.test == "sign" and linf.p_value == 18 / 256  # 1 up, 7 down: 2 P(B(8) <= 1)
+    assert (l2.estimate, l2.lo, l2.hi, l2.p_value) == (-10 / 8, -inf, 0.0, 18 / 256)
+    # swapping the rows negates the effect, the p-values stay
+    swapped = compare_records(b, a)
+    assert (swapped.iloc[1].estimate, swapped.iloc[1].lo, swapped.iloc[1].hi) == (1 / 8, 0, inf)
+    assert swapped.p_value.tolist() == table.p_value.tolist()
+    assert swapped.iloc[0].lo == pytest.approx(-fr.hi) and swapped.iloc[0].hi == pytest.approx(
+        -fr.lo
+    )
+
+
+def test_compare_even_count_median_and_failures_of_both():
+    # differences -3 -1 2 4 (eighths): the median is the mean of the middle two, 1/16
+    a = made_up(4, success=np.ones(4, bool), linf=np.array([1, 3, 6, 8]) / 8)
+    b = made_up(4, success=np.ones(4, bool), linf=np.array([4, 4, 4, 4]) / 8)
+    assert compare_records(a, b).iloc[1].estimate == 1 / 16
+    assert compare_records(b, a).iloc[1].estimate == -1 / 16
+    # rows that each fool under half: both medians +inf, their difference undefined
+    few = made_up(4, success=np.array([1, 0, 0, 0], bool), linf=np.full(4, 0.5))
+    linf = compare_records(few, few).iloc[1]
+    assert linf.a == linf.b == inf and math.isnan(linf.difference)
+    assert (linf.estimate, linf.p_value) == (0.0, 1.0)  # one defined difference, a tie
+
+
+def test_compare_records_on_shared_images_only():
     a = made_up(200, seed=4)
-    b = a.copy()
-    b["linf"] = a["linf"] + 0.1
-    b["success"] = a["success"]
-    table = compare_records(a, b, n_boot=200).set_index("metric")
-    assert list(table.columns) == ["a", "b", "difference", "lo", "hi", "n_images"]
-    assert table.loc["fooling_ratio", ["difference", "lo", "hi"]].tolist() == [0, 0, 0]
-    assert table.loc["fooling_ratio", "n_images"] == 200
-    assert table.loc["linf_median", "difference"] == pytest.approx(-0.1)
-    assert table.loc["linf_median", ["lo", "hi"]].tolist() == pytest.approx([-0.1, -0.1])
-    assert table.loc["linf_median", "n_images"] == a.success.sum()
-    # b fools fewer images; only shared indices count, in any order
-    fewer = b.assign(success=b.success & (b["index"] % 2 == 0)).iloc[::-1]
-    table = compare_records(a, fewer.iloc[:150], n_boot=200).set_index("metric")
-    shared = a[a["index"].isin(fewer.iloc[:150]["index"])]
+    fewer = a.assign(success=a.success & (a["index"] % 2 == 0)).iloc[::-1].iloc[:150]
+    table = compare_records(a, fewer).set_index("metric")
+    shared = a[a["index"].isin(fewer["index"])]
     assert table.loc["fooling_ratio", "n_images"] == 150
     assert table.loc["fooling_ratio", "a"] == shared.success.mean()
+    only_a = int((shared.success & (shared["index"] % 2 == 1)).sum())
+    assert table.loc["fooling_ratio", "p_value"] == sign_test(only_a, 0) < 1e-6
     assert table.loc["fooling_ratio", "lo"] > 0
+
+
+def test_compare_many_adjusts_every_p_value_of_the_call():
+    a, b = _pair()
+    c = b.assign(linf=b["linf"] / 2)
+    rows = pd.concat([a.assign(row_id="a"), b.assign(row_id="b"), c.assign(row_id="c")])
+    table = compare_many(rows, [("a", "b"), ("a", "c")])
+    assert list(table.columns) == ["row_a", "row_b", *COLUMNS, "p_holm"]
+    assert table.row_b.tolist() == ["b"] * 3 + ["c"] * 3
+    pd.testing.assert_frame_equal(
+        table.iloc[:3, 2:-1].reset_index(drop=True), compare_records(a, b)
+    )
+    np.testing.assert_array_equal(table.p_holm, holm(table.p_value))
+    assert (table.p_holm >= table.p_value).all()
+    with pytest.raises(ValueError, match="row_id 'd' is not in the records"):
+        compare_many(rows, [("a", "d")])
+    with pytest.raises(ValueError, match="a pair is"):
+        compare_many(rows, [("a", "b", "c")])
+    with pytest.raises(ValueError, match="no pairs"):
+        compare_many(rows, [])
+    with pytest.raises(ValueError, match="row_id column"):
+        compare_many(a, [("a", "b")])
 
 
 def test_compare_refuses_rows_that_cannot_be_paired():

@@ -1,5 +1,5 @@
 """Evaluation of attack runs: per-image records (the primary data), the leaderboard metrics
-aggregated from them, bootstrap intervals, budget curves and paired comparisons.
+aggregated from them, exact intervals and tests, budget curves and paired comparisons.
 
 Metrics from saved tensors, without rerunning an attack::
 
@@ -26,7 +26,7 @@ from c2f_attacks.evaluation.budget import (
     fr_curve,
     parse_budget_grid,
 )
-from c2f_attacks.evaluation.compare import compare_records
+from c2f_attacks.evaluation.compare import compare_many, compare_records
 from c2f_attacks.evaluation.exact import (
     holm,
     order_statistic_interval,
@@ -52,7 +52,7 @@ from c2f_attacks.evaluation.records import (
     row_id,
     write_records,
 )
-from c2f_attacks.evaluation.stats import bootstrap_ci, nanmedian, paired_bootstrap
+from c2f_attacks.evaluation.stats import bootstrap_ci
 from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggregate
 
 __all__ = [
@@ -75,14 +75,13 @@ __all__ = [
     "censored_median",
     "canonical_key",
     "clean_stage_heatmap",
+    "compare_many",
     "compare_records",
     "fr_curve",
     "holm",
     "load_adversarial",
     "load_records",
-    "nanmedian",
     "order_statistic_interval",
-    "paired_bootstrap",
     "paired_share_difference_interval",
     "parse_budget_grid",
     "pearson",

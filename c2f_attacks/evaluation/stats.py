@@ -1,17 +1,16 @@
 """Seeded percentile bootstrap over images, vectorised.
 
+For statistics with no exact interval (a share's interval is exact: :mod:`.exact`).
+
 One bootstrap sample draws N images with replacement from the N given; a statistic is computed
 on every sample at once from an index matrix (B, N). The percentile interval at ``level`` is
 ``(q_{(1-level)/2}, q_{(1+level)/2})`` of the B bootstrap statistics.
 
 Statistics follow numpy's reduction convention, ``statistic(array, axis=1) -> (B,)``, e.g.
-``np.mean``, ``np.nanmean`` or :func:`nanmedian` (``np.nanmedian``'s values from one sort,
-faster). NaN marks an image that does not enter the statistic (a norm of an image the attack
-did not fool): resampling then keeps the number of such images random, as it is. Bootstrap
-samples whose statistic is NaN (no image entered) are left out of the percentiles.
-
-``paired_bootstrap`` resamples the same images for both inputs, the right interval for a
-difference between two attacks on one image set.
+``np.mean`` or ``np.nanmean``. NaN marks an image that does not enter the statistic (a norm of
+an image the attack did not fool): resampling then keeps the number of such images random, as
+it is. Bootstrap samples whose statistic is NaN (no image entered) are left out of the
+percentiles.
 """
 
 from __future__ import annotations
@@ -24,19 +23,6 @@ import numpy as np
 Statistic = Callable[..., np.ndarray]
 #: index-matrix elements drawn at a time: bounds memory (8 bytes each) whatever N and n_boot are
 _BLOCK_ELEMENTS = 1 << 22
-
-
-def nanmedian(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The median of the non-NaN values along ``axis`` (mean of the two middle ones for an even
-    count; NaN where there are none), as ``np.nanmedian`` but from one sort."""
-    ordered = np.sort(values, axis=axis)  # NaN sorts last
-    if ordered.shape[axis] == 0:
-        return np.full(np.delete(ordered.shape, axis), np.nan)
-    count = (~np.isnan(ordered)).sum(axis=axis, keepdims=True)
-    lower = np.take_along_axis(ordered, np.maximum(count - 1, 0) // 2, axis)
-    upper = np.take_along_axis(ordered, count // 2 - (count == 0), axis)
-    middle = np.where(count > 0, (lower + upper) / 2, np.nan)
-    return np.squeeze(middle, axis=axis)
 
 
 def _check(values: np.ndarray, n_boot: int, level: float, name: str) -> np.ndarray:
@@ -67,14 +53,11 @@ def _interval(stats: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _distribution(
-    inputs: tuple[np.ndarray, ...], combine: Callable[..., np.ndarray], n_boot: int, seed: int
-) -> np.ndarray:
-    n = inputs[0].shape[0]
+def _distribution(values: np.ndarray, statistic: Statistic, n_boot: int, seed: int) -> np.ndarray:
     with warnings.catch_warnings():  # all-NaN samples: their NaN is dropped in _interval
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.concatenate(
-            [combine(*(v[idx] for v in inputs)) for idx in _index_blocks(n, n_boot, seed)]
+            [statistic(values[idx], axis=1) for idx in _index_blocks(values.size, n_boot, seed)]
         )
 
 
@@ -86,26 +69,8 @@ def bootstrap_ci(
     values = _check(values, n_boot, level, "values")
     if not values.size:
         return float("nan"), float("nan")
-    stats = _distribution((values,), lambda v: statistic(v, axis=1), n_boot, seed)
+    stats = _distribution(values, statistic, n_boot, seed)
     return _interval(stats, level)
-
-
-def paired_bootstrap(
-    a, b, statistic: Statistic, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(a) - statistic(b)`` where ``a[i]`` and
-    ``b[i]`` belong to the same image i and every sample resamples images for both at once."""
-    a = _check(a, n_boot, level, "a")
-    b = _check(b, n_boot, level, "b")
-    if a.shape != b.shape:
-        raise ValueError(f"paired values need one value each per image: {a.shape} vs {b.shape}")
-    if not a.size:
-        return float("nan"), float("nan")
-
-    def difference(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
-        return statistic(sa, axis=1) - statistic(sb, axis=1)
-
-    return _interval(_distribution((a, b), difference, n_boot, seed), level)
 
 
 def ignored_bootstrap_arguments(function: str, seed: int | None, n_boot: int | None) -> None:
