@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from c2f_attacks.cli import main
+from c2f_attacks.leaderboard import COLUMNS as BOARD_COLUMNS
 from c2f_attacks.report import SECTIONS, Results, fmt, render, render_file
 from c2f_attacks.report.findings import Context, findings_markdown, section
 from c2f_attacks.report.headlines import headline_markdown
@@ -252,7 +253,8 @@ def _bad_curves(folder: Path) -> None:
     (lambda f: shutil.rmtree(f), "results folder"),
     (lambda f: (f / "leaderboard.csv").unlink() or shutil.rmtree(f / "big"),
      "results/leaderboard.csv does not exist (nor a leaderboard.csv in a subfolder)"),
-    (_damage_csv, "leaderboard.csv, line 3: 59 fields, the header has 58"),
+    (_damage_csv, f"leaderboard.csv, line 3: {len(BOARD_COLUMNS) + 1} fields, the header has "
+                  f"{len(BOARD_COLUMNS)}"),
     (_damage_records, "the header is not the records header"),
     (_drop_records, "has no records file"),
     (_bad_curves, "budget_curves.csv, line 2: row_id 'notarow' is not a row of the leaderboard"),
