@@ -58,7 +58,10 @@ def _add_data_args(p: argparse.ArgumentParser, models: str | None = None) -> Non
     else:
         p.add_argument("--model", "--models", nargs="+", metavar="MODEL",
                        help=f"{what}; several run one after the other [{models}]")  # fmt: skip
-    p.add_argument("--hierarchy", help="hierarchy JSON {coarse: [fine, ...]} for a flat model")
+    p.add_argument("--hierarchy", help="hierarchy name (e.g. breeds-living17) or JSON {coarse: "
+                   "[fine, ...]}: groups a flat model's classes or regroups an induced ImageNet "
+                   "model; any other model's own hierarchy wins (a different one is refused); "
+                   "the model's hierarchy labels imagefolder data")  # fmt: skip
     p.add_argument("--dataset", help="shapes, cifar10, cifar100, imagenet or imagefolder:PATH")
     p.add_argument("--split", help="dataset split (shapes: train, val, test; imagenet: val)")
     p.add_argument("--root", help="dataset folder (not needed for shapes)")
@@ -255,19 +258,12 @@ def _add_train_parser(sub) -> None:
 # ----------------------------------------------------------------------------- accuracy, explain
 def _model_and_data(args: argparse.Namespace):
     """(model, dataset) of the _add_data_args options, checked like a run's."""
-    from c2f_attacks.data import get_dataset
-    from c2f_attacks.models import load_model
     from c2f_attacks.runner import preflight
+    from c2f_attacks.runner.execute import load_model_and_data
 
     device = str(preflight.check_device(args.device))
-    preflight.check_num_images(args.n, None, args.dataset, args.split)
-    dataset = get_dataset(args.dataset, args.split, n=args.n, root=args.root,
-                          hierarchy=args.hierarchy)  # fmt: skip
-    preflight.check_num_images(args.n, dataset, args.dataset, args.split)
-    model = load_model(args.model, map_location=device, hierarchy=args.hierarchy)
-    preflight.check_finite(model, args.model)
-    preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, args.model, args.dataset)
-    return model, dataset
+    return load_model_and_data(args.model, args.dataset, args.split, args.n, args.root,
+                               args.hierarchy, device)  # fmt: skip
 
 
 def _set_data_defaults(p: argparse.ArgumentParser, n: int) -> None:

@@ -35,7 +35,7 @@ from c2f_attacks.attacks import LRPC, LRPF, PGD, Attack
 from c2f_attacks.data import PHOTOS, load_photos
 from c2f_attacks.evaluation.metrics import perturbation_norms
 from c2f_attacks.figures import _grid, save_figure
-from c2f_attacks.hierarchies import imagenet_class_names
+from c2f_attacks.hierarchies import readable_names
 from c2f_attacks.lrp.explain import stage_relevance_of
 from c2f_attacks.models import C2FClassifier, load_model
 from c2f_attacks.runner.preflight import check_out_dir
@@ -69,10 +69,9 @@ def _attacks(
 
 
 def _class_namer(model: C2FClassifier):
-    """Readable fine names (ImageNet synset ids -> words; other names as they are)."""
-    words = imagenet_class_names()
-    fine = [words.get(f, f) for f in model.hierarchy.fine_names]
-    coarse = model.hierarchy.coarse_names
+    """The "coarse / fine" label in words (synset ids read as their names)."""
+    coarse, fine = (readable_names(names) for names in
+                    (model.hierarchy.coarse_names, model.hierarchy.fine_names))  # fmt: skip
     return lambda c, f: f"{coarse[int(c)]} / {fine[int(f)]}"
 
 

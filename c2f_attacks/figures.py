@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from c2f_attacks._io import atomic_write
 from c2f_attacks.attacks import criterion_for
 from c2f_attacks.evaluation import fr_curve
+from c2f_attacks.hierarchies import readable_name
 from c2f_attacks.lrp import stage_relevance
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.modes import eval_mode
@@ -67,8 +68,10 @@ def _grid(rows: list[list[Cell]], title: str) -> Figure:
 
 
 def _names(model: C2FClassifier, out: C2FOutput, i: int) -> str:
+    """The "coarse / fine" prediction of image ``i`` in words (synset ids read as their names)."""
     h = model.hierarchy
-    return f"{h.coarse_names[out.coarse_pred[i]]} / {h.fine_names[out.fine_pred[i]]}"
+    coarse, fine = h.coarse_names[out.coarse_pred[i]], h.fine_names[out.fine_pred[i]]
+    return f"{readable_name(coarse)} / {readable_name(fine)}"
 
 
 @torch.no_grad()

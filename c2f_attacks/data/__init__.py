@@ -4,14 +4,21 @@ your own image folders, and the offline photos of the demo."""
 from c2f_attacks.data.cifar import cifar10, cifar100
 from c2f_attacks.data.folder import HierarchyFolder, center_crop_transform, even_subset
 from c2f_attacks.data.imagenet import imagenet
-from c2f_attacks.data.photos import PHOTOS, load_photos, photo_array
-from c2f_attacks.data.registry import DATASETS, get_dataset
+from c2f_attacks.data.photos import (
+    PHOTO_SYNSETS,
+    PHOTOS,
+    load_photos,
+    photo_array,
+    photo_hierarchy,
+    write_photo_folder,
+)
+from c2f_attacks.data.registry import DATASETS, classes_from_hierarchy, get_dataset
 from c2f_attacks.data.relabel import HierarchicalDataset
 from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_MAX_IMAGES, SHAPES_SPLITS, ShapesC2F
 
 __all__ = [
-    "DATASETS", "PHOTOS", "SHAPES_HIERARCHY", "SHAPES_MAX_IMAGES", "SHAPES_SPLITS",
+    "DATASETS", "PHOTO_SYNSETS", "PHOTOS", "SHAPES_HIERARCHY", "SHAPES_MAX_IMAGES", "SHAPES_SPLITS",
     "HierarchicalDataset", "HierarchyFolder", "ShapesC2F", "center_crop_transform",
-    "cifar10", "cifar100", "even_subset", "get_dataset", "imagenet", "load_photos",
-    "photo_array",
+    "cifar10", "cifar100", "classes_from_hierarchy", "even_subset", "get_dataset", "imagenet",
+    "load_photos", "photo_array", "photo_hierarchy", "write_photo_folder",
 ]  # fmt: skip

@@ -3,17 +3,26 @@
 ``PHOTOS`` names them; :func:`load_photos` returns a (N, 3, size, size) batch in [0, 1] after the
 ImageNet evaluation crop (bicubic resize of the shorter side to 256, centre crop 224). The
 scikit-image photos need the optional extra ``c2f-attacks[photos]``.
+
+:func:`write_photo_folder` lays the photos out as an ImageNet-style image folder (one folder per
+synset, :data:`PHOTO_SYNSETS`), real 224-px test data for ``--dataset imagefolder:PATH``;
+:func:`photo_hierarchy` is the shipped ImageNet grouping cut down to those photos' classes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from c2f_attacks._io import atomic_write
 from c2f_attacks.data.folder import center_crop_transform
+from c2f_attacks.hierarchies import imagenet_hierarchy
+from c2f_attacks.hierarchy import Hierarchy
 
 #: photo name -> where it comes from ("skimage" data function or matplotlib sample file)
 PHOTOS: dict[str, str] = {
@@ -23,6 +32,15 @@ PHOTOS: dict[str, str] = {
     "stereo_motorcycle": "skimage",
     "astronaut": "skimage",
     "grace_hopper": "matplotlib",
+}
+
+#: the ImageNet-1k class a person would give each photo (the astronaut portrait has none)
+PHOTO_SYNSETS: dict[str, str] = {
+    "chelsea": "n02123159",  # tiger cat
+    "coffee": "n07920052",  # espresso
+    "rocket": "n03773504",  # missile
+    "stereo_motorcycle": "n03785016",  # moped
+    "grace_hopper": "n03763968",  # military uniform
 }
 
 
@@ -49,3 +67,33 @@ def load_photos(names: Sequence[str] = tuple(PHOTOS), size: int = 224) -> torch.
     """Float batch (N, 3, size, size) in [0, 1] of the named photos, centre-cropped."""
     transform = center_crop_transform(size)
     return torch.stack([transform(Image.fromarray(photo_array(n)).convert("RGB")) for n in names])
+
+
+def _synsets_of(names: Sequence[str]) -> list[str]:
+    unlabelled = [n for n in names if n not in PHOTO_SYNSETS]
+    if unlabelled:
+        raise ValueError(
+            f"photo {unlabelled[0]!r} has no ImageNet class; choose from {', '.join(PHOTO_SYNSETS)}"
+        )
+    return [PHOTO_SYNSETS[n] for n in names]
+
+
+def write_photo_folder(
+    root: str | os.PathLike, names: Sequence[str] = tuple(PHOTO_SYNSETS)
+) -> Path:
+    """Write the named photos as ``root/<synset>/<photo>.png`` (full size, lossless; the
+    dataset crops them) and return ``root``: an image folder for ``imagefolder:PATH``."""
+    root = Path(root)
+    for name, synset in zip(names, _synsets_of(names)):
+        image = Image.fromarray(photo_array(name))
+        atomic_write(root / synset / f"{name}.png", lambda tmp, im=image: im.save(tmp, "PNG"))
+    return root
+
+
+def photo_hierarchy(names: Sequence[str] = tuple(PHOTO_SYNSETS)) -> Hierarchy:
+    """The shipped ImageNet grouping restricted to the classes of the named photos (groups
+    that keep none are left out; order as in the grouping)."""
+    keep = set(_synsets_of(names))
+    groups = {coarse: [f for f in fines if f in keep]
+              for coarse, fines in imagenet_hierarchy().to_dict().items()}  # fmt: skip
+    return Hierarchy.from_dict({coarse: fines for coarse, fines in groups.items() if fines})

@@ -17,6 +17,12 @@ from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 DATASETS = ("shapes", "cifar10", "cifar100", "imagenet", "imagefolder:PATH")
 
 
+def classes_from_hierarchy(name: str) -> bool:
+    """Whether dataset ``name`` takes its classes from the hierarchy it is given (image
+    folders, ImageNet) rather than having a grouping of its own (shapes, CIFAR)."""
+    return name == "imagenet" or name.startswith("imagefolder:")
+
+
 def get_dataset(
     name: str,
     split: str = "test",

@@ -26,6 +26,7 @@ from c2f_attacks.evaluation.budget import (
     fr_curve,
     parse_budget_grid,
 )
+from c2f_attacks.evaluation.class_names import class_table, name_records, write_class_names
 from c2f_attacks.evaluation.compare import compare_many, compare_records
 from c2f_attacks.evaluation.exact import (
     holm,
@@ -74,6 +75,7 @@ __all__ = [
     "censored_budgets",
     "censored_median",
     "canonical_key",
+    "class_table",
     "clean_stage_heatmap",
     "compare_many",
     "compare_records",
@@ -81,6 +83,7 @@ __all__ = [
     "holm",
     "load_adversarial",
     "load_records",
+    "name_records",
     "order_statistic_interval",
     "paired_share_difference_interval",
     "parse_budget_grid",
@@ -93,5 +96,6 @@ __all__ = [
     "share_inside",
     "share_interval",
     "sign_test",
+    "write_class_names",
     "write_records",
 ]

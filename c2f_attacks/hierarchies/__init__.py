@@ -16,13 +16,19 @@
 ``imagenet_wnids.txt`` lists the 1000 ImageNet synset ids in torchvision's output order.
 :func:`resolve_hierarchy` is the one place a hierarchy argument (object, name or JSON path) is
 turned into a :class:`Hierarchy`.
+
+Class names stay what the hierarchy calls them (synset ids for ImageNet, so that labels, folders
+and records match the data); :func:`readable_name` gives the words people read in figures and
+tables ("n07920052" -> "espresso").
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -70,6 +76,32 @@ def imagenet_wnids() -> list[str]:
 def imagenet_class_names() -> dict[str, str]:
     """Readable name of each ImageNet-1k synset id (torchvision's category names, no download)."""
     return dict(zip(imagenet_wnids(), VGG16_Weights.IMAGENET1K_V1.meta["categories"]))
+
+
+#: a WordNet noun synset id as ImageNet spells it: "n" and the 8-digit offset
+_SYNSET_ID = re.compile(r"^n\d{8}$")
+
+
+@functools.cache
+def synset_words() -> dict[str, str]:
+    """Words for every synset id that ships: the 1000 ImageNet-1k classes (torchvision's
+    category names) and their WordNet ancestors (the first lemma, "_" read as a space), so that
+    superclasses named by synset (e.g. BREEDS groupings) read as words too."""
+    from c2f_attacks.hierarchies.imagenet_grouping import shipped_hypernyms  # imports this module
+
+    words = {wnid: lemma.replace("_", " ") for wnid, (lemma, _) in shipped_hypernyms().items()}
+    return {**words, **imagenet_class_names()}
+
+
+def readable_name(name: str) -> str:
+    """A class name for people: a known synset id becomes its words ("n07920052" ->
+    "espresso"); any other name (words already, or an unknown id) is returned unchanged."""
+    return synset_words().get(name, name) if _SYNSET_ID.match(name) else name
+
+
+def readable_names(names: Sequence[str]) -> list[str]:
+    """:func:`readable_name` of each name."""
+    return [readable_name(name) for name in names]
 
 
 def imagenet_class_index(hierarchy: Hierarchy) -> list[int]:

@@ -25,21 +25,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from c2f_attacks.attacks import FGSM, Attack
 from c2f_attacks.attacks.base import model_channels
-from c2f_attacks.data import get_dataset
+from c2f_attacks.data import classes_from_hierarchy, get_dataset
 from c2f_attacks.evaluation import (
     AdversarialRow,
     aggregate,
     clean_stage_heatmap,
     per_image_records,
     save_adversarial,
+    write_class_names,
     write_records,
 )
 from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
-from c2f_attacks.models import load_model
+from c2f_attacks.models import C2FClassifier, load_model
 from c2f_attacks.runner import preflight
 from c2f_attacks.runner.backends import OrtBackend
 from c2f_attacks.runner.distributed import Ranks
@@ -125,6 +127,29 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def load_model_and_data(
+    model_spec: str, dataset_name: str, split: str, n: int, root: str | None,
+    hierarchy: str | None, device: str, seed: int = 0,
+) -> tuple[C2FClassifier, Dataset]:  # fmt: skip
+    """The model (loaded, weights finite) and the ``n`` images it runs on, checked together.
+
+    The model's hierarchy labels data that takes its classes from one (an image folder's
+    sub-folders, ImageNet's synsets), read at the model's input size: a model that carries its
+    hierarchy needs no ``hierarchy``. A given ``hierarchy`` (a name or JSON path) groups a flat factory
+    model's classes or regroups an induced ImageNet model; any other model's own hierarchy wins
+    and a different one is refused, naming the first differences. Data with a grouping of its
+    own (shapes, CIFAR) must have the model's."""
+    preflight.check_num_images(n, None, dataset_name, split)
+    model = load_model(model_spec, map_location=device, hierarchy=hierarchy)
+    preflight.check_finite(model, model_spec)
+    labels = model.hierarchy if classes_from_hierarchy(dataset_name) else hierarchy
+    dataset = get_dataset(dataset_name, split, n=n, root=root, hierarchy=labels,
+                          size=model.input_size, seed=seed)  # fmt: skip
+    preflight.check_num_images(n, dataset, dataset_name, split)
+    preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, model_spec, dataset_name)
+    return model, dataset
+
+
 def _prepare(cfg: RunConfig, ranks: Ranks):
     """Pre-flight of one run (output folder, device, images, model: loaded, finite, its
     hierarchy the dataset's; every attack built): ``(out, device, dataset, model, plans,
@@ -135,13 +160,8 @@ def _prepare(cfg: RunConfig, ranks: Ranks):
         preflight.check_out_dir(cfg.out, cfg.allow_results_dir)
         preflight.check_outputs(out, cfg.figures)
     device = str(preflight.check_device(cfg.device))
-    preflight.check_num_images(cfg.n, None, cfg.dataset, cfg.split)
-    dataset = get_dataset(cfg.dataset, cfg.split, n=cfg.n, root=cfg.root,
-                          hierarchy=cfg.hierarchy, seed=cfg.seed)  # fmt: skip
-    preflight.check_num_images(cfg.n, dataset, cfg.dataset, cfg.split)
-    model = load_model(cfg.model, map_location=device, hierarchy=cfg.hierarchy)
-    preflight.check_finite(model, cfg.model)
-    preflight.check_hierarchy(model.hierarchy, dataset.hierarchy, cfg.model, cfg.dataset)
+    model, dataset = load_model_and_data(cfg.model, cfg.dataset, cfg.split, cfg.n, cfg.root,
+                                         cfg.hierarchy, device, cfg.seed)  # fmt: skip
     # the images' channels and size are the model's (a grayscale model on RGB data, say)
     check_image_batch(load_batch(dataset, range(1))[0], channels=model_channels(model),
                       size=model.input_size, name=f"images of {cfg.dataset} for model "
@@ -176,6 +196,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     common = {"model": cfg.model, "model_hash": digest, "dataset": cfg.dataset,
               "split": cfg.split, "n": cfg.n, "seed": cfg.seed,
               "eval_backend": cfg.backend, "device": env["device"]}  # fmt: skip
+    write_class_names(out, digest, model.hierarchy)  # the records' indices in words
     rows, curves, figures = [], [], []
     for plan, atk, parts in zip(plans, attacks, results):
         records = pd.concat([r for p in parts for r in p.records]).sort_values("index")
