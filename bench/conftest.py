@@ -52,6 +52,20 @@ def full_size(request) -> bool:
     return bool(request.config.getoption("--benchmark"))
 
 
+def flat_vgg16(full_size: bool) -> torch.nn.Module:
+    """torchvision's VGG-16 (1000 classes) with random weights (no download: speed does not
+    depend on them); at smoke size a VGG-16 with every width / 16."""
+    import torchvision
+
+    from c2f_attacks.models.vgg import vgg16_features
+
+    torch.manual_seed(0)
+    if full_size:
+        return torchvision.models.vgg16(weights=None).eval()
+    return torch.nn.Sequential(vgg16_features(width=1 / 16), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(32, 1000)).eval()  # fmt: skip
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds (CUDA synchronized when available)."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)

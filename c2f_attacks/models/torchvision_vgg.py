@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torchvision
 
@@ -24,6 +26,13 @@ def load_torchvision_weights(arch: str, weights: str | None):
             f"could not load torchvision weights {weights!r} for {arch}: not in the local cache "
             f"{cache} and the download failed ({err.__class__.__name__}: {err})"
         ) from None
+
+
+def torchvision_weights_cached(arch: str, weights: str) -> bool:
+    """Whether ``torchvision.models.<arch>(weights=...)`` loads from the local torch cache
+    (``$TORCH_HOME/hub/checkpoints``) without a download."""
+    enum = torchvision.models.get_model_weights(arch)[weights]
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name).is_file()
 
 
 def induced_torchvision_vgg16(
