@@ -87,7 +87,7 @@ def test_bench_224_attack_throughput(name, full_size, record_ratio, benchmark):
     """PGD-10 and LRPC-10 images/s; on VGG-16 also our PGD against torchattacks'."""
     if name == "vgg16":
         model = _vgg16_c2f(full_size)
-        size, batch, repeats = (224, 2, 3) if full_size else (32, 2, 1)
+        size, batch, repeats = (224, 2, 2) if full_size else (32, 2, 1)
     else:
         model = _lite0()
         size, batch, repeats = (224, 6, 5) if full_size else (224, 1, 1)
@@ -120,7 +120,7 @@ def test_bench_224_attack_throughput(name, full_size, record_ratio, benchmark):
 
 
 def test_bench_224_lrp_vgg16(full_size, record_ratio, benchmark):
-    size, batch, repeats = (224, 2, 5) if full_size else (32, 2, 1)
+    size, batch, repeats = (224, 2, 3) if full_size else (32, 2, 1)
     model = flat_vgg16(full_size)
     t_fb, t_ours, t_zennit = _measure(model, size, batch, repeats, None, benchmark)
     details = {"size": size, "batch": batch, "t_fb_s": t_fb, "t_ours_s": t_ours,
@@ -180,7 +180,7 @@ def _fit_exponent(sizes, values) -> float:
 def test_bench_cost_growth_32_to_224(full_size, record_ratio, benchmark):
     """VGG-16 (random weights), batch 2: seconds and peak memory per image of forward+backward
     and of LRP at each size. Pixels grow 49x from 32 to 224 px."""
-    sizes, batch, repeats = (SIZES, 2, 3) if full_size else ((32, 64), 1, 1)
+    sizes, batch, repeats = (SIZES, 2, 2) if full_size else ((32, 64), 1, 1)
     model = flat_vgg16(full_size)
     fns = []
     for size in sizes:

@@ -12,7 +12,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.distributed as dist
+
+
+def local_device(device: str) -> str:
+    """This process's device: under torchrun (``LOCAL_RANK`` set) a plain ``"cuda"`` means the
+    GPU of this rank on its node, ``cuda:LOCAL_RANK``; anything else is used as given (an
+    explicit ``cuda:N`` puts every rank on GPU N)."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class Ranks:
         if world == 1:
             return cls()
         if not dist.is_initialized():
+            if device.startswith("cuda"):  # NCCL needs each rank's own GPU set before it joins
+                torch.cuda.set_device(local_device(device))
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         return cls(dist.get_rank(), world)
 

@@ -44,7 +44,7 @@ from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
 from c2f_attacks.models import C2FClassifier, load_model
 from c2f_attacks.runner import preflight
 from c2f_attacks.runner.backends import OrtBackend
-from c2f_attacks.runner.distributed import Ranks
+from c2f_attacks.runner.distributed import Ranks, local_device
 from c2f_attacks.runner.plan import Plan, RunConfig
 from c2f_attacks.validation import check_image_batch
 
@@ -159,7 +159,7 @@ def _prepare(cfg: RunConfig, ranks: Ranks):
     if ranks.is_main:
         preflight.check_out_dir(cfg.out, cfg.allow_results_dir)
         preflight.check_outputs(out, cfg.figures)
-    device = str(preflight.check_device(cfg.device))
+    device = str(preflight.check_device(local_device(cfg.device)))
     model, dataset = load_model_and_data(cfg.model, cfg.dataset, cfg.split, cfg.n, cfg.root,
                                          cfg.hierarchy, device, cfg.seed)  # fmt: skip
     # the images' channels and size are the model's (a grayscale model on RGB data, say)
