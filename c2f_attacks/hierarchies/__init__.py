@@ -86,7 +86,7 @@ _SYNSET_ID = re.compile(r"^n\d{8}$")
 def synset_words() -> dict[str, str]:
     """Words for every synset id that ships: the 1000 ImageNet-1k classes (torchvision's
     category names) and their WordNet ancestors (the first lemma, "_" read as a space), so that
-    superclasses named by synset (e.g. BREEDS groupings) read as words too."""
+    superclasses named by synset read as words too."""
     from c2f_attacks.hierarchies.imagenet_grouping import shipped_hypernyms  # imports this module
 
     words = {wnid: lemma.replace("_", " ") for wnid, (lemma, _) in shipped_hypernyms().items()}

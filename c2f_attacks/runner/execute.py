@@ -135,10 +135,10 @@ def load_model_and_data(
 
     The model's hierarchy labels data that takes its classes from one (an image folder's
     sub-folders, ImageNet's synsets), read at the model's input size: a model that carries its
-    hierarchy needs no ``hierarchy``. A given ``hierarchy`` (a name or JSON path) groups a flat factory
-    model's classes or regroups an induced ImageNet model; any other model's own hierarchy wins
-    and a different one is refused, naming the first differences. Data with a grouping of its
-    own (shapes, CIFAR) must have the model's."""
+    hierarchy needs no ``hierarchy``. A given ``hierarchy`` (a name or JSON path) groups a flat
+    factory model's classes or regroups an induced ImageNet model; any other model's own
+    hierarchy wins and a different one is refused, naming the first differences. Data with a
+    grouping of its own (shapes, CIFAR) must have the model's."""
     preflight.check_num_images(n, None, dataset_name, split)
     model = load_model(model_spec, map_location=device, hierarchy=hierarchy)
     preflight.check_finite(model, model_spec)
