@@ -71,60 +71,67 @@ def _add_data_args(p: argparse.ArgumentParser, models: str | None = None) -> Non
     p.add_argument("--batch-size", type=_positive_int, help="images per batch")
 
 
+def _budget_items(text: str) -> dict[str, str]:
+    """``8/255`` (l-inf) or ``NORM=VALUE`` (``l2=0.5``): one budget; checked by RunConfig."""
+    norm, _, value = text.rpartition("=")
+    return {norm.strip() or "linf": value.strip()}
+
+
+def _setting_item(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` or ``ATTACK.NAME=VALUE`` (ATTACK as listed by --attacks)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE or ATTACK.NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
 def _add_run_parser(sub) -> None:
-    from c2f_attacks.attacks import MASKS, MEMORY_FORMATS
+    from c2f_attacks.attacks import MASK_SOURCES, MEMORY_FORMATS, PROTOCOLS
     from c2f_attacks.leaderboard import FORMATS
-    from c2f_attacks.lrp import COMPOSITES
-    from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, MODES, STAGES, RunConfig
+    from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, STAGES, RunConfig
+    from c2f_attacks.runner.plan import DEFAULT_EPS, DEFAULT_EPS_MAX, FINE_RULES
 
     d = RunConfig.__dataclass_fields__
     p = sub.add_parser(
         "run", help="the benchmark: attacks, metrics, records, leaderboard, figures",
         argument_default=argparse.SUPPRESS,  # only given options override RunConfig/--config
         description="Defaults: RunConfig's (shown in brackets); a --config file's values; "
-        "options given here override both. Lists take spaces or commas.",
+        "options given here override both. Lists take spaces or commas. Attack names and "
+        "settings: c2f-bench attacks.",
     )  # fmt: skip
     _add_data_args(p, models=" ".join(DEFAULT_MODELS))
     p.add_argument(
         "--attacks",
         nargs="+",
         metavar="ATTACK",
-        help="fgsm, pgd, lrpc, lrpf, torchattacks:NAME [all four]",
+        help="registered attacks (c2f-bench attacks lists them) [fgsm pgd lrpc lrpf]",
     )
-    p.add_argument(
-        "--masks",
-        "--mask",
-        nargs="+",
-        metavar="MASK",
-        help=f"LRPC/LRPF mask sources: {', '.join(MASKS)} [lrp gradient random]",
-    )
+    p.add_argument("--masks", "--mask", nargs="+", metavar="MASK",
+                   help=f"mask sources of masked attacks: {', '.join(MASK_SOURCES.names())} "
+                   "[lrp gradient random]")  # fmt: skip
     p.add_argument("--stages", nargs="+", metavar="STAGE", help=f"{', '.join(STAGES)} [both]")
-    p.add_argument(
-        "--modes",
-        nargs="+",
-        metavar="MODE",
-        help=f"{', '.join(MODES)} [FGSM/PGD: fixed minimal; LRPC/LRPF: first_success]",
-    )
-    p.add_argument("--eps", type=_number, help="l-inf budget of fixed mode [8/255]")
+    p.add_argument("--protocol", "--protocols", dest="protocols", nargs="+", metavar="PROTOCOL",
+                   help=f"{', '.join(PROTOCOLS)} (a diagnostic) [minimal fixed]")  # fmt: skip
+    budgets = lambda d: " ".join(f"{k}={v:.4g}" for k, v in d.items())  # noqa: E731
+    p.add_argument("--eps", nargs="+", type=_budget_items, metavar="[NORM=]BUDGET",
+                   help=f"fixed protocol's budget per norm; a bare value is l-inf "
+                   f"[{budgets(DEFAULT_EPS)}]")  # fmt: skip
     p.add_argument(
         "--eps-max",
-        type=_number,
-        help=f"upper bound of the minimal-eps search [{d['eps_max'].default:.4g}]",
+        nargs="+",
+        type=_budget_items,
+        metavar="[NORM=]BOUND",
+        help=f"minimal protocol's search bound per norm [{budgets(DEFAULT_EPS_MAX)}]",
     )
-    p.add_argument("--search-steps", type=_positive_int, help="bisection steps of minimal mode")
-    lrp = p.add_argument_group("LRPC/LRPF (default: the attacks' documented defaults)")
-    lrp.add_argument("--top-k", type=_number, help="fraction of pixels in the mask")
-    lrp.add_argument("--alpha", type=_number, help="step size")
-    lrp.add_argument("--steps", type=_positive_int, help="iterations")
-    lrp.add_argument("--lam", type=_number, help="weight of the relevance term")
-    lrp.add_argument("--refresh", type=_positive_int, help="steps between mask refreshes")
-    lrp.add_argument("--kappa", type=_number, help="LRPF: coarse-keeping margin")
-    lrp.add_argument("--composite", choices=sorted(COMPOSITES), help="LRP composite")
-    pgd = p.add_argument_group("PGD (default: the attack's defaults)")
-    pgd.add_argument("--pgd-alpha", type=_number, help="step size")
-    pgd.add_argument("--pgd-steps", type=_positive_int, help="iterations")
-    pgd.add_argument("--random-start", action=argparse.BooleanOptionalAction)
-    pgd.add_argument("--loss", help="ce or margin")
+    p.add_argument(
+        "--fine-rule",
+        choices=FINE_RULES,
+        help="success rule of every attack on the fine stage [fine_changed_coarse_kept]",
+    )
+    p.add_argument("--set", dest="settings", nargs="+", type=_setting_item,
+                   metavar="[ATTACK.]NAME=VALUE",
+                   help="an attack setting, for every attack that has it or for ATTACK only "
+                   "(e.g. top_k=0.2 lrpc.lam=0)")  # fmt: skip
     p.add_argument("--memory-format", choices=MEMORY_FORMATS, help="[auto]")
     p.add_argument("--config", help="TOML file with any of these options (lists sweep)")
     p.add_argument(
@@ -147,12 +154,19 @@ def _add_run_parser(sub) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from c2f_attacks.leaderboard import render_table
     from c2f_attacks.runner import RunConfig, expand, run_all
+    from c2f_attacks.runner.settings import parse_settings
 
     fields = RunConfig.__dataclass_fields__
     overrides = {k: v for k, v in vars(args).items() if k in fields}
-    for name in ("model", "attacks", "masks", "stages", "modes"):
+    for name in ("model", "attacks", "masks", "stages", "protocols"):
         if name in overrides:
             overrides[name] = list_option(overrides[name])
+    for name in ("eps", "eps_max"):
+        if name in overrides:
+            overrides[name] = {k: v for item in overrides[name] for k, v in item.items()}
+    if "settings" in overrides:
+        attacks = overrides.get("attacks")
+        overrides["settings"] = parse_settings(overrides["settings"], attacks)
     configs = expand(getattr(args, "config", None), overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -164,11 +178,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     fmt = configs[0].format
     # Machine formats keep stdout parseable; the where-to-find lines go to stderr.
     info = sys.stdout if fmt == "table" else sys.stderr
-    # One table per data set; it has a model column when it holds several models' rows.
-    for (dataset, split, n), part in rows.groupby(["dataset", "split", "n"], sort=False):
+    # One table per data set and protocol; a model column when it holds several models' rows.
+    for (dataset, split, n, protocol), part in rows.groupby(
+        ["dataset", "split", "n", "protocol"], sort=False
+    ):
         if fmt == "table":
             models = ", ".join(dict.fromkeys(part["model"]))
-            print(f"{models} on {dataset}/{split}, {n} images:")
+            rules = "; ".join(f"{stage}: {rule}" for stage, rule in dict.fromkeys(
+                zip(part["stage"], part["success_rule"])))  # fmt: skip
+            print(f"{models} on {dataset}/{split}, {n} images, protocol {protocol} "
+                  f"(success: {rules}):")  # fmt: skip
         print(render_table(part, fmt=fmt))
     for out in dict.fromkeys(str(Path(c.out)) for c in configs):
         print(f"leaderboard: {out}/leaderboard.csv; records: {out}/records/; "
@@ -176,35 +195,63 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- compare
-def _select_row(records, spec: str, out: str):
-    """The records of one row of ``out``: by row_id, or by ``attack:mask[:stage[:mode]]``."""
-    if spec in set(records["row_id"]):
-        return records[records["row_id"] == spec]
-    parts = spec.split(":")
-    if not 2 <= len(parts) <= 4:
-        raise ValueError(f"row {spec!r}: give a row_id or attack:mask[:stage[:mode]]")
-    chosen = records
-    for column, value in zip(("attack", "mask", "stage", "mode"), parts):
-        chosen = chosen[chosen[column] == value]
-    ids = list(dict.fromkeys(chosen["row_id"]))
-    if len(ids) != 1:
-        found = "no row" if not ids else f"{len(ids)} rows ({', '.join(ids)})"
-        raise ValueError(f"row {spec!r} matches {found} in {out}; add :stage:mode or use a row_id")
-    return chosen
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from c2f_attacks.evaluation import compare_records, load_records
+# ----------------------------------------------------------------------------- attacks
+def _cmd_attacks(args: argparse.Namespace) -> int:
+    from c2f_attacks.attacks import attack_info, list_attacks
+    from c2f_attacks.attacks.registry import attack_table
     from c2f_attacks.leaderboard import render_table
 
+    if args.name:
+        info = attack_info(args.name)
+        print(f"{info.name} ({info.library}): {info.description}")
+        print(f"stages {', '.join(info.stages)}; norm {info.norm}; protocols "
+              f"{', '.join(info.protocols)}; success rule {info.criterion}")  # fmt: skip
+        for setting in info.settings.values():
+            default = "required" if setting.required else repr(setting.default)
+            print(f"  {setting.name}: {setting.type or 'any'} = {default}")
+        return 0
+    names = list_attacks(args.library)
+    table = attack_table(names)
+    columns = ["attack", "stages", "norm", "protocols", "success_rule", "kind", "library"]
+    print(render_table(table, columns, fmt=args.format))
+    return 0
+
+
+def _add_attacks_parser(sub) -> None:
+    from c2f_attacks.leaderboard import FORMATS
+
+    p = sub.add_parser("attacks", help="the registered attacks: stages, norm, protocols, settings")
+    p.add_argument("name", nargs="?", help="one attack: its settings with types and defaults")
+    p.add_argument("--library", choices=("c2f-attacks", "torchattacks", "adv_lib"),
+                   help="only this library's attacks")  # fmt: skip
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=_cmd_attacks)
+
+
+# ----------------------------------------------------------------------------- compare
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from c2f_attacks.evaluation import compare_many, load_records
+    from c2f_attacks.leaderboard import read_leaderboard, render_table
+    from c2f_attacks.leaderboard.select import select_one
+
+    board_path = Path(args.out) / "leaderboard.csv"
+    board = read_leaderboard(board_path)
+    if not len(board):
+        raise ValueError(f"no leaderboard rows in {board_path} (run c2f-bench run first)")
+    specs = [(args.row_a, args.row_b), *(tuple(pair) for pair in args.pair or ())]
+    pairs = [tuple(select_one(board, spec, str(board_path))["row_id"] for spec in pair)
+             for pair in specs]  # fmt: skip
     records = load_records(args.out)
-    if not len(records):
-        raise ValueError(f"no per-image records in {args.out}/records/ (run c2f-bench run first)")
-    a, b = (_select_row(records, spec, args.out) for spec in (args.row_a, args.row_b))
-    table = compare_records(a, b, seed=args.seed)
+    missing = sorted({rid for pair in pairs for rid in pair} - set(records["row_id"]))
+    if missing:
+        raise ValueError(f"row {missing[0]} of {board_path} has no records in {args.out}/records/")
+    table = compare_many(records, pairs)
+    names = {rid: spec for pair, ids in zip(specs, pairs) for spec, rid in zip(pair, ids)}
+    table["row_a"], table["row_b"] = table["row_a"].map(names), table["row_b"].map(names)
     if args.format == "table":
-        print(f"{args.row_a} (a) - {args.row_b} (b), paired over images; 95% bootstrap CI:")
+        print(f"row_a - row_b, paired over images: exact tests (McNemar on the fooling ratio, "
+              f"sign test on censored per-image budgets), 95% intervals; p_holm adjusts the "
+              f"{len(table)} p-values of this call (Holm):")  # fmt: skip
     print(render_table(table, list(table.columns), fmt=args.format))
     return 0
 
@@ -212,11 +259,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _add_compare_parser(sub) -> None:
     from c2f_attacks.leaderboard import FORMATS
 
-    p = sub.add_parser("compare", help="paired differences between two rows of one run")
+    p = sub.add_parser("compare", help="paired tests between rows of one run, image by image")
     p.add_argument("out", help="the run's --out folder")
-    p.add_argument("row_a", help="row_id, or attack:mask[:stage[:mode]] (e.g. lrpc:lrp)")
-    p.add_argument("row_b", help="the row to subtract (e.g. lrpc:gradient)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("row_a", help="row_id, or [MODEL/]attack:mask[:stage[:protocol]] "
+                   "(e.g. shapes-vgg16/lrpc:lrp:coarse:minimal)")  # fmt: skip
+    p.add_argument("row_b", help="the row to compare it with (e.g. shapes-vgg16/lrpc:gradient)")
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("ROW_A", "ROW_B"),
+        help="another pair, compared in the same call (Holm over all of them)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=_cmd_compare)
 
@@ -360,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="c2f-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_run_parser(sub)
+    _add_attacks_parser(sub)
     _add_compare_parser(sub)
     _add_leaderboard_parser(sub)
     _add_train_parser(sub)

@@ -18,13 +18,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from c2f_attacks._io import atomic_write
-from c2f_attacks.attacks import criterion_for
+from c2f_attacks.attacks.criteria import Criterion
+from c2f_attacks.attacks.predictions import Predictions, predict
 from c2f_attacks.evaluation import fr_curve
 from c2f_attacks.hierarchies import readable_name
 from c2f_attacks.lrp import stage_relevance
-from c2f_attacks.models.base import C2FClassifier, C2FOutput
-from c2f_attacks.modes import eval_mode
-from c2f_attacks.runner.backends import stage_predictions
+from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.viz import heatmap, image_to_rgb
 
 Cell = tuple[np.ndarray, str]  # an RGB (H, W, 3) or grayscale (H, W) image and its title
@@ -67,25 +66,11 @@ def _grid(rows: list[list[Cell]], title: str) -> Figure:
     return fig
 
 
-def _names(model: C2FClassifier, out: C2FOutput, i: int) -> str:
+def _names(model: C2FClassifier, pred: Predictions, i: int) -> str:
     """The "coarse / fine" prediction of image ``i`` in words (synset ids read as their names)."""
     h = model.hierarchy
-    coarse, fine = h.coarse_names[out.coarse_pred[i]], h.fine_names[out.fine_pred[i]]
+    coarse, fine = h.coarse_names[pred.coarse[i]], h.fine_names[pred.fine[i]]
     return f"{readable_name(coarse)} / {readable_name(fine)}"
-
-
-@torch.no_grad()
-def predict(model: C2FClassifier, x: torch.Tensor, batch_size: int = 256) -> C2FOutput:
-    """The model's coarse and fine predictions (logits dropped) for ``x``, in chunks, on the
-    CPU."""
-    device = next(model.parameters()).device
-    coarse, fine = [], []
-    with eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            out = model(x[i : i + batch_size].to(device))
-            coarse.append(out.coarse_pred.cpu())
-            fine.append(out.fine_pred.cpu())
-    return C2FOutput(None, None, torch.cat(coarse), torch.cat(fine))
 
 
 def _relevance(
@@ -106,22 +91,20 @@ def attack_figure(
     model: C2FClassifier,
     x: torch.Tensor,
     x_adv: torch.Tensor,
-    stage: str,
+    criterion: Criterion,
     path: str | os.PathLike,
     title: str = "",
     examples: int = 4,
-    keep_coarse: bool = False,
     batch_size: int = 256,
 ) -> None:
-    """Write a PNG with ``examples`` rows (fooled images first, by the attack's success rule):
-    clean image, adversarial image, perturbation, relevance of the clean ``stage`` decision
-    before and after the attack."""
-    clean, adv = predict(model, x, batch_size), predict(model, x_adv, batch_size)
-    fooled = criterion_for(stage, keep_coarse)(
-        stage_predictions(clean, stage), stage_predictions(adv, stage)
-    )
+    """Write a PNG with ``examples`` rows (fooled images first, by the row's success rule
+    ``criterion``): clean image, adversarial image, perturbation, relevance of the clean decision
+    of the attacked stage before and after the attack."""
+    stage = criterion.stage
+    clean, adv = predict(model, x, stage, batch_size), predict(model, x_adv, stage, batch_size)
+    fooled = criterion(clean, adv)
     order = torch.cat([fooled.nonzero().flatten(), (~fooled).nonzero().flatten()])[:examples]
-    target = getattr(clean, f"{stage}_pred")[order]
+    target = clean.stage[order]
     before = _relevance(model, x[order], stage, target, batch_size)
     after = _relevance(model, x_adv[order], stage, target, batch_size)
     rows = []
@@ -146,7 +129,7 @@ def explanation_figure(
 ) -> None:
     """Write a PNG with one row per image: the image with its predicted coarse / fine labels and
     the relevance of the coarse decision C_c and of the fine decision F_c at f."""
-    out = predict(model, x, batch_size)
+    out = predict(model, x, "fine", batch_size)
     coarse_rel = _relevance(model, x, "coarse", out.coarse_pred, batch_size, composite)
     fine_rel = _relevance(model, x, "fine", out.fine_pred, batch_size, composite)
     rows = [

@@ -69,8 +69,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tensors", required=True, help=".pt file with {'clean': ..., 'adv': ...}")
     p.add_argument("--stage", choices=STAGES, default="coarse")
     p.add_argument(
-        "--keep-coarse", action="store_true",
-        help="fine stage: count an image only if its coarse prediction is unchanged (LRPF)",
+        "--success-rule", default="stage_changed",
+        help="stage_changed, or on the fine stage fine_changed_coarse_kept (LRPF's rule: the "
+        "coarse prediction must be kept) [stage_changed]",
     )  # fmt: skip
     p.add_argument("--model", help="torch model (name or path) to report agreement with")
     p.add_argument("--providers", nargs="+", help="execution providers (default: TRT, CUDA, CPU)")
@@ -139,13 +140,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model) if args.model else None
     report = evaluate_fooling(
         args.onnx, clean, adv, args.stage, model,
-        keep_coarse=args.keep_coarse, providers=args.providers, batch_size=args.batch_size,
+        success_rule=args.success_rule, providers=args.providers, batch_size=args.batch_size,
     )  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    definition = "fine changed, coarse kept" if report.keep_coarse else f"{report.stage} changed"
-    print(f"fooling ratio ({definition}): {report.fooling_ratio:.4f} on {report.n} images")
+    print(f"fooling ratio ({report.stage} stage, {report.success_rule}): "
+          f"{report.fooling_ratio:.4f} on {report.n} images")  # fmt: skip
     print(f"providers: {', '.join(report.providers)}")
     if report.agreement is not None:
         print(f"agreement with PyTorch: {report.agreement:.4%} "

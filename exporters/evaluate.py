@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from c2f_attacks._io import atomic_write
-from c2f_attacks.attacks.criteria import criterion_for
-from c2f_attacks.attacks.stage import Predictions
+from c2f_attacks.attacks.criteria import get_criterion
+from c2f_attacks.attacks.predictions import predictions_of
 from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
 from c2f_attacks.exporters.runtime import OrtC2F
 from c2f_attacks.hierarchy import STAGES
@@ -28,12 +28,12 @@ from c2f_attacks.validation import check_image_batch
 class FoolingReport:
     """Fooling ratio of one stage and how well ORT agrees with PyTorch.
 
-    An image is fooled when the stage's prediction on the adversarial image differs from the one
-    on the clean image (``keep_coarse``, fine stage only: and the coarse prediction is the same,
-    LRPF's rule); :func:`c2f_attacks.attacks.criterion_for` is the definition."""
+    An image is fooled by the success rule ``success_rule`` (a name of
+    :data:`c2f_attacks.attacks.CRITERIA`): by default the stage's prediction on the adversarial
+    image differs from the one on the clean image."""
 
     stage: str
-    keep_coarse: bool  #: fine stage counts only images whose coarse prediction was kept
+    success_rule: str
     n: int
     fooling_ratio: float  #: share of images fooled under the definition above
     fooled: torch.Tensor = field(repr=False)  #: (N,) bool, per image
@@ -55,22 +55,18 @@ class FoolingReport:
 
     def to_dict(self) -> dict:
         """Plain numbers, for JSON and the leaderboard."""
-        keys = ("stage", "keep_coarse", "n", "fooling_ratio", "coarse_changed",
+        keys = ("stage", "success_rule", "n", "fooling_ratio", "coarse_changed",
                 "fine_changed", "fine_changed_coarse_kept", "providers",
                 "torch_fooling_ratio")  # fmt: skip
         return {**{k: getattr(self, k) for k in keys}, "agreement": self.agreement}
 
 
 def fooled_mask(
-    clean: C2FOutput, adv: C2FOutput, stage: str, keep_coarse: bool = False
+    clean: C2FOutput, adv: C2FOutput, stage: str, success_rule: str = "stage_changed"
 ) -> torch.Tensor:
-    """(N,) bool on the CPU: ``criterion_for(stage, keep_coarse)`` applied to two outputs."""
-    return criterion_for(stage, keep_coarse)(_predictions(clean, stage), _predictions(adv, stage))
-
-
-def _predictions(out: C2FOutput, stage: str) -> Predictions:
-    coarse, fine = out.coarse_pred.cpu(), out.fine_pred.cpu()
-    return Predictions(coarse if stage == "coarse" else fine, coarse, fine)
+    """(N,) bool on the CPU: the success rule applied to two outputs' predictions."""
+    criterion = get_criterion(success_rule, stage)
+    return criterion(predictions_of(clean, stage).cpu(), predictions_of(adv, stage).cpu())
 
 
 def evaluate_fooling(
@@ -80,7 +76,7 @@ def evaluate_fooling(
     stage: str = "coarse",
     model: C2FClassifier | None = None,
     *,
-    keep_coarse: bool = False,
+    success_rule: str = "stage_changed",
     providers=None,
     batch_size: int = 256,
 ) -> FoolingReport:
@@ -92,8 +88,7 @@ def evaluate_fooling(
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    if keep_coarse and stage != "fine":
-        raise ValueError("keep_coarse applies to stage='fine' only")
+    get_criterion(success_rule, stage)  # a rule the stage does not have fails before any image
     _check_pair(x_clean, x_adv)
     session = (
         ort_or_path
@@ -101,7 +96,7 @@ def evaluate_fooling(
         else OrtC2F(ort_or_path, providers, batch_size=batch_size)
     )
     clean, adv = session(x_clean), session(x_adv)
-    fooled = fooled_mask(clean, adv, stage, keep_coarse)
+    fooled = fooled_mask(clean, adv, stage, success_rule)
     extra = {}
     if model is not None:
         t_clean, t_adv = (
@@ -109,19 +104,21 @@ def evaluate_fooling(
             torch_outputs(model, x_adv, batch_size),
         )
         extra = {
-            "torch_fooling_ratio": _ratio(fooled_mask(t_clean, t_adv, stage, keep_coarse)),
+            "torch_fooling_ratio": _ratio(fooled_mask(t_clean, t_adv, stage, success_rule)),
             "clean_parity": compare_outputs(t_clean, clean),
             "adv_parity": compare_outputs(t_adv, adv),
         }
     return FoolingReport(
         stage=stage,
-        keep_coarse=keep_coarse,
+        success_rule=success_rule,
         n=x_clean.shape[0],
         fooling_ratio=_ratio(fooled),
         fooled=fooled,
         coarse_changed=_ratio(fooled_mask(clean, adv, "coarse")),
         fine_changed=_ratio(fooled_mask(clean, adv, "fine")),
-        fine_changed_coarse_kept=_ratio(fooled_mask(clean, adv, "fine", keep_coarse=True)),
+        fine_changed_coarse_kept=_ratio(
+            fooled_mask(clean, adv, "fine", "fine_changed_coarse_kept")
+        ),
         providers=session.providers,
         **extra,
     )

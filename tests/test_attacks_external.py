@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from c2f_attacks.attacks import PGD, TorchattacksAttack
+from c2f_attacks.attacks import PGD, AdvLibAttack, TorchattacksAttack
 from tests.conftest import shapes_test, small_c2f
 
 pytest.importorskip("torchattacks")
@@ -33,7 +33,7 @@ def test_one_attack_per_family_on_both_stages(shipped, images, name, stage):
     x, y = images
     atk = TorchattacksAttack(shipped, name, stage, **FAMILIES[name])
     res = atk(x, y)
-    assert atk.name == f"torchattacks.{name}"
+    assert atk.name == f"torchattacks:{name}"
     with torch.no_grad():
         clean, adv = shipped(x), shipped(res.x_adv)
     # success recomputed from x_adv with the stage's criterion (fine: fine changed, any)
@@ -72,7 +72,7 @@ def test_model_state_and_modes_are_left_alone(images):
 
 def test_n_classes_defaults_to_the_stage(shipped):
     assert TorchattacksAttack(shipped, "FAB", "coarse").attack.n_target_classes == 3
-    assert TorchattacksAttack(shipped, "FAB", "fine").kwargs["n_classes"] == 12
+    assert TorchattacksAttack(shipped, "FAB", "fine").settings["n_classes"] == 12
     assert "n_classes=5" in repr(TorchattacksAttack(shipped, "FAB", "fine", n_classes=5))
 
 
@@ -89,10 +89,51 @@ def test_errors_are_one_clear_line(shipped, images, monkeypatch):
     with pytest.raises(ValueError, match="cannot be built") as err:
         TorchattacksAttack(shipped, "PGD", "coarse", radius=3)
     _one_line(err)
-    with pytest.raises(ValueError, match=r"torchattacks.APGD cannot run .* 4 classes") as err:
+    with pytest.raises(ValueError, match=r"norm='L7' is not a norm") as err:
         TorchattacksAttack(shipped, "APGD", "coarse", norm="L7")(*images)
     _one_line(err)
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install c2f-attacks\[baselines\]") as err:
         TorchattacksAttack(shipped, "PGD", "coarse")
     _one_line(err)
+
+
+def test_minimal_search_of_a_budgeted_external_attack_is_our_bisection(shipped, images):
+    """torchattacks takes one eps per call: each bisection round calls it once per distinct
+    trial budget (its other settings, the step size included, as given); every image ends at a
+    budget that succeeded, one resolution step above one that failed, and inside it. One image
+    per call, so that the check below runs on the batch the search ran (a conv's float rounding
+    depends on the batch, and an image on the boundary can tip either way)."""
+    x, _ = images
+    settings = {"alpha": 8 / 255, "steps": 4, "random_start": False}
+    step = 32 / 255 / 8  # the resolution of 3 halvings of 32/255
+    for i in range(len(x)):
+        one = x[i : i + 1]
+        res = TorchattacksAttack(shipped, "PGD", "coarse", eps=32 / 255, minimal_eps=True,
+                                 search_steps=3, **settings)(one)  # fmt: skip
+        eps = res.eps.item()
+        assert res.success.item() and (res.x_adv - one).abs().max() <= eps + 1e-6
+        assert min(abs(eps - k * step) for k in range(1, 9)) < 1e-6  # a budget the search tries
+        if eps > step + 1e-6:
+            below = TorchattacksAttack(shipped, "PGD", "coarse", eps=eps - step, **settings)(one)
+            assert not below.success.item()
+
+
+def test_adv_lib_attacks_run_on_both_stages_with_their_norms(shipped, images):
+    pytest.importorskip("adv_lib")
+    x, y = images
+    for stage in ("coarse", "fine"):
+        res = AdvLibAttack(shipped, "fmn", stage, norm=0, steps=20)(x, y)
+        assert res.eps is None and (res.queries > 0).all()
+        changed = (res.x_adv - x).abs().amax(1).flatten(1) > 1e-6
+        assert (changed.float().mean(1) < 1).all()  # an l0 attack leaves most pixels alone
+    apgd = AdvLibAttack(shipped, "apgd", "coarse", eps=4 / 255, n_iter=5)(x, y)
+    assert torch.allclose(apgd.eps, torch.full((3,), 4 / 255))
+    minimal = AdvLibAttack(
+        shipped, "apgd", "coarse", eps=32 / 255, n_iter=5, minimal_eps=True, search_steps=2
+    )(x, y)  # one call per round: budgets per image
+    assert ((minimal.x_adv - x).abs().flatten(1).amax(1) <= minimal.eps + 1e-6).all()
+    with pytest.raises(ValueError, match="adv_lib:fmn has no setting 'radius'"):
+        AdvLibAttack(shipped, "fmn", "coarse", radius=1)
+    with pytest.raises(ValueError, match="searches its own minimal perturbation"):
+        AdvLibAttack(shipped, "fmn", "coarse", minimal_eps=True)

@@ -15,7 +15,7 @@ from c2f_attacks.attacks import (
     FineChangedCoarseKept,
     Predictions,
     StageChanged,
-    criterion_for,
+    get_criterion,
 )
 from c2f_attacks.attacks.base import Perturbed
 from tests.conftest import shapes_test, small_cnn
@@ -37,10 +37,12 @@ def test_criteria():
     assert StageChanged("fine")(clean, adv).tolist() == [False, True, True]
     assert StageChanged()(clean, adv).tolist() == [False, True, True]  # flat: .stage
     assert FineChangedCoarseKept()(clean, adv).tolist() == [False, False, True]
-    assert criterion_for("fine", keep_coarse=True) == FineChangedCoarseKept()
-    assert criterion_for("coarse") == StageChanged("coarse")
-    with pytest.raises(ValueError, match="keep_coarse"):
-        criterion_for("coarse", keep_coarse=True)
+    assert get_criterion("fine_changed_coarse_kept", "fine") == FineChangedCoarseKept()
+    assert get_criterion("stage_changed", "coarse") == StageChanged("coarse")
+    with pytest.raises(ValueError, match="not defined for the coarse stage"):
+        get_criterion("fine_changed_coarse_kept", "coarse")
+    with pytest.raises(ValueError, match="unknown success rule 'any'"):
+        get_criterion("any", "fine")
     with pytest.raises(ValueError, match="stage"):
         StageChanged("middle")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from c2f_attacks.attacks import LRPC, LRPF, MASKS
+from c2f_attacks.attacks import LRPC, LRPF, MASK_SOURCES
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
 from tests.conftest import shapes_test
@@ -43,12 +43,15 @@ def expected_mask(name, model, x, object_mask, seed=0):
         (grad,) = torch.autograd.grad(margin.sum(), xg)
         score = grad.abs().sum(1) if name == "gradient" else (x * grad).sum(1)
         return top_fraction_mask(score, k)
+    noise = uniform_like(x[:, :1], seed, torch.arange(len(x)))[:, 0]
     if name == "random":
-        return top_fraction_mask(uniform_like(x[:, :1], seed, torch.arange(len(x)))[:, 0], k)
+        return top_fraction_mask(noise, k)
+    if name == "random_object":  # k random pixels among the object's (each image's disc > k)
+        return top_fraction_mask(torch.where(object_mask, noise, noise - 2), k) & object_mask
     return object_mask
 
 
-@pytest.mark.parametrize("name", MASKS)
+@pytest.mark.parametrize("name", MASK_SOURCES.names())
 def test_each_source_perturbs_only_its_own_pixels(model, x, object_mask, name):
     # one mask for the whole run (refresh >= steps): every changed pixel lies inside it
     res = LRPC(model, mask=name, refresh=FAST["steps"], **FAST)(x, object_mask=object_mask)
@@ -56,7 +59,7 @@ def test_each_source_perturbs_only_its_own_pixels(model, x, object_mask, name):
     mask = expected_mask(name, model, x, object_mask)
     assert changed.any()
     assert not (changed & ~mask).any()
-    if name != "object":  # k of the pixels; changed ones can only be fewer
+    if name != "object":  # at most k of the pixels; changed ones can only be fewer
         assert (changed.flatten(1).sum(1) <= mask.flatten(1).sum(1)).all()
 
 
@@ -118,8 +121,19 @@ def test_object_mask_fails_clearly_without_masks(model, x):
 
 
 def test_unknown_mask_name(model):
-    with pytest.raises(ValueError, match="mask must be one of"):
+    with pytest.raises(ValueError, match="unknown mask source 'saliency'; choose from lrp"):
         LRPF(model, mask="saliency")
+
+
+def test_random_object_mask_stays_on_the_object(model, x, object_mask):
+    small = object_mask.clone()
+    small[:, :, 20:] = False  # a part of the disc, still larger than k of the image
+    mask = expected_mask("random_object", model, x, small)
+    assert not (mask & ~small).any()
+    assert (mask.flatten(1).sum(1) == torch.ceil(torch.tensor(0.2 * 32 * 32))).all()
+    tiny = torch.zeros_like(object_mask)
+    tiny[:, 10:12, 10:12] = True  # an object smaller than k: all of it
+    assert torch.equal(expected_mask("random_object", model, x, tiny), tiny)
 
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ from tests.conftest import tiny_vgg
 
 # Columns that are measurements of time or provenance, not results.
 VOLATILE = ["ms_per_image", "images_per_s", "timestamp", "git_commit"]
-SMALL_RUN = ["--model", "shapes-vgg16", "-n", "6", "--batch-size", "4", "--pgd-steps", "2",
-             "--steps", "3", "--refresh", "2", "--search-steps", "2", "--quiet"]  # fmt: skip
+SMALL_RUN = ["--model", "shapes-vgg16", "-n", "6", "--batch-size", "4", "--set", "steps=3",
+             "refresh=2", "search_steps=2", "pgd.steps=2", "--quiet"]  # fmt: skip
 
 
 def _run(out, *extra) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def test_run_prints_a_table_and_reruns_identically(tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "markdown"])
 def test_machine_formats_keep_stdout_parseable(tmp_path, capsys, fmt):
-    _run(tmp_path, "--attacks", "fgsm", "--stages", "coarse", "--modes", "fixed",
+    _run(tmp_path, "--attacks", "fgsm", "--stages", "coarse", "--protocol", "fixed",
          "--no-figures", "--format", fmt)  # fmt: skip
     out = capsys.readouterr().out
     if fmt == "csv":
@@ -92,7 +92,7 @@ def test_compare_prints_paired_differences(tmp_path, capsys):
     assert "row 'pgd:none' matches no row" in _error_line(capsys)
 
 
-ONE_ROW = ("-n", "2", "--attacks", "fgsm", "--stages", "coarse", "--modes", "fixed", "--quiet")
+ONE_ROW = ("-n", "2", "--attacks", "fgsm", "--stages", "coarse", "--protocol", "fixed", "--quiet")
 
 
 def test_two_models_keep_both_sets_of_rows_records_and_figures(tmp_path, capsys):
@@ -277,7 +277,7 @@ def test_own_model_hierarchy_and_image_folder_pass_through(tmp_path, monkeypatch
     monkeypatch.syspath_prepend(str(tmp_path))
     board = _run(tmp_path / "out", "--model", "tiny_factory:make", "--hierarchy",
                  str(tmp_path / "h.json"), "--dataset", f"imagefolder:{tmp_path / 'images'}",
-                 "--attacks", "fgsm", "--modes", "fixed", "-n", "4", "--no-figures")  # fmt: skip
+                 "--attacks", "fgsm", "--protocol", "fixed", "-n", "4", "--no-figures")  # fmt: skip
     assert board["model"].tolist() == ["tiny_factory:make"] * 2
     assert set(board["n"]) == {4} and board["model_hash"].nunique() == 1
 
@@ -291,7 +291,7 @@ def test_a_failed_final_write_names_the_rejected_rows_file(tmp_path, monkeypatch
         raise LeaderboardWriteError(f"{path}: disk full (rows saved to {side})", side)
 
     monkeypatch.setattr("c2f_attacks.runner.execute.upsert_rows", fail)
-    assert main(["run", *SMALL_RUN, "--attacks", "fgsm", "--stages", "coarse", "--modes",
+    assert main(["run", *SMALL_RUN, "--attacks", "fgsm", "--stages", "coarse", "--protocol",
                  "fixed", "--no-figures", "--out", str(tmp_path)]) == 2  # fmt: skip
     line = _error_line(capsys)
     assert line.startswith("c2f-bench run: error: ") and str(side) in line

@@ -9,60 +9,117 @@ from c2f_attacks.cli import build_parser
 from c2f_attacks.cli_types import list_option
 from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
+from c2f_attacks.runner.settings import parse_settings
+from tests.conftest import small_c2f
 
 
 def _labels(cfg: RunConfig) -> list[str]:
     return [p.label for p in cfg.plans()]
 
 
-def test_default_run_has_dense_rows_at_both_stages_and_the_mask_controls():
+def test_default_run_has_every_attack_under_both_protocols_and_the_mask_controls():
     labels = _labels(RunConfig())
-    dense = [f"{a}/{s}/{m}" for a in ("fgsm", "pgd") for s in ("coarse", "fine")
-             for m in ("fixed", "minimal")]  # fmt: skip
-    guided = [f"{a}/{s}/first_success/{k}" for a, s in (("lrpc", "coarse"), ("lrpf", "fine"))
-              for k in ("lrp", "gradient", "random")]  # fmt: skip
+    dense = [f"{a}/{s}/{p}" for a in ("fgsm", "pgd") for s in ("coarse", "fine")
+             for p in ("minimal", "fixed")]  # fmt: skip
+    guided = [f"{a}/{s}/{p}/{k}" for a, s in (("lrpc", "coarse"), ("lrpf", "fine"))
+              for p in ("minimal", "fixed") for k in ("lrp", "gradient", "random")]  # fmt: skip
     assert labels == dense + guided
 
 
-def test_modes_run_where_the_attack_supports_them():
-    cfg = RunConfig(attacks=["pgd", "lrpc"], masks=["lrp"], modes=["fixed", "first_success"])
+def test_one_success_rule_per_stage_for_every_attack():
+    plans = RunConfig().plans()
+    assert {p.success_rule for p in plans if p.stage == "coarse"} == {"stage_changed"}
+    assert {p.success_rule for p in plans if p.stage == "fine"} == {"fine_changed_coarse_kept"}
+    loose = RunConfig(fine_rule="stage_changed").plans()
+    assert {p.success_rule for p in loose if p.stage == "fine"} == {"stage_changed"}
+    assert all(p.build(small_c2f(0)).criterion.name == p.success_rule for p in loose[:4])
+
+
+def test_protocols_run_where_the_attack_follows_them():
+    cfg = RunConfig(attacks=["pgd", "lrpc"], masks=["lrp"], protocols=["fixed", "first_success"])
     assert _labels(cfg) == ["pgd/coarse/fixed", "pgd/fine/fixed", "lrpc/coarse/fixed/lrp",
                             "lrpc/coarse/first_success/lrp"]  # fmt: skip
-    with pytest.raises(ValueError, match="nothing to run"):
-        RunConfig(attacks=["pgd"], modes=["first_success"])
+    with pytest.raises(ValueError, match="attack 'pgd' cannot follow first_success"):
+        RunConfig(attacks=["pgd"], protocols=["first_success"])
     with pytest.raises(ValueError, match="nothing to run"):
         RunConfig(attacks=["lrpc"], stages=["fine"])
 
 
-def test_plan_keys_carry_budget_mode_mask_and_every_setting():
+def test_fixed_protocol_stops_every_image_at_its_first_success():
+    for plan in RunConfig(protocols=["fixed"]).plans():
+        params = dict(plan.params)
+        assert params.get("early_stop", True) is True, plan.label  # FGSM: one step; LRP: always
+
+
+def test_plan_keys_carry_budget_protocol_mask_rule_and_every_setting():
     cfg = RunConfig(
         attacks=["pgd", "lrpf"],
         masks=["random"],
-        modes=["fixed", "minimal"],
-        eps=4 / 255,
-        eps_max=32 / 255,
-        pgd_steps=3,
+        eps={"linf": "4/255"},
+        eps_max={"linf": 32 / 255},
+        settings={"pgd": {"steps": 3}},
         memory_format="contiguous",
     )
-    keys = {p.label: p.key(None) for p in cfg.plans()}
+    keys = {p.label: p.key() for p in cfg.plans()}
     fixed, minimal = keys["pgd/coarse/fixed"], keys["pgd/coarse/minimal"]
     assert fixed["eps"] == 4 / 255 and minimal["eps"] == 32 / 255
     assert fixed["steps"] == 3 and fixed["mask"] == "none" and fixed["norm"] == "linf"
+    assert fixed["protocol"] == "fixed" and fixed["success_rule"] == "stage_changed"
     assert "memory_format=contiguous" in fixed["config"]
     assert "minimal_eps=0" in fixed["config"] and "minimal_eps=1" in minimal["config"]
-    assert "search_steps" not in fixed["config"] and "search_steps" in minimal["config"]
-    # PGD's own default step size (2/255), read from its signature, at full precision
-    assert "alpha=0.007843137" in fixed["config"]
     lrpf = keys["lrpf/fine/fixed/random"]
     assert lrpf["mask"] == "random" and "kappa=" in lrpf["config"] and "top_k=" in lrpf["config"]
-    with_first = RunConfig(attacks=["lrpc"], masks=["lrp"]).plans()[0].key(None)
-    assert math.isnan(with_first["eps"]) and with_first["mode"] == "first_success"
+    assert lrpf["success_rule"] == "fine_changed_coarse_kept"
+    diagnostic = RunConfig(attacks=["lrpc"], masks=["lrp"], protocols=["first_success"])
+    first = diagnostic.plans()[0].key()
+    assert math.isnan(first["eps"]) and first["protocol"] == "first_success"
 
 
-def test_settings_change_the_config_key():
-    base = RunConfig(attacks=["lrpc"], masks=["lrp"]).plans()[0].key(None)["config"]
-    other = RunConfig(attacks=["lrpc"], masks=["lrp"], lam=0.5).plans()[0].key(None)["config"]
-    assert base != other and "lam=0.5" in other
+def test_settings_apply_to_every_attack_that_has_them_or_to_one():
+    base = RunConfig(attacks=["lrpc"], masks=["lrp"]).plans()[0].key()["config"]
+    shared = RunConfig(attacks=["lrpc", "lrpf", "pgd"], masks=["lrp"], settings={"lam": 0.5})
+    for plan in shared.plans():
+        assert ("lam=0.5" in plan.key()["config"]) == (plan.attack != "pgd")
+    assert "lam=0.5" not in base
+    own = RunConfig(attacks=["lrpc", "lrpf"], masks=["lrp"], settings={"lrpc": {"lam": 0}})
+    assert [dict(p.params)["lam"] for p in own.plans()] == [0, 0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="setting 'lamda': no attack of the run or of this"):
+        RunConfig(attacks=["pgd"], settings={"lamda": 1})
+    with pytest.raises(ValueError, match="attack 'pgd' has no setting 'lam'"):
+        RunConfig(attacks=["pgd"], settings={"pgd": {"lam": 1}})
+    with pytest.raises(ValueError, match="unknown attack 'pgdx'"):
+        RunConfig(attacks=["pgd"], settings={"pgdx": {"lam": 1}})
+    # a config's settings for an attack the run leaves out wait for a run that has it
+    assert RunConfig(attacks=["pgd"], settings={"lrpc": {"lam": 1}}).plans()
+    with pytest.raises(ValueError, match="setting 'eps' is set by the run itself"):
+        RunConfig(attacks=["pgd"], settings={"eps": 0.1})
+
+
+def test_settings_from_the_command_line_are_typed_by_the_registry():
+    items = [("top_k", "0.2"), ("lrpc.lam", "0"), ("pgd.random_start", "false"),
+             ("pgd.alpha", "1/255"), ("lrpc.composite", "epsilon_gamma_box")]  # fmt: skip
+    settings = parse_settings(items, ["pgd", "lrpc"])
+    assert settings == {"top_k": 0.2, "lrpc": {"lam": 0.0, "composite": "epsilon_gamma_box"},
+                        "pgd": {"random_start": False, "alpha": 1 / 255}}  # fmt: skip
+    with pytest.raises(ValueError, match="expected int"):
+        parse_settings([("pgd.steps", "ten")], ["pgd"])
+    with pytest.raises(ValueError, match="no attack of the run .* has a setting 'kappa'"):
+        parse_settings([("kappa", "1")], ["pgd"])
+    with pytest.raises(ValueError, match="unknown attack 'pgdx'"):
+        parse_settings([("pgdx.steps", "1")], ["pgd"])
+
+
+def test_external_attacks_follow_the_protocols_they_can():
+    pytest.importorskip("torchattacks")
+    cfg = RunConfig(attacks=["torchattacks:APGD", "torchattacks:DeepFool"], stages=["coarse"])
+    keys = {p.label: p.key() for p in cfg.plans()}
+    assert list(keys) == ["torchattacks:APGD/coarse/minimal", "torchattacks:APGD/coarse/fixed",
+                          "torchattacks:DeepFool/coarse/minimal"]  # fmt: skip
+    assert keys["torchattacks:DeepFool/coarse/minimal"]["norm"] == "l2"
+    assert math.isnan(keys["torchattacks:DeepFool/coarse/minimal"]["eps"])
+    l2 = RunConfig(attacks=["torchattacks:APGD"], stages=["coarse"], protocols=["fixed"],
+                   settings={"norm": "L2"}, eps={"l2": 0.75})  # fmt: skip
+    assert l2.plans()[0].key()["norm"] == "l2" and l2.plans()[0].key()["eps"] == 0.75
 
 
 @pytest.mark.parametrize(
@@ -70,11 +127,17 @@ def test_settings_change_the_config_key():
     [
         ({"n": 0}, "num-images must be a positive integer"),
         ({"n": 2.5}, "num-images must be an integer"),
-        ({"eps": 2.0}, r"eps must be in \(0, 1\]"),
-        ({"eps_max": 0}, r"eps-max must be in \(0, 1\]"),
+        ({"eps": 2.0}, r"--eps linf must be in \(0, 1\]"),
+        ({"eps_max": 0}, r"--eps-max linf must be in \(0, 1\]"),
+        ({"eps": {"l7": 0.1}}, "--eps: unknown norm 'l7'"),
+        ({"eps": {"l2": "abc"}}, "--eps l2 must be a number or a fraction"),
+        ({"eps": {"l2": -1}}, r"--eps l2 must be in \(0, inf\)"),
+        ({"protocols": ["bisect"]}, "unknown protocol 'bisect'"),
+        ({"fine_rule": "any"}, "unknown fine-rule 'any'"),
         ({"out": ""}, "out must name a folder"),
         ({"masks": ["saliency"]}, "unknown mask 'saliency'"),
         ({"attacks": ["cw"]}, "unknown attack 'cw'"),
+        ({"attacks": ["torchattacks:CWX"]}, "unknown torchattacks attack 'CWX'"),
         ({"stages": "coarse"}, "stages must be a non-empty list"),
         ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
         ({"memory_format": "nhwc"}, "unknown memory-format 'nhwc'"),
@@ -88,18 +151,21 @@ def test_bad_values_are_refused_with_the_option_named(kwargs, message):
 def test_config_file_sweeps_scalar_lists_and_keeps_list_options(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('attacks = ["pgd", "fgsm"]\nnum-images = 4\neps = [0.01, 0.02]\n'
-                    'pgd_steps = [2, 3]\n[torchattacks.APGD]\nsteps = 5\n')  # fmt: skip
+                    '[settings.pgd]\nsteps = [2, 3]\n[eps-max]\nl2 = 2.5\n')  # fmt: skip
     points = read_config(path)
-    assert [(p["eps"], p["pgd_steps"]) for p in points] == [
+    assert [(p["eps"], p["settings"]["pgd"]["steps"]) for p in points] == [
         (0.01, 2),
         (0.01, 3),
         (0.02, 2),
         (0.02, 3),
     ]
     assert all(p["attacks"] == ["pgd", "fgsm"] and p["n"] == 4 for p in points)
-    assert points[0]["torchattacks_args"] == {"APGD": {"steps": 5}}
-    runs = expand(path, {"n": 2})  # the command line wins over the file
+    assert all(p["eps_max"] == {"l2": 2.5} for p in points)
+    runs = expand(path, {"n": 2, "settings": {"pgd": {"alpha": 0.01}}})  # the command line wins
     assert len(runs) == 4 * len(DEFAULT_MODELS) and {r.n for r in runs} == {2}
+    assert {r.settings["pgd"]["alpha"] for r in runs} == {0.01}  # and merges per entry
+    assert sorted({r.settings["pgd"]["steps"] for r in runs}) == [2, 3]
+    assert {r.eps_max["l2"] for r in runs} == {2.5}
 
 
 @pytest.mark.parametrize(
@@ -108,7 +174,8 @@ def test_config_file_sweeps_scalar_lists_and_keeps_list_options(tmp_path):
         ("epsilon = 0.1\n", "unknown key 'epsilon'"),
         ("eps = [\n", "cannot be read"),
         ("eps = []\n", "'eps' is an empty list"),
-        ("eps = 3.0\n", "eps must be in"),
+        ("eps = 3.0\n", "eps linf must be in"),
+        ("modes = ['fixed']\n", "'modes' is now 'protocols'"),
     ],
 )
 def test_config_file_errors_name_the_file_and_the_key(tmp_path, text, message):
@@ -129,7 +196,7 @@ def test_every_run_option_is_a_config_field_and_back():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     run = sub.choices["run"]
     dests = {a.dest for a in run._actions if a.dest not in ("help", "config", "func")}
-    fields = set(RunConfig.__dataclass_fields__) - {"torchattacks_args"}
+    fields = set(RunConfig.__dataclass_fields__)
     assert dests == fields
     for action in run._actions:
         if action.dest in fields:
@@ -138,22 +205,15 @@ def test_every_run_option_is_a_config_field_and_back():
             assert (flags or f"--{long}") in action.option_strings
 
 
-def test_minimal_eps_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
+def test_minimal_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
     # PGD's bisection scales alpha as eps * alpha / eps_max: with the fixed row's alpha taken
     # as is, a search up to 64/255 took 8x smaller steps and reported inflated minimal norms.
-    plans = {(p.stage, p.mode): dict(p.params) for p in RunConfig().plans() if p.attack == "pgd"}
+    plans = {(p.stage, p.protocol): dict(p.params) for p in RunConfig().plans()
+             if p.attack == "pgd"}  # fmt: skip
     for stage in ("coarse", "fine"):
         fixed, minimal = plans[stage, "fixed"], plans[stage, "minimal"]
         assert minimal["alpha"] / minimal["eps"] == pytest.approx(fixed["alpha"] / fixed["eps"])
-
-
-def test_minimal_eps_pgd_keeps_each_images_first_success():
-    # the search asks whether some iterate fools within the budget, as the LRP-guided attacks'
-    # first success does; the fixed row stays torchattacks' PGD (no early stop)
-    plans = {(p.stage, p.mode): dict(p.params) for p in RunConfig().plans() if p.attack == "pgd"}
-    for stage in ("coarse", "fine"):
-        assert plans[stage, "minimal"]["early_stop"] is True
-        assert plans[stage, "fixed"]["early_stop"] is False
+        assert minimal["early_stop"] is True and fixed["early_stop"] is True
 
 
 def test_the_default_run_covers_both_shipped_models_one_config_each():
@@ -170,11 +230,11 @@ def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tm
     path = tmp_path / "sweep.toml"
     path.write_text('model = ["x.pt", "y.pt"]\neps = [0.01, 0.02]\n')
     runs = expand(path, {})
-    points = [(r.model, r.eps) for r in runs]
+    points = [(r.model, r.eps["linf"]) for r in runs]
     assert points == [("x.pt", 0.01), ("x.pt", 0.02), ("y.pt", 0.01), ("y.pt", 0.02)]
     # the command line's models replace the file's, and every sweep point runs each of them
     runs = expand(path, {"model": ["a.pt", "b.pt"]})
-    points = [(r.model, r.eps) for r in runs]
+    points = [(r.model, r.eps["linf"]) for r in runs]
     assert points == [("a.pt", 0.01), ("b.pt", 0.01), ("a.pt", 0.02), ("b.pt", 0.02)]
 
 

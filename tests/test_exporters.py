@@ -310,7 +310,7 @@ def test_fooled_mask_definitions():
     adv = _out([0, 1, 1, 1], [1, 2, 2, 3])  # image 0: fine within coarse; 1: coarse flip
     assert fooled_mask(clean, adv, "coarse").tolist() == [False, True, False, False]
     assert fooled_mask(clean, adv, "fine").tolist() == [True, True, False, False]
-    assert fooled_mask(clean, adv, "fine", keep_coarse=True).tolist() == [
+    assert fooled_mask(clean, adv, "fine", "fine_changed_coarse_kept").tolist() == [
         True,
         False,
         False,
@@ -324,7 +324,8 @@ def test_evaluate_fooling_matches_torch(session, model, clean_images, adv_images
     assert report.agreement >= 0.998
     assert report.fooling_ratio == pytest.approx(report.torch_fooling_ratio, abs=2 / 256)
     assert report.fooled.shape == (256,)
-    fine = evaluate_fooling(session, clean_images, adv_images, "fine", keep_coarse=True)
+    fine = evaluate_fooling(session, clean_images, adv_images, "fine",
+                            success_rule="fine_changed_coarse_kept")  # fmt: skip
     assert fine.fooling_ratio == pytest.approx(fine.fine_changed_coarse_kept)
     assert fine.fooling_ratio <= fine.fine_changed and fine.agreement is None
     same = evaluate_fooling(session, clean_images[:8], clean_images[:8], "fine")
@@ -336,8 +337,9 @@ def test_evaluate_fooling_rejects_bad_tensors(session, clean_images):
         evaluate_fooling(session, clean_images[:4], clean_images[:5])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate_fooling(session, clean_images[:4], clean_images[:4] * 3)
-    with pytest.raises(ValueError, match="keep_coarse"):
-        evaluate_fooling(session, clean_images[:4], clean_images[:4], "coarse", keep_coarse=True)
+    with pytest.raises(ValueError, match="not defined for the coarse stage"):
+        evaluate_fooling(session, clean_images[:4], clean_images[:4], "coarse",
+                         success_rule="fine_changed_coarse_kept")  # fmt: skip
 
 
 def test_saved_pair_roundtrip_and_errors(clean_images, tmp_path):
@@ -374,12 +376,13 @@ def test_cli_export_then_evaluate(model, clean_images, adv_images, tmp_path, cap
     assert "IR 10, opset 20" in capsys.readouterr().out
     save_pair(tmp_path / "pair.pt", clean_images[:32], adv_images[:32])
     argv = ["evaluate", "--onnx", str(out), "--tensors", str(tmp_path / "pair.pt"),
-            "--stage", "fine", "--keep-coarse", "--model", str(ckpt),
+            "--stage", "fine", "--success-rule", "fine_changed_coarse_kept", "--model", str(ckpt),
             "--providers", "CPUExecutionProvider", "--json"]  # fmt: skip
     args = _parser().parse_args(argv)
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 32 and report["keep_coarse"] and report["agreement"] >= 0.998
+    assert report["n"] == 32 and report["success_rule"] == "fine_changed_coarse_kept"
+    assert report["agreement"] >= 0.998
 
 
 def test_cli_reports_user_errors(tmp_path, capsys):

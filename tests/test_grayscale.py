@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from c2f_attacks.attacks import FGSM, LRPC, LRPF, PGD
+from c2f_attacks.attacks import FGSM, LRPC, LRPF, PGD, get_criterion
 from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.data.shapes import SHAPES_HIERARCHY
 from c2f_attacks.evaluation import per_image_records
@@ -88,7 +88,8 @@ def test_per_image_records_and_relevance_on_one_channel(model, x):
 
 def test_figures_draw_grayscale_images_in_gray(model, x, tmp_path):
     x_adv = FGSM(model, eps=EPS, stage="coarse")(x).x_adv
-    attack_figure(model, x, x_adv, "coarse", tmp_path / "attack.png", examples=2)
+    rule = get_criterion("stage_changed", "coarse")
+    attack_figure(model, x, x_adv, rule, tmp_path / "attack.png", examples=2)
     explanation_figure(model, x[:2], tmp_path / "explain.png")
     assert (tmp_path / "attack.png").stat().st_size > 5_000
     assert (tmp_path / "explain.png").stat().st_size > 5_000
@@ -119,7 +120,7 @@ def test_the_run_refuses_rgb_data_for_a_grayscale_model_before_attacking(tmp_pat
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "out"
     cfg = RunConfig(model="gray_factory:make", hierarchy=str(tmp_path / "h.json"), n=2,
-                    attacks=["fgsm"], stages=["coarse"], modes=["fixed"], out=str(out),
+                    attacks=["fgsm"], stages=["coarse"], protocols=["fixed"], out=str(out),
                     progress=False, figures=False)  # fmt: skip
     with pytest.raises(ValueError, match=r"shapes for model gray_factory:make must have 1 "
                                          r"channels, got shape \(1, 3, 32, 32\)"):  # fmt: skip

@@ -33,8 +33,9 @@ OLD_COLUMNS = (
 def row(attack: str = "pgd", stage: str = "coarse", eps: object = 8 / 255, **extra) -> dict:
     base = {
         "model": "shapes-vgg16", "model_hash": "0a1b2c", "dataset": "shapes", "split": "test",
-        "n": 256, "seed": 0, "attack": attack, "stage": stage, "mode": "fixed", "mask": "none",
-        "norm": "linf", "eps": eps, "steps": 10, "config": lb.config_string(alpha=2 / 255),
+        "n": 256, "seed": 0, "attack": attack, "stage": stage, "protocol": "fixed",
+        "success_rule": "stage_changed", "mask": "none", "norm": "linf", "eps": eps, "steps": 10,
+        "config": lb.config_string(alpha=2 / 255),
         "eval_backend": "onnxruntime", "device": "cpu", "fooling_ratio": 0.5,
     }  # fmt: skip
     return {**base, **extra}
@@ -43,7 +44,8 @@ def row(attack: str = "pgd", stage: str = "coarse", eps: object = 8 / 255, **ext
 def test_columns():
     assert set(lb.KEY) <= set(lb.COLUMNS) and set(METRIC_COLUMNS) <= set(lb.COLUMNS)
     assert set(OLD_COLUMNS) <= set(lb.COLUMNS)  # library versions and every old column kept
-    assert {"row_id", "mask", "mode", "split", "model_hash", "fr_fine_any", "l2_median",
+    assert {"row_id", "mask", "protocol", "success_rule", "split", "model_hash", "fr_fine_any",
+            "l2_median",
             "fooling_ratio_lo", "linf_at_fr90", "coarse_flip_share"} <= set(lb.COLUMNS)  # fmt: skip
     assert lb.COLUMNS[:4] == ("model", "model_hash", "dataset", "split")
 
@@ -65,7 +67,8 @@ def test_upsert_replaces_own_row_and_keeps_others(tmp_path):
 @pytest.mark.parametrize(
     "change",
     [{"split": "train"}, {"n": 8}, {"seed": 5}, {"eval_backend": "torch"}, {"device": "cuda (X)"},
-     {"model_hash": "ffff"}, {"mask": "lrp"}, {"mode": "minimal"}, {"eps": 4 / 255},
+     {"model_hash": "ffff"}, {"mask": "lrp"}, {"protocol": "minimal"},
+     {"success_rule": "fine_changed_coarse_kept"}, {"eps": 4 / 255},
      {"config": lb.config_string(alpha=2 / 255 + 1e-9)}],
 )  # fmt: skip
 def test_any_key_difference_adds_a_row(tmp_path, change):
@@ -87,9 +90,8 @@ def test_nan_eps_and_float_formatting_match_the_same_key(tmp_path):
     assert len(df) == 2
     assert sorted(df.fooling_ratio.tolist()) == [0.4, 0.5]
     assert math.isnan(df.eps.iloc[0])  # the empty eps sorts first
-    assert "\nshapes-vgg16,0a1b2c,shapes,test,pgd,coarse,fixed,none,linf,,10,256,0," in (
-        path.read_text()
-    )
+    line = "\nshapes-vgg16,0a1b2c,shapes,test,pgd,coarse,fixed,none,linf,stage_changed,,10,256,0,"
+    assert line in path.read_text()
 
 
 def test_extra_columns_kept_missing_ones_empty(tmp_path):
@@ -358,13 +360,13 @@ def test_config_string_is_canonical_and_full_precision():
 
 def _wide_rows() -> pd.DataFrame:
     rows = [
-        row(a, stage=s, mode=m, mask=k, eps=None if m != "fixed" else 8 / 255,
+        row(a, stage=s, protocol=m, mask=k, eps=None if m != "fixed" else 8 / 255,
             fooling_ratio=0.59375, fooling_ratio_lo=0.53125, fooling_ratio_hi=0.65625,
             linf_median=0.1012345, l2_median=1.2345, object_share=0.3456,
             queries_per_image=1234.5, ms_per_image=12.345)
         for a, m, k in [("fgsm", "fixed", "none"), ("pgd", "minimal", "none"),
                         ("lrpc", "first_success", "gradient_x_input"),
-                        ("torchattacks.AutoAttack", "minimal", "least_relevant")]
+                        ("torchattacks:AutoAttack", "minimal", "least_relevant")]
         for s in ("coarse", "fine")
     ]  # fmt: skip
     return pd.DataFrame(rows)
@@ -377,7 +379,7 @@ def test_render_rich_table_fits_100_columns():
     assert max(len(line) for line in lines) <= 100
     assert "\x1b[" not in text
     header = lines[0].split()
-    assert header[:4] == ["attack", "stage", "mode", "mask"] and "FR" in header
+    assert header[:4] == ["attack", "stage", "protocol", "mask"] and "FR" in header
     assert "0.594" in text and " 1234\n" in text and "lrpc" in text and "FR = fooling_ratio" in text
     assert "…" not in text and "ack" in text.split()  # text wraps, never cut: "torchattac|ks..."
     coloured = lb.render_table(df, color=True)

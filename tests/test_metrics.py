@@ -102,7 +102,8 @@ def test_flags_and_both_fine_rules():
     assert rec.success.tolist() == rec.fine_flipped.tolist()  # PGD's fine rule: any fine change
     assert rec.misclassified.tolist() == [False, True, False, False, True]
     assert (rec.correct == ~rec.misclassified).all()
-    lrpf = per_image_records(model, x, x_adv, y, "fine", keep_coarse=True, relevance=False)
+    lrpf = per_image_records(model, x, x_adv, y, "fine", criterion="fine_changed_coarse_kept",
+                             relevance=False)  # fmt: skip
     assert lrpf.success.tolist() == [True, False, False, False, False]
     coarse = per_image_records(model, x, x_adv, y, "coarse", relevance=False)
     assert coarse.success.tolist() == [False, True, False, False, True]
@@ -230,8 +231,9 @@ def test_rejects_bad_input():
         per_image_records(model, x, x[:2], y, "fine", relevance=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         per_image_records(model, x, x + 2, y, "fine", relevance=False)
-    with pytest.raises(ValueError, match="keep_coarse"):
-        per_image_records(model, x, x, y, "coarse", keep_coarse=True, relevance=False)
+    with pytest.raises(ValueError, match="not defined for the coarse stage"):
+        per_image_records(model, x, x, y, "coarse", criterion="fine_changed_coarse_kept",
+                          relevance=False)  # fmt: skip
     with pytest.raises(ValueError, match="0..5"):
         per_image_records(model, x, x, y + 6, "fine", relevance=False)
     with pytest.raises(ValueError, match="masks"):

@@ -37,7 +37,8 @@ inf = math.inf
 def key(**changes) -> dict:
     base = {
         "model": "small", "model_hash": "abc123", "dataset": "random", "split": "test", "n": 12,
-        "seed": 0, "attack": "pgd", "stage": "fine", "mode": "fixed", "mask": "none",
+        "seed": 0, "attack": "pgd", "stage": "fine", "protocol": "fixed",
+        "success_rule": "stage_changed", "mask": "none",
         "norm": "linf", "eps": 8 / 255, "steps": 10, "config": "alpha=0.1", "eval_backend": "torch",
         "device": "cpu",
     }  # fmt: skip
@@ -101,13 +102,6 @@ def test_aggregate_definitions():
     assert math.isnan(empty["fooling_ratio_lo"]) and math.isnan(empty["linf_median_hi"])
 
 
-def test_aggregate_is_deterministic_and_ignores_the_old_bootstrap_arguments():
-    rec = made_up(50, seed=2)
-    with pytest.warns(DeprecationWarning, match="seed and n_boot are ignored"):
-        old_call = aggregate(rec, seed=7, n_boot=200)
-    assert old_call == aggregate(rec)
-
-
 def test_write_and_load_round_trip(tmp_path):
     rec = made_up(30, seed=1)
     path = write_records(tmp_path, key(), rec)
@@ -156,7 +150,7 @@ def _rewrite(path, edit) -> None:
     "edit, message",
     [
         (lambda t: t.replace(",True,", ",yes,", 1), "line 2, column '.*': 'yes' is not True or"),
-        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 40 fields, the"),
+        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 41 fields, the"),
         (lambda t: t.replace("object_share", "object"), "line 1: the header"),
         (lambda t: t.replace("\nsmall,", "\nother,", 1), "line 2: the key does not hash"),
         (lambda t: t + t.splitlines()[1].replace(",fine,", ",coarse,") + "\n", "line 32"),

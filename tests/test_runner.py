@@ -13,10 +13,19 @@ from c2f_attacks.models import load_model
 from c2f_attacks.runner import FigureWarning, RunConfig, expand, figure_folder, model_hash, run
 
 # Small and fast: 6 images in batches of 4 (the last batch is short), few steps.
-SMALL = dict(n=6, batch_size=4, pgd_steps=2, steps=3, refresh=2, search_steps=2,
-             progress=False, figures=False)  # fmt: skip
-MIXED = dict(attacks=["fgsm", "pgd", "lrpc", "lrpf"], masks=["lrp", "random"],
-             stages=["coarse", "fine"], modes=["fixed", "minimal", "first_success"])  # fmt: skip
+SMALL = dict(
+    n=6,
+    batch_size=4,
+    progress=False,
+    figures=False,
+    settings={"steps": 3, "refresh": 2, "search_steps": 2, "pgd": {"steps": 2}},
+)
+MIXED = dict(
+    attacks=["fgsm", "pgd", "lrpc", "lrpf"],
+    masks=["lrp", "random"],
+    stages=["coarse", "fine"],
+    protocols=["fixed", "minimal", "first_success"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +42,9 @@ def test_every_plan_is_one_row_with_its_full_key(mixed_run):
     assert board[list(KEY)].notna().drop(columns=["eps", "steps"]).all().all()
     assert set(board["split"]) == {"test"} and set(board["n"]) == {6}
     assert set(board["model_hash"]) == {model_hash(load_model("shapes-vgg16"))}
-    first = board[board["mode"] == "first_success"]
+    first = board[board["protocol"] == "first_success"]
     assert first["eps"].isna().all() and set(first["mask"]) == {"lrp", "random"}
-    assert set(board.loc[board["mode"] == "minimal", "eps"]) == {RunConfig().eps_max}
+    assert set(board.loc[board["protocol"] == "minimal", "eps"]) == {RunConfig().eps_max["linf"]}
     assert set(board.loc[board["attack"].isin(["fgsm", "pgd"]), "mask"]) == {"none"}
 
 
@@ -46,7 +55,7 @@ def test_aggregates_are_recomputed_exactly_from_the_records(mixed_run):
     assert set(records["row_id"]) == set(board.index)
     for rid, part in records.groupby("row_id"):
         assert sorted(part["index"]) == list(range(6))
-        for column, value in aggregate(part, seed=0).items():
+        for column, value in aggregate(part).items():
             stored = board.loc[rid, column]
             assert (math.isnan(value) and pd.isna(stored)) or stored == pytest.approx(value), column
 
@@ -54,14 +63,15 @@ def test_aggregates_are_recomputed_exactly_from_the_records(mixed_run):
 def test_fixed_rows_stay_within_eps_and_minimal_rows_report_per_image_eps(mixed_run):
     out, _ = mixed_run
     records = load_records(out)
-    fixed = records[(records["mode"] == "fixed") & records["success"]]
+    fixed = records[(records["protocol"] == "fixed") & records["success"]]
     assert (fixed["linf"] <= fixed["key_eps"] + 1e-6).all()
-    minimal = records[records["mode"] == "minimal"]
-    assert minimal["eps"].notna().all() and (minimal["eps"] <= RunConfig().eps_max + 1e-6).all()
+    minimal = records[records["protocol"] == "minimal"]
+    bound = RunConfig().eps_max["linf"]
+    assert minimal["eps"].notna().all() and (minimal["eps"] <= bound + 1e-6).all()
 
 
 def test_rerun_replaces_its_rows_and_another_seed_or_split_adds_rows(tmp_path):
-    cfg = dict(out=str(tmp_path), attacks=["fgsm"], stages=["coarse"], modes=["fixed"], **SMALL)
+    cfg = dict(out=str(tmp_path), attacks=["fgsm"], stages=["coarse"], protocols=["fixed"], **SMALL)
     run(RunConfig(**cfg))
     run(RunConfig(**cfg))
     assert len(read_leaderboard(tmp_path / "leaderboard.csv")) == 1
@@ -82,7 +92,7 @@ def test_the_model_never_sees_more_than_one_batch(tmp_path, monkeypatch):
                   **{**SMALL, "n": 7, "batch_size": 3, "figures": True}))  # fmt: skip
     assert seen and max(seen) <= 3
     figures = tmp_path / "figures" / "shapes-vgg16"
-    assert (figures / "lrpc_coarse_first_success_lrp.png").stat().st_size > 5_000
+    assert (figures / "lrpc_coarse_fixed_lrp.png").stat().st_size > 5_000
     assert (figures / "budget_coarse.png").exists()
     assert (figures / "budget_fine.png").exists()
 
@@ -95,7 +105,7 @@ def test_a_failing_figure_is_a_warning_after_the_leaderboard_is_written(tmp_path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = run(RunConfig(out=str(tmp_path), attacks=["fgsm"], stages=["coarse"],
-                             modes=["fixed"], **{**SMALL, "figures": True}))  # fmt: skip
+                             protocols=["fixed"], **{**SMALL, "figures": True}))  # fmt: skip
     assert len(rows) == 1 and (tmp_path / "leaderboard.csv").exists()
     messages = [str(w.message) for w in caught if issubclass(w.category, FigureWarning)]
     path = tmp_path / "figures" / "shapes-vgg16" / "budget_coarse.png"
@@ -103,7 +113,7 @@ def test_a_failing_figure_is_a_warning_after_the_leaderboard_is_written(tmp_path
 
 
 def test_onnxruntime_backend_uses_a_file_under_out_and_agrees(tmp_path):
-    rows = run(RunConfig(out=str(tmp_path), attacks=["pgd"], stages=["fine"], modes=["fixed"],
+    rows = run(RunConfig(out=str(tmp_path), attacks=["pgd"], stages=["fine"], protocols=["fixed"],
                          backend="onnxruntime", **SMALL))  # fmt: skip
     digest = model_hash(load_model("shapes-vgg16"))
     assert (tmp_path / "onnx" / f"{digest}.onnx").stat().st_size > 100_000
@@ -137,16 +147,18 @@ def test_model_hash_follows_weights_and_hierarchy():
     assert model_hash(model) != digest
 
 
-def test_torchattacks_rows_take_their_arguments_from_the_config(tmp_path):
+def test_external_rows_take_their_settings_and_budget_from_the_config(tmp_path):
     pytest.importorskip("torchattacks")
     config = tmp_path / "ta.toml"
-    config.write_text('attacks = ["torchattacks:FGSM"]\nstages = ["fine"]\n'
-                      '[torchattacks.FGSM]\neps = 0.02\n')  # fmt: skip
+    config.write_text('attacks = ["torchattacks:PGD"]\nstages = ["fine"]\nprotocols = ["fixed"]\n'
+                      '[eps]\nlinf = 0.02\n[settings."torchattacks:PGD"]\nsteps = 2\n')  # fmt: skip
     (cfg,) = expand(config, {**SMALL, "out": str(tmp_path), "model": "shapes-vgg16"})
     rows = run(cfg)
-    assert rows[["attack", "stage", "mode", "mask"]].values.tolist() == [
-        ["torchattacks.FGSM", "fine", "fixed", "none"]
+    assert rows[["attack", "stage", "protocol", "mask", "success_rule"]].values.tolist() == [
+        ["torchattacks:PGD", "fine", "fixed", "none", "fine_changed_coarse_kept"]
     ]
-    assert rows["eps"].tolist() == [0.02] and rows["seed"].tolist() == [0]
+    assert rows["eps"].tolist() == [0.02] and rows["steps"].tolist() == [2]
     records = load_records(tmp_path)
     assert (records.loc[records["success"], "linf"] <= 0.02 + 1e-6).all()
+    # the strict fine rule, recomputed from the recorded predictions
+    assert records["success"].equals(records["fine_flipped_coarse_kept"])

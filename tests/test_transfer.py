@@ -13,8 +13,8 @@ import torch
 from onnx import numpy_helper
 
 from c2f_attacks import Hierarchy
-from c2f_attacks.attacks import criterion_for
-from c2f_attacks.attacks.stage import Predictions
+from c2f_attacks.attacks import get_criterion
+from c2f_attacks.attacks.predictions import Predictions
 from c2f_attacks.cli import main
 from c2f_attacks.evaluation import (
     AdversarialRow,
@@ -39,8 +39,9 @@ from c2f_attacks.runner.transfer import (
 from tests.conftest import TINY_HIERARCHY, shapes_test, tiny_vgg
 
 N = 8
-SMALL = dict(model="shapes-vgg16", n=N, batch_size=4, steps=3, refresh=2, attacks=["fgsm", "lrpf"],
-             masks=["lrp"], modes=["fixed"], progress=False, figures=False)  # fmt: skip
+SMALL = dict(model="shapes-vgg16", n=N, batch_size=4, settings={"steps": 3, "refresh": 2},
+             attacks=["fgsm", "lrpf"], masks=["lrp"], protocols=["fixed"], progress=False,
+             figures=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def _rows(model, x, x_adv, stage="coarse"):
 def _key(**values):
     """A leaderboard key (every KEY field; the ones a test does not care about empty)."""
     key = {**dict.fromkeys(KEY, ""), "model": "m", "dataset": "shapes", "split": "test", "n": 4,
-           "seed": 0, "attack": "fgsm", "stage": "coarse", "mode": "fixed", "mask": "none",
+           "seed": 0, "attack": "fgsm", "stage": "coarse", "protocol": "fixed",
+           "success_rule": "stage_changed", "mask": "none",
            "norm": "linf", "eval_backend": "torch", "device": "cpu"}  # fmt: skip
     return {**key, **values}
 
@@ -195,7 +197,7 @@ def test_transfer_onto_another_model_is_the_hand_computed_number(source_run, tmp
         for row in table.to_dict("records"):
             adv = other(load_adversarial(out, row["row_id"]).x_adv())
             stage = row["stage"]
-            rule = criterion_for(stage, keep_coarse=row["attack"] == "lrpf")
+            rule = get_criterion(row["success_rule"], stage)
             fooled = rule(*(Predictions(getattr(o, f"{stage}_pred"), o.coarse_pred, o.fine_pred)
                             for o in (clean, adv))).numpy()  # fmt: skip
             success = pd.read_csv(out / "records" / f"{row['row_id']}.csv.gz")["success"]

@@ -26,16 +26,20 @@ the passes image i took part in (early-stopped images stop paying).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.criteria import criterion_for
+from c2f_attacks.attacks.criteria import Criterion, get_criterion
 from c2f_attacks.attacks.layout import Layout
 from c2f_attacks.attacks.minimal_eps import bisect_eps
-from c2f_attacks.attacks.stage import Predictions, StageView
+from c2f_attacks.attacks.predictions import Predictions
+from c2f_attacks.attacks.stage import StageView
+from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FOutput
 from c2f_attacks.modes import eval_mode
 from c2f_attacks.validation import check_image_batch, check_matches_model
@@ -201,18 +205,28 @@ class Attack:
     """Base class: ``res = atk(x, y=None, index=None, object_mask=None)``; see the module
     docstring.
 
-    ``keep_coarse`` (class attribute) selects LRPF's success criterion: the fine label changed
-    and the coarse label did not.
+    A subclass declares what it is as class attributes, which the registry
+    (:func:`~c2f_attacks.attacks.registry.register_attack`) reads: ``name``, the ``stages`` it
+    attacks, the ``norm`` of its budget, the ``protocols`` it can follow, its
+    ``default_criterion`` (the success rule when the caller names none) and whether it takes a
+    mask source (``masked``). ``criterion=`` (a rule name or a
+    :class:`~c2f_attacks.attacks.criteria.Criterion`) chooses another rule: success, early
+    stopping and the minimal-budget search all follow it.
     """
 
-    keep_coarse = False
+    name: ClassVar[str]
+    stages: ClassVar[tuple[str, ...]] = STAGES
+    norm: ClassVar[str] = "linf"
+    protocols: ClassVar[tuple[str, ...]] = ("minimal", "fixed")
+    default_criterion: ClassVar[str] = "stage_changed"
+    masked: ClassVar[bool] = False
     #: the number of update steps of a full run (first-success steps of images that succeed
     #: only at the end); None where not tracked
     steps: int | None = None
 
     def __init__(
         self, model: nn.Module, stage: str | None = None, seed: int = 0,
-        memory_format: str = "auto",
+        memory_format: str = "auto", criterion: str | Criterion | None = None,
     ):  # fmt: skip
         self.view = StageView(model, stage)
         self.model, self.stage = model, stage
@@ -221,8 +235,29 @@ class Attack:
         self.seed = seed
         self._layout = Layout(memory_format)
         self.memory_format = memory_format
-        self.criterion = criterion_for(stage, self.keep_coarse)
+        self.criterion = get_criterion(
+            self.default_criterion if criterion is None else criterion, stage
+        )
         self._clean_pass: tuple | None = None  # during a call, see _first_grad_at_clean
+
+    @classmethod
+    def protocol_settings(
+        cls, protocol: str, budget: float, search_bound: float, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The settings that make this attack follow ``protocol`` (see
+        :mod:`~c2f_attacks.attacks.registry`): ``fixed`` runs at ``budget`` and ``minimal``
+        searches each image's budget in ``(0, search_bound]``, both stopping each image at its
+        first success; ``first_success`` runs unbounded. ``settings`` are the run's other
+        settings of the attack (a subclass may derive from them, as PGD does its step size).
+        They are merged over ``settings``: they win."""
+        if protocol not in cls.protocols:
+            raise ValueError(f"attack {cls.name!r} cannot follow protocol {protocol!r} (it "
+                             f"follows {', '.join(cls.protocols)})")  # fmt: skip
+        eps = {"fixed": budget, "minimal": search_bound, "first_success": None}[protocol]
+        chosen: dict[str, Any] = {"eps": eps, "minimal_eps": protocol == "minimal"}
+        if "early_stop" in inspect.signature(cls.__init__).parameters:
+            chosen["early_stop"] = True
+        return chosen
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stage={self.stage!r}, memory_format={self.memory_format!r})"

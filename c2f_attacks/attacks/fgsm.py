@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.pgd import PGD
+from c2f_attacks.attacks.registry import register_attack
 
 
+@register_attack
 class FGSM(PGD):
-    """``FGSM(model, eps=8/255, stage=None, minimal_eps=False, search_steps=8, seed=0,
-    memory_format="auto")``; ``minimal_eps=True`` bisects a per-image eps."""
+    """Fast gradient sign method (Goodfellow et al. 2015): one signed CE-gradient step of eps.
+
+    ``FGSM(model, eps=8/255, stage=None, minimal_eps=False, search_steps=8, seed=0,
+    memory_format="auto", criterion=None)``; ``minimal_eps=True`` bisects a per-image eps."""
+
+    name = "fgsm"
 
     def __init__(
         self,
@@ -26,11 +33,12 @@ class FGSM(PGD):
         search_steps: int = 8,
         seed: int = 0,
         memory_format: str = "auto",
+        criterion: str | Criterion | None = None,
     ):
         super().__init__(
             model, eps=eps, alpha=eps, steps=1, random_start=False, loss="ce", early_stop=False,
             stage=stage, minimal_eps=minimal_eps, search_steps=search_steps, seed=seed,
-            memory_format=memory_format,
+            memory_format=memory_format, criterion=criterion,
         )  # fmt: skip
 
     def __repr__(self) -> str:

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows_of
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.masks import MaskInputs, get_mask_source
 from c2f_attacks.lrp import check_explainable
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of
@@ -70,10 +71,11 @@ SHARED_DEFAULTS = {"top_k": 0.1, "alpha": 4 / 255, "steps": 100, "lam": 1.0, "re
 
 
 class LRPGuidedAttack(Attack):
-    """Base of :class:`LRPC` and :class:`LRPF`; subclasses set ``attacked_stage`` and may add a
-    penalty through :meth:`_penalty`."""
+    """Base of :class:`LRPC` and :class:`LRPF`; subclasses set ``stages`` (the one stage they
+    attack) and may add a penalty through :meth:`_penalty`."""
 
-    attacked_stage: str = ""
+    protocols = ("minimal", "fixed", "first_success")
+    masked = True
 
     def __init__(
         self,
@@ -92,8 +94,9 @@ class LRPGuidedAttack(Attack):
         composite: str,
         seed: int,
         memory_format: str,
+        criterion: str | Criterion | None,
     ):
-        super().__init__(model, self.attacked_stage, seed, memory_format)
+        super().__init__(model, self.stages[0], seed, memory_format, criterion)
         if not isinstance(top_k, (int, float)) or not 0 < top_k <= 1:
             raise ValueError(f"top_k must be a fraction of pixels in (0, 1], got {top_k!r}")
         self._check_eps("alpha", alpha)

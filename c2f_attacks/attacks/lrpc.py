@@ -15,16 +15,20 @@ from __future__ import annotations
 
 from torch import nn
 
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
+from c2f_attacks.attacks.registry import register_attack
 from c2f_attacks.lrp.explain import DEFAULT_COMPOSITE
 
 LRPC_DEFAULTS = dict(SHARED_DEFAULTS)
 
 
+@register_attack
 class LRPC(LRPGuidedAttack):
     """``LRPC(model)``: flip the coarse label of a C2F model through its most relevant pixels."""
 
-    attacked_stage = "coarse"
+    name = "lrpc"
+    stages = ("coarse",)
 
     def __init__(
         self,
@@ -42,10 +46,11 @@ class LRPC(LRPGuidedAttack):
         composite: str = DEFAULT_COMPOSITE,
         seed: int = 0,
         memory_format: str = "auto",
+        criterion: str | Criterion | None = None,
     ):
         super().__init__(
             model, top_k=top_k, alpha=alpha, steps=steps, lam=lam, refresh=refresh, eps=eps,
             minimal_eps=minimal_eps, search_steps=search_steps, mask=mask,
             relevance_grad=relevance_grad, composite=composite, seed=seed,
-            memory_format=memory_format,
+            memory_format=memory_format, criterion=criterion,
         )  # fmt: skip

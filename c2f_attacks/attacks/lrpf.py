@@ -21,18 +21,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
+from c2f_attacks.attacks.registry import register_attack
 from c2f_attacks.attacks.stage import StageView
 from c2f_attacks.lrp.explain import DEFAULT_COMPOSITE
 
 LRPF_DEFAULTS = {**SHARED_DEFAULTS, "kappa": 1.0}
 
 
+@register_attack
 class LRPF(LRPGuidedAttack):
     """``LRPF(model)``: change the fine label of a C2F model inside its coarse class."""
 
-    attacked_stage = "fine"
-    keep_coarse = True
+    name = "lrpf"
+    stages = ("fine",)
+    default_criterion = "fine_changed_coarse_kept"
 
     def __init__(
         self,
@@ -51,12 +55,13 @@ class LRPF(LRPGuidedAttack):
         composite: str = DEFAULT_COMPOSITE,
         seed: int = 0,
         memory_format: str = "auto",
+        criterion: str | Criterion | None = None,
     ):
         super().__init__(
             model, top_k=top_k, alpha=alpha, steps=steps, lam=lam, refresh=refresh, eps=eps,
             minimal_eps=minimal_eps, search_steps=search_steps, mask=mask,
             relevance_grad=relevance_grad, composite=composite, seed=seed,
-            memory_format=memory_format,
+            memory_format=memory_format, criterion=criterion,
         )  # fmt: skip
         if not isinstance(kappa, (int, float)) or kappa < 0:
             raise ValueError(f"kappa must be a non-negative number, got {kappa!r}")

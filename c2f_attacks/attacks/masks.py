@@ -1,7 +1,8 @@
 """Mask sources of the LRP-guided scheme (``mask=`` of LRPC and LRPF): which pixels it perturbs.
 
 Every source marks the ``k`` fraction of pixels (``ceil(k * H * W)``, at least one) of each image
-that scores highest by its own map, except ``object``, which marks the ground-truth object.
+that scores highest by its own map, except ``object``, which marks the ground-truth object, and
+``random_object``, which marks at most that many of its pixels.
 For an image with explained class t (the clean decision of the attacked stage) at the iterate x:
 
 - ``lrp``: ``sum_c R_c,p``, the LRP relevance of t (the paper's mask); one LRP pass;
@@ -10,12 +11,15 @@ For an image with explained class t (the clean decision of the attacked stage) a
 - ``gradient_x_input``: ``sum_c x_c,p * d margin_t / dx_c,p`` (LRP-0 on ReLU nets); one forward
   + one backward;
 - ``random``: ``u_p ~ U[0, 1)`` hashed from ``(seed, global image index, p)``; no model call;
-- ``object``: the ground-truth object mask given as ``atk(x, object_mask=...)``; no model call.
+- ``object``: the ground-truth object mask given as ``atk(x, object_mask=...)``; no model call;
+- ``random_object``: ``k`` random pixels of the ground-truth object (hashed as ``random``); no
+  model call.
 
 ``margin_t = z_t - max_{j != t} z_j`` over the stage's allowed classes. The map-based sources
 are recomputed at the iterate on the attack's refresh schedule (every ``refresh`` steps); the
-``random`` and ``object`` masks do not depend on the iterate, so they are computed once. The
-``random`` mask of image i depends on ``(seed, index[i])`` only, never on the rest of the batch.
+``random``, ``object`` and ``random_object`` masks do not depend on the iterate, so they are
+computed once. The ``random`` mask of image i depends on ``(seed, index[i])`` only, never on the
+rest of the batch.
 An LRP pass costs one forward and one backward (the relevance term's differentiable mode one
 backward more), whichever source asked for it.
 """
@@ -29,6 +33,7 @@ import torch
 
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.lrp.explain import top_fraction_mask
+from c2f_attacks.registry import Registry
 
 
 @dataclass
@@ -115,13 +120,27 @@ class ObjectMask(MaskSource):
         return inputs.object_mask
 
 
-_SOURCES = (LRPMask, GradientMask, GradientXInputMask, RandomMask, LeastRelevantMask, ObjectMask)
-MASKS = tuple(source.name for source in _SOURCES)
+class RandomObjectMask(MaskSource):
+    """k random pixels of the ground-truth object (all of it when it is smaller): a control
+    that perturbs the object without any explanation, telling apart "on the object" from "on
+    the pixels an explanation picks"."""
+
+    name, needs, fixed = "random_object", "object", True
+
+    def select(self, inputs: MaskInputs) -> torch.Tensor:
+        noise = uniform_like(inputs.x[:, :1], inputs.seed, inputs.index).float()[:, 0]
+        # pixels off the object rank below every object pixel
+        score = torch.where(inputs.object_mask, noise, noise - 2)
+        mask = top_fraction_mask(score, inputs.top_k)
+        return mask & inputs.object_mask
+
+
+MASK_SOURCES: Registry[type[MaskSource]] = Registry("mask source")
+for _source in (LRPMask, GradientMask, GradientXInputMask, RandomMask, LeastRelevantMask,
+                ObjectMask, RandomObjectMask):  # fmt: skip
+    MASK_SOURCES.register(_source.name, _source)
 
 
 def get_mask_source(name: str) -> MaskSource:
-    """The mask source called ``name`` (one of :data:`MASKS`)."""
-    for source in _SOURCES:
-        if source.name == name:
-            return source()
-    raise ValueError(f"mask must be one of {MASKS}, got {name!r}")
+    """The mask source called ``name`` (one of ``MASK_SOURCES.names()``)."""
+    return MASK_SOURCES.get(name)()

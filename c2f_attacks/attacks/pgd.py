@@ -17,19 +17,29 @@ tells whether the iterate ``x_s`` already succeeds (``first_success_step`` = the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
 from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows_of
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.noise import uniform_like
+from c2f_attacks.attacks.registry import register_attack
 
 LOSSES = ("ce", "margin")
 
 
+@register_attack
 class PGD(Attack):
-    """l-inf PGD: ``PGD(model, eps=8/255, alpha=2/255, steps=10, random_start=True, loss="ce",
+    """l-inf projected gradient descent (Madry et al. 2018), signed steps on CE or margin loss.
+
+    ``PGD(model, eps=8/255, alpha=2/255, steps=10, random_start=True, loss="ce",
     early_stop=False, stage=None, minimal_eps=False, search_steps=8, seed=0,
-    memory_format="auto")``; see the module docstring for the update."""
+    memory_format="auto", criterion=None)``; see the module docstring for the update."""
+
+    name = "pgd"
 
     def __init__(
         self,
@@ -45,8 +55,9 @@ class PGD(Attack):
         search_steps: int = 8,
         seed: int = 0,
         memory_format: str = "auto",
+        criterion: str | Criterion | None = None,
     ):
-        super().__init__(model, stage, seed, memory_format)
+        super().__init__(model, stage, seed, memory_format, criterion)
         self._check_eps("eps", eps)
         self._check_eps("alpha", alpha)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -65,6 +76,20 @@ class PGD(Attack):
             f"early_stop={self.early_stop}, stage={self.stage!r}, "
             f"minimal_eps={self.minimal_eps}, memory_format={self.memory_format!r})"
         )
+
+    @classmethod
+    def protocol_settings(
+        cls, protocol: str, budget: float, search_bound: float, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """As every attack's, and in ``minimal`` the step size keeps the fixed budget's
+        step-to-budget ratio: the bisection scales alpha with each image's trial eps as
+        ``alpha * eps / search_bound``, so alpha becomes ``alpha * search_bound / budget`` (a
+        search up to 64/255 with the 8/255 step of 2/255 would otherwise take steps 8x too small
+        and report inflated minimal norms)."""
+        chosen = super().protocol_settings(protocol, budget, search_bound, settings)
+        if protocol == "minimal" and "alpha" in settings:
+            chosen["alpha"] = settings["alpha"] * search_bound / budget
+        return chosen
 
     @property
     def _first_grad_at_clean(self) -> bool:

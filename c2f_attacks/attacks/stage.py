@@ -11,11 +11,10 @@ the class index, as in torchattacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from c2f_attacks.attacks.predictions import Predictions, predictions_of
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_labels
@@ -37,23 +36,6 @@ def check_stage(model: nn.Module, stage: str | None) -> None:
         raise ValueError(
             f"stage={stage!r} needs a C2FClassifier; {type(model).__name__} is a flat classifier "
             "(use stage=None)"
-        )
-
-
-@dataclass
-class Predictions:
-    """Predictions of one batch: ``stage`` always; ``coarse``/``fine`` on C2F models, else None."""
-
-    stage: torch.Tensor
-    coarse: torch.Tensor | None = None
-    fine: torch.Tensor | None = None
-
-    def __getitem__(self, rows) -> Predictions:
-        """The predictions of the batch rows ``rows`` (index tensor, mask or slice)."""
-        return Predictions(
-            self.stage[rows],
-            None if self.coarse is None else self.coarse[rows],
-            None if self.fine is None else self.fine[rows],
         )
 
 
@@ -86,16 +68,11 @@ class StageView:
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Predictions, C2FOutput | None]:
         """``(stage logits (N, K_stage), predictions, full C2F output or None)``."""
         out = self.model(x)
+        pred = predictions_of(out, self.stage)
         if not self.is_c2f:
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise TypeError(
-                    "a flat model must return logits (N, classes); "
-                    f"{type(self.model).__name__} returned {type(out).__name__}"
-                )
-            return out, Predictions(out.argmax(dim=1)), None
+            return out, pred, None
         logits = out.coarse_logits if self.stage == "coarse" else out.fine_logits
-        pred = out.coarse_pred if self.stage == "coarse" else out.fine_pred
-        return logits, Predictions(pred, out.coarse_pred, out.fine_pred), out
+        return logits, pred, out
 
     def allowed(self, t: torch.Tensor) -> torch.Tensor | None:
         """BoolTensor (N, K) of the classes the stage chooses among for class t (fine only)."""

@@ -26,7 +26,7 @@ holds four arrays:
 
 Outcomes never change silently. As each batch is compacted, the source model is run on the
 compacted images as they read back (:func:`~c2f_attacks.evaluation.metrics.per_image_records`,
-the records' own success rule ``criterion_for(stage, keep_coarse)``) and every image whose
+the records' own success rule) and every image whose
 success or adversarial coarse or fine prediction differs from its record is kept in float32
 exactly. A row with any such image is stored in float32 (the others keep their compact value, so
 ``max_abs_error`` stays that of the encoding) and its ``meta`` says which images and why.
@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.evaluation.metrics import per_image_records
 from c2f_attacks.evaluation.records import KEY, canonical_key, row_id
 
@@ -120,7 +121,7 @@ class AdversarialRow:
         y: torch.Tensor,
         records: pd.DataFrame,
         stage: str | None,
-        keep_coarse: bool = False,
+        criterion: str | Criterion = "stage_changed",
         batch_size: int = 256,
     ) -> None:
         """Compact one batch: ``x``/``x_adv``/``y`` as attacked, ``records`` their per-image
@@ -143,7 +144,7 @@ class AdversarialRow:
             decoded = decode(stored, changed, clean)
             again = per_image_records(
                 model, x, torch.from_numpy(decoded).to(x.device), y, stage,
-                keep_coarse=keep_coarse, relevance=False, batch_size=batch_size,
+                criterion=criterion, relevance=False, batch_size=batch_size,
             )  # fmt: skip
             flipped = np.zeros(len(index), dtype=bool)
             for column in OUTCOME_COLUMNS:

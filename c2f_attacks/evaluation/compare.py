@@ -40,7 +40,6 @@ from c2f_attacks.evaluation.exact import (
     sign_test,
 )
 from c2f_attacks.evaluation.records import check_records
-from c2f_attacks.evaluation.stats import ignored_bootstrap_arguments
 
 COLUMNS = ("metric", "a", "b", "difference", "estimate", "lo", "hi", "test", "p_value",
            "n_images")  # fmt: skip
@@ -107,19 +106,9 @@ def _median_budget(a: pd.DataFrame, b: pd.DataFrame, norm: str) -> tuple:
             sign_test(int((d > 0).sum()), int((d < 0).sum())), len(a))  # fmt: skip
 
 
-def compare_records(
-    records_a: pd.DataFrame,
-    records_b: pd.DataFrame,
-    *,
-    seed: int | None = None,
-    n_boot: int | None = None,
-) -> pd.DataFrame:
+def compare_records(records_a: pd.DataFrame, records_b: pd.DataFrame) -> pd.DataFrame:
     """Paired comparison of row a with row b (module docstring): columns ``COLUMNS``, one row
-    each for ``fooling_ratio``, ``linf_median`` and ``l2_median``.
-
-    ``seed`` and ``n_boot`` are left from the bootstrap intervals and ignored (with a
-    DeprecationWarning): every interval and test here is exact."""
-    ignored_bootstrap_arguments("compare_records", seed, n_boot)
+    each for ``fooling_ratio``, ``linf_median`` and ``l2_median``."""
     a, b = _paired(records_a, records_b)
     rows = [_fooling_ratio(a, b), *(_median_budget(a, b, norm) for norm in ("linf", "l2"))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -6,9 +6,10 @@ a time (memory bounded whatever N is) and returns one row per image (``RECORD_CO
 - labels ``y_fine``, ``y_coarse`` (the dataset's fine label and its coarse class) and the clean
   and adversarial predictions ``clean_coarse``, ``clean_fine``, ``adv_coarse``, ``adv_fine``.
   A flat model's classes live in the fine columns; its coarse columns are -1.
-- ``success``: the attack's criterion, ``criterion_for(stage, keep_coarse)``: the stage
-  prediction changed from the clean one (``keep_coarse``, LRPF: the fine one changed and the
-  coarse one did not). Never judged against ``y``.
+- ``success``: the row's success rule (``criterion``, a name or a
+  :class:`~c2f_attacks.attacks.criteria.Criterion`; default ``stage_changed``: the stage
+  prediction changed from the clean one; ``fine_changed_coarse_kept``, LRPF's: the fine one
+  changed and the coarse one did not). Never judged against ``y``.
 - ``fine_flipped`` (f' != f), ``coarse_flipped`` (c' != c), ``fine_flipped_coarse_kept``
   (f' != f and c' == c): both fine-stage rules on every row (flat: the class changed; no coarse).
 - ``correct``: the clean stage prediction equals the stage label of ``y``; ``misclassified`` is
@@ -42,8 +43,9 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks.base import model_channels
-from c2f_attacks.attacks.criteria import criterion_for
-from c2f_attacks.attacks.stage import Predictions, check_stage
+from c2f_attacks.attacks.criteria import Criterion, get_criterion
+from c2f_attacks.attacks.predictions import Predictions, predictions_of
+from c2f_attacks.attacks.stage import check_stage
 from c2f_attacks.evaluation.records import RECORD_COLUMNS
 from c2f_attacks.lrp.explain import (
     DEFAULT_COMPOSITE,
@@ -101,14 +103,11 @@ def _per_image_vector(value, n: int, name: str, dtype: torch.dtype, fill) -> tor
     return value.to(dtype)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, c2f: bool) -> tuple[Predictions, int]:
+def _predict(model: nn.Module, x: torch.Tensor, stage: str | None) -> tuple[Predictions, int]:
     """Predictions and the number of classes of the finest level."""
     out = model(x)
-    if c2f:
-        return Predictions(None, out.coarse_pred, out.fine_pred), out.fine_logits.shape[1]
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise TypeError(f"a flat model must return logits (N, classes), got {type(out).__name__}")
-    return Predictions(out.argmax(dim=1)), out.shape[1]
+    pred = predictions_of(out, stage)
+    return pred, (out.fine_logits if stage is not None else out).shape[1]
 
 
 @torch.no_grad()
@@ -119,7 +118,7 @@ def per_image_records(
     y: torch.Tensor,
     stage: str | None,
     *,
-    keep_coarse: bool = False,
+    criterion: str | Criterion = "stage_changed",
     masks: torch.Tensor | None = None,
     queries: torch.Tensor | None = None,
     first_success_step: torch.Tensor | None = None,
@@ -148,7 +147,7 @@ def per_image_records(
     x_adv = check_image_batch(x_adv, channels=channels, name="x_adv")
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv has shape {tuple(x_adv.shape)}, x {tuple(x.shape)}")
-    criterion = criterion_for(stage, keep_coarse)
+    criterion = get_criterion(criterion, stage)
     n = x.shape[0]
     if c2f:
         y = check_labels(y, n, model.hierarchy.num_fine, name="y (global fine labels)")
@@ -208,8 +207,8 @@ def clean_stage_heatmap(
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start : start + batch_size].to(device)
-            clean, _ = _predict(model, chunk, stage is not None)
-            target = clean.stage if stage is None else getattr(clean, stage)
+            clean, _ = _predict(model, chunk, stage)
+            target = clean.stage
             with torch.enable_grad():
                 parts.append(heatmap(stage_relevance_of(model, chunk, stage, target, composite)))
     return torch.cat(parts).to(x.device)
@@ -233,14 +232,12 @@ def _chunk(
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Per-image values of one chunk of images (CPU tensors)."""
     with eval_mode(model):
-        clean, classes = _predict(model, x, c2f)
-        adv, _ = _predict(model, x_adv, c2f)
+        clean, classes = _predict(model, x, stage)
+        adv, _ = _predict(model, x_adv, stage)
     check_labels(y, len(y), classes, name="y")
     minus_one = torch.full_like(y, -1)
     if c2f:
         y_coarse = model.fine_to_coarse[y]
-        clean.stage = clean.coarse if stage == "coarse" else clean.fine
-        adv.stage = adv.coarse if stage == "coarse" else adv.fine
         stage_label = y_coarse if stage == "coarse" else y
         coarse_flipped = adv.coarse != clean.coarse
         per = {"clean_coarse": clean.coarse, "adv_coarse": adv.coarse, "clean_fine": clean.fine,

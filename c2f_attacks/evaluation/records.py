@@ -30,8 +30,8 @@ from c2f_attacks._io import atomic_write
 from c2f_attacks.evaluation.typed_csv import cell_text, read_records, typed_frame
 
 KEY: tuple[str, ...] = (
-    "model", "model_hash", "dataset", "split", "n", "seed", "attack", "stage", "mode", "mask",
-    "norm", "eps", "steps", "config", "eval_backend", "device",
+    "model", "model_hash", "dataset", "split", "n", "seed", "attack", "stage", "protocol", "mask",
+    "norm", "success_rule", "eps", "steps", "config", "eval_backend", "device",
 )  # fmt: skip
 #: key columns that hold numbers (``eps`` is a float; the others whole numbers)
 NUMERIC_KEY: tuple[str, ...] = ("n", "seed", "eps", "steps")

@@ -71,14 +71,3 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     stats = _distribution(values, statistic, n_boot, seed)
     return _interval(stats, level)
-
-
-def ignored_bootstrap_arguments(function: str, seed: int | None, n_boot: int | None) -> None:
-    """Warn (DeprecationWarning) that ``function`` ignores the ``seed`` and ``n_boot`` its callers
-    pass from when its intervals were bootstrapped; they are exact now."""
-    if seed is not None or n_boot is not None:
-        warnings.warn(
-            f"{function}(): seed and n_boot are ignored (every interval is exact); drop them",
-            DeprecationWarning,
-            stacklevel=3,
-        )

@@ -34,7 +34,6 @@ import pandas as pd
 from c2f_attacks.evaluation.budget import NORMS, budget_at, censored_median
 from c2f_attacks.evaluation.exact import share_interval
 from c2f_attacks.evaluation.records import check_records
-from c2f_attacks.evaluation.stats import ignored_bootstrap_arguments
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "n", "clean_acc_coarse", "clean_acc_fine", "fooling_ratio", "fooling_ratio_lo",
@@ -67,14 +66,9 @@ def _no_share(name: str) -> dict[str, float]:
     return dict.fromkeys((name, f"{name}_lo", f"{name}_hi"), float("nan"))
 
 
-def aggregate(
-    records: pd.DataFrame, *, seed: int | None = None, n_boot: int | None = None
-) -> dict[str, float]:
-    """Every metric column of one leaderboard row from its records (module docstring).
-
-    ``seed`` and ``n_boot`` are left from the bootstrap intervals and ignored (with a
-    DeprecationWarning): nothing here is random."""
-    ignored_bootstrap_arguments("aggregate", seed, n_boot)
+def aggregate(records: pd.DataFrame) -> dict[str, float]:
+    """Every metric column of one leaderboard row from its records (module docstring); nothing
+    here is random."""
     check_records(records)
     if "row_id" in records.columns and records["row_id"].nunique() > 1:
         raise ValueError(

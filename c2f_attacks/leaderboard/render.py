@@ -34,7 +34,7 @@ FORMATS = ("table", "csv", "json", "markdown")
 WIDTH = 100
 #: what the table shows by default: enough to compare attacks at a glance, in 100 columns
 TABLE_COLUMNS: tuple[str, ...] = (
-    "attack", "stage", "mode", "mask", "eps", "fooling_ratio", "fooling_ratio_lo",
+    "attack", "stage", "protocol", "mask", "eps", "fooling_ratio", "fooling_ratio_lo",
     "fooling_ratio_hi", "linf_median", "l2_median", "object_share", "queries_per_image",
 )  # fmt: skip
 #: short table headers; the table's caption spells out the ones it shows

@@ -1,10 +1,11 @@
 """The leaderboard CSV: one row per key, read strictly, written atomically under a lock.
 
 Identity. A row's key is ``KEY``: model and checkpoint hash, dataset and split, n, seed, attack,
-stage, mode, mask, norm, eps, steps, the attack's full-precision ``config``, evaluation backend
-and device: everything that changes the numbers. A row whose key equals an existing row's key
-replaces it; every other row is added. Keys compare in canonical form (numbers at 10 significant
-digits, empty = NaN = missing, text stripped), so a CSV round trip cannot split one key in two.
+stage, protocol, mask, norm, success rule, eps, steps, the attack's full-precision ``config``,
+evaluation backend and device: everything that changes the numbers. A row whose key equals an
+existing row's key replaces it; every other row is added. Keys compare in canonical form
+(numbers at 10 significant digits, empty = NaN = missing, text stripped), so a CSV round trip
+cannot split one key in two.
 ``row_id`` (a hash of the key) joins a row with its per-image records.
 
 Strict reading. Every column has one type (``SCHEMA``). A byte-order mark, bytes that are not
@@ -57,8 +58,8 @@ from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS
 from c2f_attacks.evaluation.typed_csv import Record, cell_text, read_records, typed_frame
 from c2f_attacks.leaderboard.environment import ENVIRONMENT_COLUMNS
 
-_IDENTITY = ("model", "model_hash", "dataset", "split", "attack", "stage", "mode", "mask", "norm",
-             "eps", "steps", "n", "seed")  # fmt: skip
+_IDENTITY = ("model", "model_hash", "dataset", "split", "attack", "stage", "protocol", "mask",
+             "norm", "success_rule", "eps", "steps", "n", "seed")  # fmt: skip
 #: timing of the attack itself; with an ONNX evaluation backend, its fooling ratio and its
 #: agreement with PyTorch
 RUN_COLUMNS = ("ms_per_image", "images_per_s", "eval_backend", "backend_fooling_ratio",
@@ -84,12 +85,12 @@ SCHEMA: dict[str, str] = {
 }
 #: key columns that every row must fill (eps, steps, stage, model_hash, config may be empty:
 #: minimal-eps runs, single-step attacks, flat models, models built in code, no settings)
-REQUIRED: tuple[str, ...] = ("model", "dataset", "split", "n", "seed", "attack", "mode", "mask",
-                             "norm", "eval_backend", "device")  # fmt: skip
+REQUIRED: tuple[str, ...] = ("model", "dataset", "split", "n", "seed", "attack", "protocol",
+                             "mask", "norm", "success_rule", "eval_backend", "device")  # fmt: skip
 #: rows are sorted by these columns (numbers numerically, empty first)
-SORT: tuple[str, ...] = ("model", "dataset", "split", "attack", "stage", "mode", "mask", "norm",
-                         "eps", "steps", "n", "seed", "config", "model_hash", "eval_backend",
-                         "device")  # fmt: skip
+SORT: tuple[str, ...] = ("model", "dataset", "split", "attack", "stage", "protocol", "mask",
+                         "norm", "success_rule", "eps", "steps", "n", "seed", "config",
+                         "model_hash", "eval_backend", "device")  # fmt: skip
 assert set(SORT) == set(KEY) and set(SCHEMA) == set(COLUMNS)
 
 

@@ -15,16 +15,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from c2f_attacks.attacks import criterion_for
-from c2f_attacks.attacks.stage import Predictions
-from c2f_attacks.models.base import C2FClassifier, C2FOutput
+from c2f_attacks.attacks.criteria import Criterion
+from c2f_attacks.attacks.predictions import predictions_of
+from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.runner.distributed import Ranks
-
-
-def stage_predictions(out: C2FOutput, stage: str) -> Predictions:
-    """The :class:`Predictions` (on the CPU) of a C2F output with ``stage`` as the attacked one."""
-    coarse, fine = out.coarse_pred.cpu(), out.fine_pred.cpu()
-    return Predictions(coarse if stage == "coarse" else fine, coarse, fine)
 
 
 class OrtBackend:
@@ -40,14 +34,13 @@ class OrtBackend:
         self.session = OrtC2F(self.path)
 
     def evaluate(
-        self, x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, stage: str,
-        keep_coarse: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """(fooled, agrees), bool (N,) each, for one batch and its PyTorch ``records``."""
+        self, x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, criterion: Criterion
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fooled, agrees), bool (N,) each, for one batch and its PyTorch ``records``;
+        ``criterion``: the row's success rule."""
         clean, adv = self.session(x), self.session(x_adv)
-        fooled = criterion_for(stage, keep_coarse)(
-            stage_predictions(clean, stage), stage_predictions(adv, stage)
-        )
+        stage = criterion.stage
+        fooled = criterion(predictions_of(clean, stage).cpu(), predictions_of(adv, stage).cpu())
         torch_preds = torch.tensor(
             records[["clean_coarse", "clean_fine", "adv_coarse", "adv_fine"]].to_numpy()
         )

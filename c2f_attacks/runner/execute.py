@@ -6,7 +6,10 @@ records and the compacted adversarial images) whatever the number of images. Per
 per-image records are written under ``<out>/records/``, the adversarial images under
 ``<out>/adversarial/`` (compacted, every outcome kept: :mod:`c2f_attacks.evaluation.adversarial`)
 and the records' aggregate becomes the plan's leaderboard row, upserted by its full key (model
-and model hash, dataset, split, n, seed, attack and settings, mask, backend, device).
+and model hash, dataset, split, n, seed, attack and settings, protocol, mask, success rule,
+backend, device), and its budget curves (FR(b) with exact intervals at the budgets of
+:data:`~c2f_attacks.evaluation.budget.BUDGET_GRIDS`, l2 scaled to the image size) replace its
+block of ``<out>/budget_curves.csv``.
 Figures are drawn after the leaderboard is written, under ``<out>/figures/<model>/``; a figure
 that fails is a warning. :func:`run_all` runs several configs (models, sweep points) after
 pre-flighting all of them.
@@ -28,12 +31,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from c2f_attacks.attacks import FGSM, Attack
+from c2f_attacks.attacks import FGSM, MASK_SOURCES, Attack
 from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.data import classes_from_hierarchy, get_dataset
 from c2f_attacks.evaluation import (
     AdversarialRow,
     aggregate,
+    budget_curves,
+    budget_grids_for,
     clean_stage_heatmap,
     per_image_records,
     save_adversarial,
@@ -41,6 +46,7 @@ from c2f_attacks.evaluation import (
     write_records,
 )
 from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
+from c2f_attacks.leaderboard.curves import upsert_budget_curves
 from c2f_attacks.models import C2FClassifier, load_model
 from c2f_attacks.runner import preflight
 from c2f_attacks.runner.backends import OrtBackend
@@ -118,8 +124,8 @@ def load_batch(dataset, batch: range) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def _attack(plan: Plan, atk: Attack, x, y, index, masks):
-    extra = {"object_mask": masks} if plan.mask == "object" else {}
-    return atk(x, y=y, index=index, **extra)
+    needs_object = plan.mask != "none" and MASK_SOURCES.get(plan.mask).needs == "object"
+    return atk(x, y=y, index=index, **({"object_mask": masks} if needs_object else {}))
 
 
 def _sync(device: str) -> None:
@@ -201,11 +207,11 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     for plan, atk, parts in zip(plans, attacks, results):
         records = pd.concat([r for p in parts for r in p.records]).sort_values("index")
         records = records.reset_index(drop=True)
-        key = {**common, **plan.key(atk)}
+        key = {**common, **plan.key()}
         write_records(out, key, records)
         save_adversarial(out, key, AdversarialRow.merge([p.adversarial for p in parts]))
         seconds = max(p.seconds for p in parts)  # ranks attack in parallel
-        row = {**key, **aggregate(records, seed=cfg.seed),
+        row = {**key, **aggregate(records),
                "ms_per_image": 1000 * seconds / cfg.n, "images_per_s": cfg.n / seconds,
                **env}  # fmt: skip
         if backend is not None:
@@ -213,8 +219,12 @@ def run(cfg: RunConfig) -> pd.DataFrame:
             row["backend_agreement"] = sum(p.backend_agree for p in parts) / cfg.n
         rows.append(row)
         curves.append((plan, records))
-        figures.append((plan, Examples.merge([p.examples for p in parts])))
+        figures.append(((plan, atk), Examples.merge([p.examples for p in parts])))
     written = upsert_rows(out / "leaderboard.csv", rows)
+    grids = budget_grids_for(load_batch(dataset, range(1))[0].shape[1:])
+    upsert_budget_curves(out / "budget_curves.csv", pd.concat(
+        [budget_curves(records.assign(row_id=row_id(row)), grids)
+         for row, (_, records) in zip(rows, curves)], ignore_index=True))  # fmt: skip
     if cfg.figures:
         _draw_figures(cfg, model, figure_folder(out, cfg.model), curves, figures)
     ids = [row_id(row) for row in rows]
@@ -246,22 +256,21 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
             res = _attack(plan, atk, x, y, index, masks)
             _sync(device)
             result.seconds += time.perf_counter() - start
-            keep_coarse = plan.attack == "lrpf"
             if plan.stage not in clean_heatmaps:
                 clean_heatmaps[plan.stage] = clean_stage_heatmap(
                     model, x, plan.stage, batch_size=cfg.batch_size
                 )
             records = per_image_records(
-                model, x, res.x_adv, y, plan.stage, keep_coarse=keep_coarse, masks=masks,
+                model, x, res.x_adv, y, plan.stage, criterion=atk.criterion, masks=masks,
                 queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
                 index=index, batch_size=cfg.batch_size, clean_heatmap=clean_heatmaps[plan.stage],
             )  # fmt: skip
             result.records.append(records)
             result.adversarial.add(model, x, res.x_adv, y, records, plan.stage,
-                                   keep_coarse, batch_size=cfg.batch_size)  # fmt: skip
+                                   atk.criterion, batch_size=cfg.batch_size)  # fmt: skip
             result.examples.offer(index, x, res.x_adv, records["success"].to_numpy())
             if backend is not None:
-                fooled, agrees = backend.evaluate(x, res.x_adv, records, plan.stage, keep_coarse)
+                fooled, agrees = backend.evaluate(x, res.x_adv, records, atk.criterion)
                 result.backend_fooled += int(fooled.sum())
                 result.backend_agree += int(agrees.sum())
             bar.update()
@@ -270,12 +279,18 @@ def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> 
     return [[rank_results[j] for rank_results in gathered] for j in range(len(plans))]
 
 
+def file_name(text: str) -> str:
+    """``text`` as one portable file name: runs of other characters than letters, digits,
+    ``.``, ``_`` and ``-`` become ``_`` (``runs/m.pt`` -> ``runs_m.pt``,
+    ``torchattacks:APGD/coarse`` -> ``torchattacks_APGD_coarse``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "model"
+
+
 def figure_folder(out: Path, model: str) -> Path:
     """``<out>/figures/<model>/``: each model's figures apart, so that the runs of several models
     into one ``--out`` keep all of them. A path or ``module:factory`` becomes one readable folder
-    name (``runs/m.pt`` -> ``runs_m.pt``)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("._") or "model"
-    return out / "figures" / name
+    name (:func:`file_name`)."""
+    return out / "figures" / file_name(model)
 
 
 def _draw_figures(cfg: RunConfig, model, folder: Path, curves, figures) -> None:
@@ -284,23 +299,12 @@ def _draw_figures(cfg: RunConfig, model, folder: Path, curves, figures) -> None:
     from c2f_attacks import figures as draw
 
     jobs = []
-    for plan, chosen in figures:
-        if chosen is not None and plan.mode != "minimal":
-            jobs.append(
-                (
-                    draw.attack_figure,
-                    folder / f"{plan.label.replace('/', '_')}.png",
-                    dict(
-                        model=model,
-                        x=chosen[0],
-                        x_adv=chosen[1],
-                        stage=plan.stage,
-                        title=f"{plan.label} on {cfg.model}",
-                        keep_coarse=plan.attack == "lrpf",
-                        batch_size=cfg.batch_size,
-                    ),
-                )
-            )
+    for (plan, atk), chosen in figures:
+        if chosen is not None and plan.protocol != "minimal":
+            jobs.append((draw.attack_figure, folder / f"{file_name(plan.label)}.png",
+                         dict(model=model, x=chosen[0], x_adv=chosen[1], criterion=atk.criterion,
+                              title=f"{plan.label} on {cfg.model}",
+                              batch_size=cfg.batch_size)))  # fmt: skip
     masked = {plan.label for plan, _ in curves if plan.mask != "none"}
     for stage in dict.fromkeys(plan.stage for plan, _ in curves):
         rows = [(plan.label, records) for plan, records in curves if plan.stage == stage]

@@ -1,127 +1,143 @@
 """What a run does: :class:`RunConfig` (every option of ``c2f-bench run``), its :class:`Plan` s
 (one per leaderboard row), config files and sweeps.
 
-Which modes an attack runs:
+A run names its *protocols* (:data:`~c2f_attacks.attacks.PROTOCOLS`), and every attack in it
+follows each of them: ``minimal`` (per image the smallest budget, in the attack's norm, at which
+it succeeds, searched up to ``eps_max``), ``fixed`` (every attack at the budget ``eps``, each
+image stopped at its first success) and, as a diagnostic only, ``first_success`` (unbounded;
+LRPC/LRPF). What an attack is (its stages, norm, protocols, settings) comes from the attack
+registry (:func:`~c2f_attacks.attacks.attack_info`); nothing here knows one attack from another.
+A row is made for every attack, stage it attacks (of ``stages``), protocol it can follow (of
+``protocols``) and, for masked attacks, mask source (of ``masks``); an attack that can follow
+none of the run's protocols is an error.
 
-- FGSM, PGD and ``torchattacks:NAME``: ``fixed`` (l-inf budget ``eps``) and, FGSM/PGD only,
-  ``minimal`` (per image the smallest successful eps, bisected up to ``eps_max``);
-- LRPC (coarse stage) and LRPF (fine stage): ``first_success`` (each image stops at its first
-  success, no budget), ``fixed`` (eps-constrained) and ``minimal`` (bisection up to ``eps_max``).
+Budgets are per norm: ``eps`` and ``eps_max`` map a norm (``linf``, ``l2``, ``l0``) to the fixed
+budget and to the minimal search's upper bound; a norm left out keeps its default
+(:data:`DEFAULT_EPS`, :data:`DEFAULT_EPS_MAX`).
 
-``modes=None`` (the default) runs each attack's default modes: FGSM/PGD fixed and minimal,
-LRPC/LRPF first_success, torchattacks fixed. Explicit ``modes`` run, per attack, the given modes
-it supports. The LRP-guided attacks run once per mask in ``masks`` (default ``lrp`` plus the
-``gradient`` and ``random`` controls); dense attacks have mask ``none``.
+Success rule: one per stage for every attack of a run: the coarse stage's prediction changed;
+on the fine stage ``fine_rule`` (default ``fine_changed_coarse_kept``, LRPF's: the fine
+prediction changed and the coarse one was kept; ``stage_changed``: any fine change). It is each
+row's ``success_rule`` key column; the records keep both fine-stage verdicts for every image.
+
+Settings: ``settings`` maps a setting name to a value for every attack of the run that has that
+setting (``top_k = 0.2``), or an attack name to a mapping of its own settings (``{"lrpc":
+{"lam": 0}}``, applied when the attack is in the run); a setting that no attack has is an
+error. The run's ``seed`` goes to every attack, its ``memory_format`` to ours (the external
+adapters need contiguous batches). The rest are each attack's own defaults, recorded in the
+row's ``config``.
 
 Config files (TOML) use the option names of ``c2f-bench run`` as keys (``num-images``,
-``eps-max``; ``_`` may stand for ``-``). A list for a single-valued option expands to a sweep:
-the runs are the cartesian product of all such lists, in file order. ``attacks``, ``masks``,
-``stages`` and ``modes`` take lists as their value; ``figures = false`` and ``progress =
-false`` stand for ``--no-figures`` and ``--quiet``. Tables ``[torchattacks.NAME]`` hold the
-constructor arguments of ``torchattacks:NAME``.
+``eps-max``; ``_`` may stand for ``-``); ``[eps]`` / ``[eps-max]`` tables give budgets per norm,
+``[settings]`` the settings (a sub-table per attack, e.g. ``[settings.lrpc]``). A list for a
+single-valued option or a setting expands to a sweep: the runs are the cartesian product of all
+such lists, in file order. ``attacks``, ``masks``, ``stages`` and ``protocols`` take lists as
+their value; ``figures = false`` and ``progress = false`` stand for ``--no-figures`` and
+``--quiet``.
 
 Models: a :class:`RunConfig` runs one model. :func:`expand` (behind ``c2f-bench run``) makes one
 RunConfig per model: ``--model A B`` or a config file's ``model = ["A", "B"]`` list them, and
 without either the run covers :data:`DEFAULT_MODELS`, the two shipped models (the plain and the
 adversarially trained one), so the default leaderboard compares them row for row.
 
-Defaults: ``n = 32`` images keeps the default run over both shipped models (28 rows: per model
-FGSM and PGD fixed and minimal at both stages, LRPC and LRPF with three masks, per-image LRP
-metrics, saved adversarial images and figures) within 90 s on 2 CPU cores (75 s measured); larger
-runs take ``-n``. ``eps_max = 64/255`` bounds the minimal-eps search above the l-inf norms the
-LRP-guided attacks reach on the shipped model, so a minimal row stops short of 100% only where
-the model resists at the bound.
+Defaults: ``n = 32`` images: the default run is a smoke run over both shipped models (per model
+FGSM and PGD at both stages, LRPC and LRPF with three masks, each under ``minimal`` and
+``fixed`` at 8/255); claims rest on the larger studies. ``eps_max = 64/255`` bounds the minimal
+search above the l-inf norms the LRP-guided attacks reach on the shipped models, so a minimal
+row stops short of 100% only where the model resists at the bound.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import math
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from c2f_attacks.attacks import FGSM, LRPC, LRPF, MASKS, MEMORY_FORMATS, PGD, STAGES, Attack
+from c2f_attacks.attacks import (
+    MASK_SOURCES,
+    MEMORY_FORMATS,
+    NORMS,
+    PROTOCOLS,
+    STAGES,
+    Attack,
+    AttackInfo,
+    attack_info,
+    get_criterion,
+)
 from c2f_attacks.leaderboard import FORMATS, config_string
+from c2f_attacks.registry import UnknownNameError
 
 ATTACKS = ("fgsm", "pgd", "lrpc", "lrpf")
-TORCHATTACKS = "torchattacks:"
-MODES = ("fixed", "minimal", "first_success")
 BACKENDS = ("torch", "onnxruntime")
 DEFAULT_MASKS = ("lrp", "gradient", "random")
+DEFAULT_PROTOCOLS = ("minimal", "fixed")
+#: the fixed budget and the minimal search's upper bound per norm (l2 for 32x32 RGB images:
+#: an l-inf ball of 8/255 holds l2 up to 1.74 there)
+DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
+DEFAULT_EPS_MAX = {"linf": 64 / 255, "l2": 4.0}
+FINE_RULES = ("fine_changed_coarse_kept", "stage_changed")
 #: the models of ``c2f-bench run`` without ``--model``: the shipped ones, plain and defended
 DEFAULT_MODELS = ("shapes-vgg16", "shapes-vgg16-at")
-
-_GUIDED = {"lrpc": ("coarse", LRPC), "lrpf": ("fine", LRPF)}
-_DENSE = {"fgsm": FGSM, "pgd": PGD}
-_SUPPORTED_MODES = {"fgsm": ("fixed", "minimal"), "pgd": ("fixed", "minimal"),
-                    "lrpc": MODES, "lrpf": MODES, TORCHATTACKS: ("fixed",)}  # fmt: skip
-_DEFAULT_MODES = {"fgsm": ("fixed", "minimal"), "pgd": ("fixed", "minimal"),
-                  "lrpc": ("first_success",), "lrpf": ("first_success",),
-                  TORCHATTACKS: ("fixed",)}  # fmt: skip
-# RunConfig fields whose CLI option has another name.
-OPTION_NAMES = {"n": "num-images"}
+# RunConfig fields whose CLI option has another name (a config file takes either).
+OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set"}
+#: run options handed to every attack that has a setting of that name
+_RUN_SETTINGS = ("seed", "memory_format")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """One leaderboard row: an attack at one stage, in one mode, with one mask.
+    """One leaderboard row: an attack at one stage, under one protocol, with one mask.
 
-    ``params`` are the attack's constructor arguments (sorted name/value pairs, every default
+    ``params`` are the attack's constructor settings (sorted name/value pairs, every default
     filled in), so that the row's ``config`` names every setting that changes the numbers.
     """
 
-    attack: str  #: "fgsm", "pgd", "lrpc", "lrpf" or "torchattacks:NAME"
+    attack: str  #: the registry name: "pgd", "torchattacks:APGD", ...
     stage: str
-    mode: str
-    mask: str  #: "none" for dense attacks
+    protocol: str
+    mask: str  #: "none" for attacks without a mask source
+    success_rule: str
+    norm: str
+    eps: float | None  #: the budget (fixed), the search bound (minimal) or None
     params: tuple[tuple[str, Any], ...]
 
     @property
-    def name(self) -> str:
-        """The leaderboard's ``attack`` value: ``pgd``, ``torchattacks.APGD``, ..."""
-        return self.attack.replace(":", ".")
+    def info(self) -> AttackInfo:
+        return attack_info(self.attack)
 
     @property
     def label(self) -> str:
         mask = "" if self.mask == "none" else f"/{self.mask}"
-        return f"{self.name}/{self.stage}/{self.mode}{mask}"
+        return f"{self.attack}/{self.stage}/{self.protocol}{mask}"
 
     def build(self, model) -> Attack:
         """The attack object (its constructor validates the settings)."""
-        kwargs = dict(self.params)
-        if self.attack.startswith(TORCHATTACKS):
-            from c2f_attacks.attacks import TorchattacksAttack
+        return self.info.create(model, stage=self.stage, criterion=self.success_rule,
+                                **dict(self.params))  # fmt: skip
 
-            return TorchattacksAttack(
-                model, self.attack[len(TORCHATTACKS) :], stage=self.stage, **kwargs
-            )
-        if self.attack in _GUIDED:
-            return _GUIDED[self.attack][1](model, **kwargs)
-        return _DENSE[self.attack](model, stage=self.stage, **kwargs)
-
-    def key(self, attack: Attack) -> dict[str, Any]:
-        """The plan's leaderboard key columns: attack, stage, mode, mask, norm (the built
-        ``attack``'s, l-inf unless it says otherwise), eps, steps, config (every other setting,
-        ``name=value`` pairs)."""
+    def key(self) -> dict[str, Any]:
+        """The plan's leaderboard key columns: attack, stage, protocol, mask, norm,
+        success_rule, eps, steps, config (every other setting, ``name=value`` pairs)."""
         params = dict(self.params)
-        eps = params.get("eps")
         shown = {k: v for k, v in params.items() if k not in ("eps", "steps", "seed")}
         return {
-            "attack": self.name,
+            "attack": self.attack,
             "stage": self.stage,
-            "mode": self.mode,
+            "protocol": self.protocol,
             "mask": self.mask,
-            "norm": str(getattr(attack, "norm", "linf")).lower(),
-            "eps": math.nan if eps is None else float(eps),
-            "steps": params.get("steps", 1 if self.attack == "fgsm" else None),
+            "norm": self.norm,
+            "success_rule": self.success_rule,
+            "eps": math.nan if self.eps is None else float(self.eps),
+            "steps": params.get("steps"),
             "config": config_string(**shown),
         }
 
@@ -129,8 +145,8 @@ class Plan:
 @dataclass
 class RunConfig:
     """Every option of ``c2f-bench run``; the CLI option of field ``f`` is ``--f`` with ``-``
-    for ``_`` (``n`` is ``-n/--num-images``). ``None`` for an attack hyperparameter means the
-    attack's own default (recorded in the row's config).
+    for ``_`` (``n`` is ``-n/--num-images``). See the module docstring for protocols, budgets,
+    success rules and settings.
 
     One RunConfig is one model (``model``: a registered name, a checkpoint path or
     ``package.module:factory``); :func:`expand` makes one per model of ``--model A B``."""
@@ -144,21 +160,11 @@ class RunConfig:
     attacks: Sequence[str] = ATTACKS
     masks: Sequence[str] = DEFAULT_MASKS
     stages: Sequence[str] = STAGES
-    modes: Sequence[str] | None = None
-    eps: float = 8 / 255
-    eps_max: float = 64 / 255
-    search_steps: int | None = None
-    top_k: float | None = None
-    alpha: float | None = None
-    steps: int | None = None
-    lam: float | None = None
-    refresh: int | None = None
-    kappa: float | None = None
-    composite: str | None = None
-    pgd_alpha: float | None = None
-    pgd_steps: int | None = None
-    random_start: bool | None = None
-    loss: str | None = None
+    protocols: Sequence[str] = DEFAULT_PROTOCOLS
+    eps: Mapping[str, float] = field(default_factory=dict)
+    eps_max: Mapping[str, float] = field(default_factory=dict)
+    fine_rule: str = FINE_RULES[0]
+    settings: Mapping[str, Any] = field(default_factory=dict)
     memory_format: str = "auto"
     backend: str = "torch"
     seed: int = 0
@@ -169,20 +175,16 @@ class RunConfig:
     figures: bool = True
     progress: bool = True
     format: str = "table"
-    torchattacks_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
-        for name, typ in (("n", int), ("batch_size", int), ("seed", int), ("eps", float),
-                          ("eps_max", float)):  # fmt: skip
+        for name, typ in (("n", int), ("batch_size", int), ("seed", int)):
             _check_type(_option(name), getattr(self, name), typ)
         for name in ("n", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_option(name)} must be a positive integer, "
                                  f"got {getattr(self, name)}")  # fmt: skip
-        for name in ("eps", "eps_max"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{_option(name)} must be in (0, 1] (pixel scale), "
-                                 f"got {getattr(self, name)}")  # fmt: skip
+        self.eps = {**DEFAULT_EPS, **_budgets("eps", self.eps)}
+        self.eps_max = {**DEFAULT_EPS_MAX, **_budgets("eps-max", self.eps_max)}
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model).strip():
             raise TypeError(
                 f"model must be one model name or path, got {self.model!r} (a run "
@@ -190,91 +192,140 @@ class RunConfig:
             )
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
             raise ValueError("out must name a folder (got an empty path)")
-        for name in ("attacks", "masks", "stages", "modes"):
+        for name in ("attacks", "masks", "stages", "protocols"):
             value = getattr(self, name)
-            if (value is not None or name != "modes") and (isinstance(value, str) or not value):
+            if isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty list, got {value!r}")
         for name, given, known in (("backend", [self.backend], BACKENDS),
                                    ("memory-format", [self.memory_format], MEMORY_FORMATS),
                                    ("format", [self.format], FORMATS),
-                                   ("mask", self.masks, MASKS), ("stage", self.stages, STAGES),
-                                   ("mode", self.modes or (), MODES)):  # fmt: skip
+                                   ("fine-rule", [self.fine_rule], FINE_RULES),
+                                   ("mask", self.masks, MASK_SOURCES.names()),
+                                   ("stage", self.stages, STAGES),
+                                   ("protocol", self.protocols, PROTOCOLS)):  # fmt: skip
             _check_choices(name, given, known)
-        if not self.plans():
-            raise ValueError(
-                f"nothing to run: no attack of {list(self.attacks)} runs at the stages "
-                f"{list(self.stages)} in the modes {list(self.modes or ['default'])} (LRPC "
-                "attacks the coarse stage only, LRPF the fine stage only; FGSM and PGD have no "
-                "first_success mode)"
-            )
+        if not isinstance(self.settings, Mapping):
+            raise TypeError(f"settings must be a mapping, got {type(self.settings).__name__}")
+        self._plans = self._make_plans()
 
     def plans(self) -> list[Plan]:
         """The rows of this run, in the order they are run and shown."""
+        return list(self._plans)
+
+    def _make_plans(self) -> list[Plan]:
+        infos = {}
+        for name in self.attacks:
+            try:
+                infos[name] = attack_info(name)
+            except UnknownNameError as err:
+                raise ValueError(f"--attacks: {err}") from None
+        shared, own = self._split_settings(infos)
         plans = []
-        for attack in self.attacks:
-            kind = _kind(attack)
-            modes = _DEFAULT_MODES[kind] if self.modes is None else self.modes
-            modes = [m for m in modes if m in _SUPPORTED_MODES[kind]]
-            if kind in _GUIDED:
-                stage, cls = _GUIDED[kind]
-                if stage not in self.stages:
-                    continue
-                plans += [Plan(kind, stage, mode, mask, self._params(cls, mode, mask=mask))
-                          for mode in modes for mask in self.masks]  # fmt: skip
-            elif kind == TORCHATTACKS:
-                args = {"seed": self.seed,
-                        **self.torchattacks_args.get(attack[len(TORCHATTACKS) :], {})}  # fmt: skip
-                plans += [Plan(attack, stage, "fixed", "none", tuple(sorted(args.items())))
-                          for stage in self.stages if "fixed" in modes]  # fmt: skip
-            else:
-                plans += [Plan(kind, stage, mode, "none", self._params(_DENSE[kind], mode))
-                          for stage in self.stages for mode in modes]  # fmt: skip
+        for name, info in infos.items():
+            protocols = [p for p in self.protocols if p in info.protocols]
+            if not protocols:
+                raise ValueError(f"--protocol: attack {name!r} cannot follow "
+                                 f"{', '.join(self.protocols)} (it follows "
+                                 f"{', '.join(info.protocols)})")  # fmt: skip
+            given = {k: v for k, v in shared.items() if k in info.settings}
+            given.update(own.get(name, {}))
+            given["seed"] = self.seed
+            if info.library == "c2f-attacks":  # the adapters hand over contiguous batches
+                given["memory_format"] = self.memory_format
+            masks = self.masks if info.masked else ["none"]
+            for stage in (s for s in self.stages if s in info.stages):
+                rule = "stage_changed" if stage == "coarse" else self.fine_rule
+                get_criterion(rule, stage)
+                for protocol, mask in itertools.product(protocols, masks):
+                    plans.append(self._plan(info, stage, protocol, mask, rule, given))
+        if not plans:
+            raise ValueError(
+                f"nothing to run: no attack of {list(self.attacks)} attacks the stages "
+                f"{list(self.stages)} (LRPC attacks the coarse stage only, LRPF the fine stage "
+                "only)"
+            )
         return plans
 
-    def _params(self, cls: type, mode: str, **fixed: Any) -> tuple[tuple[str, Any], ...]:
-        """The constructor arguments of ``cls`` for ``mode``: the options given, the class's
-        defaults for the rest (read from its signature, so nothing is restated here)."""
-        given = {
-            "seed": self.seed, "memory_format": self.memory_format, "top_k": self.top_k,
-            "lam": self.lam, "refresh": self.refresh, "kappa": self.kappa,
-            "composite": self.composite, "random_start": self.random_start, "loss": self.loss,
-            "search_steps": self.search_steps,
-            "alpha": self.pgd_alpha if cls is PGD else self.alpha,
-            "steps": self.pgd_steps if cls is PGD else self.steps,
-            "eps": {"fixed": self.eps, "minimal": self.eps_max, "first_success": None}[mode],
-            "minimal_eps": mode == "minimal", **fixed,
-        }  # fmt: skip
-        params = {}
-        for name, p in inspect.signature(cls).parameters.items():
-            if name in ("self", "model", "stage") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                continue
-            value = given.get(name)
-            if value is None and name != "eps":
-                value = p.default
-            if value is not inspect.Parameter.empty:
-                params[name] = value
-        if mode != "minimal":
-            params.pop("search_steps", None)  # only the bisection uses it
-        elif cls is PGD:
-            # PGD's bisection scales alpha with each image's eps as alpha / eps_max; keep the
-            # step-to-budget ratio of the fixed-eps row (2/255 at 8/255), or a search up to
-            # 64/255 would take steps 8x too small and report inflated minimal norms.
-            params["alpha"] = params["alpha"] * self.eps_max / self.eps
-            # The search asks, at each budget, whether some iterate fools the image: keep the
-            # first one that does, as the LRP-guided attacks do. A success is then never lost
-            # by a later step, so the search is at least as strong and needs fewer queries.
-            params["early_stop"] = True
-        return tuple(sorted(params.items()))
+    def _plan(self, info: AttackInfo, stage: str, protocol: str, mask: str, rule: str,
+              given: Mapping[str, Any]) -> Plan:  # fmt: skip
+        params = {name: s.default for name, s in info.settings.items()
+                  if not s.required and name not in ("stage", "criterion")}  # fmt: skip
+        params.update(given)
+        if mask != "none":
+            params["mask"] = mask
+        norm = info.norm_for(params)
+        budget, bound = self.eps.get(norm), self.eps_max.get(norm)
+        needed = {"fixed": ("eps", budget), "minimal": ("eps-max", bound)}.get(protocol)
+        if needed is not None and needed[1] is None and not info.minimum_norm:
+            raise ValueError(f"--{needed[0]}: attack {info.name!r} needs an {norm} budget "
+                             f"(e.g. --{needed[0]} {norm}=VALUE)")  # fmt: skip
+        params.update(info.protocol_settings(protocol, budget, bound, params))
+        # a minimum-norm attack's own search has no budget of the protocol's
+        eps = None if info.minimum_norm else {"fixed": budget, "minimal": bound}.get(protocol)
+        return Plan(info.name, stage, protocol, mask, rule, norm, eps,
+                    tuple(sorted(params.items())))  # fmt: skip
+
+    def _split_settings(
+        self, infos: Mapping[str, AttackInfo]
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """(settings for every attack that has them, settings per attack), checked: a shared
+        setting must be one of an attack of the run or of ours, an attack's own must be one it
+        has (a config file's settings for an attack the run leaves out are kept for another)."""
+        shared, own = {}, {}
+        known = {**{n: attack_info(n) for n in ATTACKS}, **infos}
+        for name, value in self.settings.items():
+            if isinstance(value, Mapping):
+                try:
+                    info = infos.get(name) or attack_info(name)
+                except UnknownNameError as err:
+                    raise ValueError(f"settings: {err}") from None
+                unknown = sorted(set(value) - set(info.settings))
+                if unknown:
+                    raise ValueError(f"attack {name!r} has no setting {unknown[0]!r}; its "
+                                     f"settings: {', '.join(info.settings)}")  # fmt: skip
+                own[name] = dict(value)
+            elif any(name in info.settings for info in known.values()):
+                shared[name] = value
+            else:
+                raise ValueError(f"setting {name!r}: no attack of the run or of this library "
+                                 "has it")  # fmt: skip
+        for name in (*_RUN_SETTINGS, "eps", "minimal_eps", "mask", "stage", "criterion"):
+            if name in shared or any(name in v for v in own.values()):
+                raise ValueError(f"setting {name!r} is set by the run itself (its own option or "
+                                 "the protocol), not by --set")  # fmt: skip
+        return shared, own
 
 
-def _kind(attack: str) -> str:
-    if attack.startswith(TORCHATTACKS) and len(attack) > len(TORCHATTACKS):
-        return TORCHATTACKS
-    if attack not in ATTACKS:
-        raise ValueError(
-            f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)} or torchattacks:NAME"
-        )
-    return attack
+def _budgets(option: str, given: Any) -> dict[str, float]:
+    """``{norm: budget}`` from a mapping (or a bare number: an l-inf budget), each budget a
+    number (or a fraction like "8/255") in (0, inf) and at most 1 in l-inf and l0 (pixel and
+    pixel-share scales)."""
+    if not isinstance(given, Mapping):
+        given = {"linf": given}
+    budgets = {}
+    for norm, value in given.items():
+        if norm not in NORMS:
+            raise ValueError(f"--{option}: unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+        number = parse_number(value, f"--{option} {norm}")
+        if not 0 < number < math.inf or (norm != "l2" and number > 1):
+            scale = "(0, inf)" if norm == "l2" else "(0, 1]"
+            raise ValueError(f"--{option} {norm} must be in {scale}, got {value!r}")
+        budgets[norm] = number
+    return budgets
+
+
+def parse_number(value: Any, what: str) -> float:
+    """A number, or text like "0.03" or "8/255", as a float; anything else is a ValueError
+    naming ``what`` and the value."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what} must be a number or a fraction like 8/255, "
+                         f"got {value!r}") from None  # fmt: skip
 
 
 def _option(name: str) -> str:
@@ -282,10 +333,8 @@ def _option(name: str) -> str:
 
 
 def _check_type(name: str, value: Any, typ: type) -> None:
-    ok = isinstance(value, (int, float) if typ is float else typ) and not isinstance(value, bool)
-    if not ok:
-        raise TypeError(f"{name} must be {'a number' if typ is float else 'an integer'}, "
-                        f"got {value!r}")  # fmt: skip
+    if not isinstance(value, typ) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
 
 
 def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> None:
@@ -295,9 +344,10 @@ def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> Non
 
 
 # ----------------------------------------------------------------------------- config files
-_FIELDS = {_option(f.name): f.name for f in dataclasses.fields(RunConfig)
-           if f.name != "torchattacks_args"}  # fmt: skip
-_LIST_OPTIONS = ("attacks", "masks", "stages", "modes")
+_FIELDS = {name: f.name for f in dataclasses.fields(RunConfig)
+           for name in (_option(f.name), f.name.replace("_", "-"))}  # fmt: skip
+_LIST_OPTIONS = ("attacks", "masks", "stages", "protocols", "protocol")
+_TABLE_OPTIONS = ("eps", "eps-max", "settings", "set")
 
 
 def read_config(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -313,36 +363,64 @@ def read_config(path: str | os.PathLike) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"config file {path} cannot be read: {err}") from None
     fixed: dict[str, Any] = {}
-    swept: list[tuple[str, list]] = []
+    swept: list[tuple[tuple[str, ...], list]] = []  # (path of the value, its values)
     for key, value in data.items():
         option = key.replace("_", "-")
-        if option == "torchattacks":
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise ValueError(f"config file {path}: [torchattacks.NAME] tables expected")
-            fixed["torchattacks_args"] = value
-            continue
+        if option == "modes":
+            raise ValueError(f"config file {path}: 'modes' is now 'protocols' (minimal, fixed)")
         if option not in _FIELDS:
             raise ValueError(
                 f"config file {path}: unknown key {key!r}; keys are the options of "
                 "c2f-bench run without '--' (e.g. num-images, eps-max)"
             )
         name = _FIELDS[option]
-        if isinstance(value, list) and option not in _LIST_OPTIONS:
-            if not value:
-                raise ValueError(f"config file {path}: key {key!r} is an empty list")
-            swept.append((name, value))
+        if option in _TABLE_OPTIONS and isinstance(value, dict):
+            fixed[name] = {}
+            for sub, sub_value in value.items():
+                if isinstance(sub_value, dict):
+                    fixed[name][sub] = {}
+                    for leaf, leaf_value in sub_value.items():
+                        _collect(path, (name, sub, leaf), leaf_value, fixed, swept)
+                else:
+                    _collect(path, (name, sub), sub_value, fixed, swept)
+        elif isinstance(value, list) and option not in _LIST_OPTIONS:
+            _collect(path, (name,), value, fixed, swept)
         else:
             fixed[name] = value
-    names = [name for name, _ in swept]
-    return [
-        {**fixed, **dict(zip(names, point))}
-        for point in itertools.product(*(values for _, values in swept))
-    ]
+    runs = []
+    for point in itertools.product(*(values for _, values in swept)):
+        run = _deep_copy(fixed)
+        for (where, _), value in zip(swept, point):
+            _put(run, where, value)
+        runs.append(run)
+    return runs
+
+
+def _collect(path: Path, where: tuple[str, ...], value: Any, fixed: dict, swept: list) -> None:
+    """Keep a value at ``where``: a list is a sweep dimension, anything else fixed."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"config file {path}: key {'.'.join(where)!r} is an empty list")
+        swept.append((where, value))
+    else:
+        _put(fixed, where, value)
+
+
+def _put(target: dict, where: tuple[str, ...], value: Any) -> None:
+    for part in where[:-1]:
+        target = target.setdefault(part, {})
+    target[where[-1]] = value
+
+
+def _deep_copy(value: Any) -> Any:
+    return {k: _deep_copy(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 def expand(config: str | os.PathLike | None, overrides: Mapping[str, Any]) -> list[RunConfig]:
     """The RunConfigs of a run: the config file's sweep (or one run without a file), each with
     ``overrides`` (the options given on the command line) taking precedence, once per model.
+    Mapping options (``eps``, ``eps_max``, ``settings``) merge with the file's, the command
+    line winning per entry.
 
     The models: ``overrides["model"]`` (one name or a list), else the config point's ``model``,
     else :data:`DEFAULT_MODELS`; each sweep point runs every model, in the order given.
@@ -360,13 +438,26 @@ def expand(config: str | os.PathLike | None, overrides: Mapping[str, Any]) -> li
     runs = []
     for point in points:
         models = point.get("model", DEFAULT_MODELS)
+        merged = {**point, **overrides}
+        for name in ("eps", "eps_max", "settings"):
+            if name in point and name in overrides:
+                merged[name] = _merge_mapping(point[name], overrides[name])
         try:
             for model in _model_list(models):
-                runs.append(RunConfig(**{**point, **overrides, "model": model}))
+                runs.append(RunConfig(**{**merged, "model": model}))
         except (TypeError, ValueError) as err:
             where = f"config file {config}: " if config is not None else ""
             raise type(err)(f"{where}{err}") from None
     return runs
+
+
+def _merge_mapping(base: Any, update: Any) -> Any:
+    if not isinstance(base, Mapping) or not isinstance(update, Mapping):
+        return update
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge_mapping(merged.get(key), value)
+    return merged
 
 
 def _model_list(models: Any) -> list[Any]:
@@ -384,14 +475,17 @@ def _model_list(models: Any) -> list[Any]:
 __all__ = [
     "ATTACKS",
     "BACKENDS",
+    "DEFAULT_EPS",
+    "DEFAULT_EPS_MAX",
     "DEFAULT_MASKS",
     "DEFAULT_MODELS",
-    "MODES",
+    "DEFAULT_PROTOCOLS",
+    "FINE_RULES",
     "OPTION_NAMES",
     "STAGES",
-    "TORCHATTACKS",
     "Plan",
     "RunConfig",
     "expand",
+    "parse_number",
     "read_config",
 ]

@@ -19,9 +19,9 @@ onnxruntime on the CPU. Every target's hierarchy must equal the source model's.
 Per (source row, target), over the row's N images, with the target's clean coarse/fine
 predictions (c, f) and adversarial ones (c', f') (docs/metrics.md has the full definitions):
 
-- ``transfer_fooling_ratio``: share of images fooled under the source row's own rule
-  (``criterion_for(stage, keep_coarse)``: the stage prediction changed; LRPF: f' != f and
-  c' == c), judged against the *target's* clean predictions;
+- ``transfer_fooling_ratio``: share of images fooled under the source row's own success rule
+  (its ``success_rule``: the stage prediction changed, or f' != f and c' == c), judged against
+  the *target's* clean predictions;
 - ``coarse_flipped`` / ``fine_flipped``: share with c' != c / f' != f;
 - ``source_fooling_ratio``: the row's fooling ratio on its own model (from the records);
 - ``survival``: share of the source's successes that also fool the target (NaN without any);
@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 from onnx import numpy_helper
 
+from c2f_attacks.attacks.predictions import Predictions, predict
 from c2f_attacks.data import get_dataset
 from c2f_attacks.evaluation import KEY, bootstrap_ci, load_adversarial, read_records_file
 from c2f_attacks.evaluation.adversarial import ENCODING_ERROR, SavedAdversarial, adversarial_path
@@ -64,6 +65,7 @@ from c2f_attacks.exporters.runtime import CPU, OrtC2F
 from c2f_attacks.exporters.variants import VARIANTS, export_variants, variant_path
 from c2f_attacks.hierarchy import check_same_hierarchy
 from c2f_attacks.leaderboard import check_leaderboard, read_leaderboard, upsert_rows
+from c2f_attacks.leaderboard.select import select_many
 from c2f_attacks.models import load_model
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.runner import preflight
@@ -75,7 +77,7 @@ ONNX_TARGETS = tuple(f"{ONNX_PREFIX}{v}" for v in VARIANTS)
 #: a transfer.csv row is one source row (its leaderboard key) and one target
 TRANSFER_KEY: tuple[str, ...] = (*KEY, "target")
 #: what the printed table shows, and its short headers
-TABLE_COLUMNS = ("attack", "mode", "mask", "target", "transfer_fooling_ratio",
+TABLE_COLUMNS = ("attack", "protocol", "mask", "target", "transfer_fooling_ratio",
                  "transfer_fooling_ratio_lo", "transfer_fooling_ratio_hi", "source_fooling_ratio",
                  "survival", "quantized_away")  # fmt: skip
 HEADERS = {"transfer_fooling_ratio": "tFR", "transfer_fooling_ratio_lo": "lo",
@@ -97,9 +99,9 @@ class SourceRow:
         return self.key["stage"]
 
     @property
-    def keep_coarse(self) -> bool:
-        """LRPF's rule (fine changed, coarse kept), as the run applied it."""
-        return self.key["attack"] == "lrpf"
+    def success_rule(self) -> str:
+        """The row's success rule, as the run applied it."""
+        return self.key["success_rule"]
 
     @property
     def data(self) -> tuple:
@@ -108,34 +110,10 @@ class SourceRow:
 
 
 # ------------------------------------------------------------------------------------ sources
-def select_rows(board: pd.DataFrame, specs: Sequence[str] | None) -> pd.DataFrame:
-    """The rows of ``board`` that any spec names: a row_id, or ``attack[:mask[:stage[:mode]]]``
-    (every row that matches; e.g. ``lrpc:lrp`` is that row of each model). All rows for None; a
-    spec that matches nothing is a ValueError listing what there is."""
-    if not specs:
-        return board
-    chosen = np.zeros(len(board), dtype=bool)
-    for spec in specs:
-        parts = spec.split(":")
-        if spec in set(board["row_id"]):
-            match = (board["row_id"] == spec).to_numpy()
-        elif len(parts) <= 4:
-            match = np.ones(len(board), dtype=bool)
-            for column, value in zip(("attack", "mask", "stage", "mode"), parts):
-                match &= (board[column] == value).to_numpy()
-        else:
-            raise ValueError(f"row {spec!r}: give a row_id or attack[:mask[:stage[:mode]]]")
-        if not np.any(match):
-            there = sorted(set(board["attack"] + ":" + board["mask"] + ":" + board["stage"]))
-            raise ValueError(f"--rows {spec!r} matches no row; the run has {', '.join(there)}")
-        chosen |= match
-    return board[chosen]
-
-
 def load_sources(run_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> list[SourceRow]:
-    """The selected rows (:func:`select_rows`) of the run folder ``run_dir`` with their records
-    and adversarial images, checked to belong together. One clear error for a missing folder,
-    leaderboard, records or adversarial file."""
+    """The selected rows (:func:`~c2f_attacks.leaderboard.select.select_many`) of the run folder
+    ``run_dir`` with their records and adversarial images, checked to belong together. One clear
+    error for a missing folder, leaderboard, records or adversarial file."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--from {run_dir}: no such folder (give a c2f-bench run --out)")
@@ -144,7 +122,7 @@ def load_sources(run_dir: str | os.PathLike, rows: Sequence[str] | None = None) 
         raise FileNotFoundError(
             f"--from {run_dir} has no leaderboard.csv: not the --out folder of a c2f-bench run"
         )
-    board = select_rows(read_leaderboard(board_path), rows)
+    board = select_many(read_leaderboard(board_path), rows, str(board_path))
     if not len(board):
         raise ValueError(f"--from {run_dir}: the leaderboard {board_path} has no rows")
     missing = [rid for rid in board["row_id"] if not adversarial_path(run_dir, rid).is_file()]
@@ -174,13 +152,12 @@ def _source(run_dir: Path, row: dict[str, Any]) -> SourceRow:
     source = SourceRow(key, row["row_id"], records, adversarial)
     recorded = _outputs(records, "clean"), _outputs(records, "adv")
     if not np.array_equal(
-        fooled_mask(*recorded, source.stage, source.keep_coarse).numpy(),
+        fooled_mask(*recorded, source.stage, source.success_rule).numpy(),
         records["success"].to_numpy(bool),
     ):
         raise ValueError(
-            f"row {row['row_id']} of {run_dir}: its records' success is not the "
-            f"{'fine-changed-coarse-kept' if source.keep_coarse else 'stage-changed'} rule of "
-            f"attack {key['attack']!r}"
+            f"row {row['row_id']} of {run_dir}: its records' success is not its success rule "
+            f"{source.success_rule!r}"
         )
     return source
 
@@ -272,10 +249,15 @@ class Target:
 
 
 def _torch_target(spec: str, device: str, hierarchy, batch_size: int) -> tuple[Target, Any]:
-    from c2f_attacks.figures import predict
-
     model = load_model(spec, map_location=device, hierarchy=hierarchy)
-    return Target(spec, model_hash(model), lambda x: predict(model, x, batch_size)), model
+    return Target(
+        spec, model_hash(model), lambda x: _as_output(predict(model, x, "fine", batch_size))
+    ), model
+
+
+def _as_output(pred: Predictions) -> C2FOutput:
+    """Predictions as a logit-less C2F output, the form the ONNX sessions return."""
+    return C2FOutput(None, None, pred.coarse, pred.fine)
 
 
 def onnx_variants(
@@ -484,7 +466,7 @@ def _share_with_ci(name: str, values: np.ndarray, seed: int) -> dict[str, float]
 
 
 def _metrics(source: SourceRow, clean: C2FOutput, adv: C2FOutput, seed: int) -> dict[str, Any]:
-    fooled = fooled_mask(clean, adv, source.stage, source.keep_coarse).numpy()
+    fooled = fooled_mask(clean, adv, source.stage, source.success_rule).numpy()
     success = source.records["success"].to_numpy(bool)
     flips = {
         "transfer_fooling_ratio": fooled,
@@ -536,13 +518,13 @@ def transfer(
 
 def row_labels(table: pd.DataFrame) -> list[str]:
     """A readable label per row of a transfer table, unique per source row: ``model
-    attack/mode[/mask][ eps=k/255]`` (the row_id appended where two source rows would share
+    attack/protocol[/mask][ eps=k/255]`` (the row_id appended where two source rows would share
     one)."""
     labels = []
     for row in table.to_dict("records"):
         mask = "" if row["mask"] == "none" else f"/{row['mask']}"
         eps = "" if pd.isna(row["eps"]) else f" eps={255 * row['eps']:.3g}/255"
-        labels.append(f"{row['model']} {row['attack']}/{row['mode']}{mask}{eps}")
+        labels.append(f"{row['model']} {row['attack']}/{row['protocol']}{mask}{eps}")
     by_label = pd.Series(list(table["row_id"])).groupby(labels).nunique()
     return [
         f"{lab} {rid}" if by_label[lab] > 1 else lab for lab, rid in zip(labels, table["row_id"])

@@ -19,7 +19,7 @@ PROBE = Path(__file__).with_name("probe.py")
 BOARD = "leaderboard.csv"
 #: the smallest configuration the CLI offers: one cheap attack, one stage, one mode, four images
 SMALL = ("--model", "shapes-vgg16", "--num-images", "4", "--batch-size", "4", "--attacks", "fgsm",
-         "--stages", "coarse", "--modes", "fixed", "--backend", "torch")  # fmt: skip
+         "--stages", "coarse", "--protocol", "fixed", "--backend", "torch")  # fmt: skip
 
 
 def _quiet_flag() -> tuple[str, ...]:
