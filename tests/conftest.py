@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ class SmallC2F(C2FClassifier):
 
 def small_c2f(seed: int = 0, input_size: int = 32, in_channels: int = 3) -> SmallC2F:
     return SmallC2F(seed, input_size, in_channels).eval()
+
+
+def float64(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """A float64 copy of ``model`` and ``x``, for tests that follow one image through batches
+    of other sizes, compositions or memory layouts, or recompute an attack's mask outside it.
+
+    Only the counter-based noise is batch-independent by design. Float32 convolutions and
+    matrix products may sum in another order when the batch or layout changes (another kernel
+    or BLAS path; it differs between CPUs), and a sign step or a top-k cut turns such a
+    last-bit difference into a different pixel or a full step. Float64 rounding (1e-16) is far
+    below any gradient or relevance gap of these small models, so image i's path is the same
+    in any batch, on any machine."""
+    return copy.deepcopy(model).double(), x.double()
 
 
 def shapes_test(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

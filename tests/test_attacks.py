@@ -13,7 +13,7 @@ from c2f_attacks.attacks.noise import hash32, uniform_like
 from c2f_attacks.data.shapes import SHAPES_HIERARCHY
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
-from tests.conftest import shapes_test, small_c2f, small_cnn
+from tests.conftest import float64, shapes_test, small_c2f, small_cnn
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -177,8 +177,7 @@ def test_result_fields_and_cost(batch):
 
 
 def test_early_stop_freezes_each_image_at_its_first_success(batch):
-    model = small_cnn(0)
-    x, _ = batch
+    model, x = float64(small_cnn(0), batch[0])  # early stop attacks shrinking batches
     full = PGD(model, eps=0.3, alpha=0.02, steps=20, random_start=False)(x)
     early = PGD(model, eps=0.3, alpha=0.02, steps=20, random_start=False, early_stop=True)(x)
     assert early.success.all()
@@ -201,8 +200,7 @@ def test_early_stop_freezes_each_image_at_its_first_success(batch):
 def test_first_success_step_reruns_to_the_same_image(batch):
     """Running image i for exactly first_success_step[i] steps reproduces its x_adv; the full
     run without early stop records the same steps, and failures get -1."""
-    model = small_cnn(0)
-    x, _ = batch
+    model, x = float64(small_cnn(0), batch[0])  # a batch of 1 against shrinking batches of 12
     kwargs = {"eps": 0.3, "alpha": 0.02, "random_start": False}
     early = PGD(model, steps=8, early_stop=True, **kwargs)(x)
     full = PGD(model, steps=8, **kwargs)(x)
@@ -236,14 +234,13 @@ def test_margin_loss_lowers_every_margin(batch):
 
 # ---------------------------------------------------------------- determinism
 def test_random_start_depends_only_on_seed_and_global_index(batch):
-    model = small_cnn(0)
-    x, _ = batch
+    model, x = float64(small_cnn(0), batch[0])
     whole = PGD(model, steps=2)(x)
     part = PGD(model, steps=2)(x[4:9], index=torch.arange(4, 9))
-    assert torch.allclose(whole.x_adv[4:9], part.x_adv, atol=1e-6)
+    assert torch.equal(whole.x_adv[4:9], part.x_adv)
     shuffled = torch.tensor([7, 2, 11])
     again = PGD(model, steps=2)(x[shuffled], index=shuffled)
-    assert torch.allclose(whole.x_adv[shuffled], again.x_adv, atol=1e-6)
+    assert torch.equal(whole.x_adv[shuffled], again.x_adv)
     other_seed = PGD(model, steps=2, seed=1)(x)
     assert not torch.allclose(whole.x_adv, other_seed.x_adv)
 
@@ -270,8 +267,7 @@ def _lowbias32(x: int) -> int:
 # ---------------------------------------------------------------- minimal eps
 @pytest.mark.parametrize("attack", ["fgsm", "pgd"])
 def test_minimal_eps_finds_smaller_successful_budgets(batch, attack):
-    model = small_cnn(0)
-    x, _ = batch
+    model, x = float64(small_cnn(0), batch[0])  # the search runs shrinking sub-batches
     eps_max = 0.25
     make = (lambda **kw: FGSM(model, eps=eps_max, **kw)) if attack == "fgsm" else (
         lambda **kw: PGD(model, eps=eps_max, alpha=eps_max / 4, steps=5, **kw))  # fmt: skip
