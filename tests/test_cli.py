@@ -208,8 +208,16 @@ def test_module_and_console_script_entry_points(tmp_path):
 
 @pytest.mark.slow
 def test_two_rank_torchrun_equals_one_process(tmp_path):
+    """Each image is attacked in the same batch whatever the number of ranks, so the numbers
+    equal a single process's on the same CPU with the same threads (one per rank; the thread
+    count may change a float32 reduction's order, and a sign step makes that a full step)."""
     args = ("--attacks", "fgsm,lrpc", "--masks", "random", "--no-figures")
-    single = _run(tmp_path / "one", *args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _run(tmp_path / "one", *args)
+    finally:
+        torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # `python -m torch.distributed.run` is torchrun; `-m c2f_attacks.cli` is c2f-bench.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
