@@ -48,13 +48,15 @@ def calibration():
 @pytest.fixture(scope="module")
 def exported(model, test_split, calibration, tmp_path_factory, shipped_onnx):
     """The variants of the shipped model, built from the session's FP32 export (what
-    ``to_onnx`` returns for this model: tracing it again is the slow part)."""
+    ``to_onnx`` returns for this model: tracing it again is the slow part). No agreement floor
+    here: INT8 agreement depends on the CPU's integer kernels, and only the test of the
+    documented thresholds may fail on it, not every test of the module."""
     import c2f_attacks.exporters.variants as variants
 
     path = tmp_path_factory.mktemp("variants") / "shapes.onnx"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(variants, "to_onnx", lambda model, **options: onnx.load(str(shipped_onnx)))
-        reports = export_variants(model, path, calibration, *test_split, min_agreement=0.98)
+        reports = export_variants(model, path, calibration, *test_split, min_agreement=0.0)
     return path, {r.variant: r for r in reports}
 
 
@@ -87,10 +89,13 @@ def test_variants_agree_with_pytorch_at_documented_thresholds(exported):
 
 
 def test_files_load_with_float32_io_and_reproduce_the_check(exported, model, test_split):
+    """Each written file, loaded again, gives the predictions its export check saw: the same
+    agreement with PyTorch on the same images, stage by stage (the same graph and CPU: exact,
+    whatever the CPU's integer kernels make of INT8)."""
     reports = exported[1]
     images, _ = test_split
     with torch.no_grad():
-        reference = model(images[:64])
+        reference = model(images)
     for variant, report in reports.items():
         proto = onnx.load(str(report.path))
         float32 = onnx.TensorProto.FLOAT
@@ -98,9 +103,12 @@ def test_files_load_with_float32_io_and_reproduce_the_check(exported, model, tes
         assert [o.type.tensor_type.elem_type for o in proto.graph.output[:2]] == [float32] * 2
         props = {p.key: p.value for p in proto.metadata_props}
         assert props["c2f.variant"] == variant and "c2f.hierarchy" in props
-        out = OrtC2F(report.path, providers=CPU)(images[:64])
-        agree = (out.fine_pred == reference.fine_pred).float().mean().item()
-        assert agree >= INT8_MIN_AGREEMENT
+        out = OrtC2F(report.path, providers=CPU)(images)
+        coarse = out.coarse_pred == reference.coarse_pred
+        fine = out.fine_pred == reference.fine_pred
+        assert coarse.float().mean().item() == report.coarse_agreement, variant
+        assert fine.float().mean().item() == report.fine_agreement, variant
+        assert (coarse & fine).float().mean().item() == report.agreement, variant
     sizes = {v: r.path.stat().st_size for v, r in reports.items()}
     assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
 
@@ -192,8 +200,8 @@ def test_cli_calibrates_on_the_training_split(tmp_path, capsys, monkeypatch, reu
 
     monkeypatch.setattr(variants, "to_int8", spy)
     argv = ["export", "--out", str(tmp_path / "m.onnx"), "--variants", "fp16,int8",
-            "--min-agreement", "0.95", "--calibration-images", "32",
-            "--check-images", "64"]  # fmt: skip
+            "--min-agreement", "0",  # the floor is not this test's point (it depends on the CPU)
+            "--calibration-images", "32", "--check-images", "64"]  # fmt: skip
     args = _parser().parse_args(argv)
     assert args.func(args) == 0
     train = ShapesC2F(32, seed=SHAPES_SPLITS["train"]).tensors()[0]
