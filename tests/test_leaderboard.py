@@ -9,7 +9,6 @@ import multiprocessing as mp
 import re
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -283,20 +282,31 @@ def test_lock_held_too_long(tmp_path, capsys):
     assert capsys.readouterr().err.count("waiting up to") == 2  # one line per wait
 
 
-def _hold(lock_path: str, taken: threading.Event, releasing: threading.Event, seconds: float):
+def _hold(lock_path: str, taken: threading.Event, waiting: threading.Event,
+          releasing: threading.Event):  # fmt: skip
+    """Hold the lock until the other thread waits for it."""
     with FileLock(lock_path):  # filelock's locks belong to the thread that took them
         taken.set()
-        time.sleep(seconds)
+        waiting.wait(timeout=60)
         releasing.set()
 
 
-def test_check_leaderboard_waits_for_the_lock_with_one_message(tmp_path, capsys):
-    """It returns only after the holder let go (an order of events, not a timing), and within
-    its timeout (it would raise otherwise)."""
+def test_check_leaderboard_waits_for_the_lock_with_one_message(tmp_path, capsys, monkeypatch):
+    """It returns only after the holder let go, and within its timeout (it would raise
+    otherwise). An order of events, not a timing: the holder lets go once check_leaderboard
+    waits for the lock, however slowly the machine got there."""
     path = tmp_path / "lb.csv"
     lb.upsert_rows(path, [row()])
-    taken, releasing = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold, args=(f"{path}.lock", taken, releasing, 0.5))
+    taken, waiting, releasing = threading.Event(), threading.Event(), threading.Event()
+
+    class WatchedLock(FileLock):
+        def acquire(self, timeout=None, **kwargs):
+            if timeout:  # the wait that follows the message (the first try has timeout 0)
+                waiting.set()
+            return super().acquire(timeout=timeout, **kwargs)
+
+    monkeypatch.setattr("c2f_attacks.leaderboard.storage.FileLock", WatchedLock)
+    holder = threading.Thread(target=_hold, args=(f"{path}.lock", taken, waiting, releasing))
     holder.start()
     taken.wait()
     board = lb.check_leaderboard(path, timeout=60)
