@@ -169,6 +169,12 @@ def _pooled_mobilenet_v2(model):
     return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.classifier)
 
 
+def _pooled_shufflenet(model):
+    """ShuffleNet-V2 with its functional average pooling as a module (as above)."""
+    return nn.Sequential(model.conv1, model.maxpool, model.stage2, model.stage3, model.stage4,
+                         model.conv5, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.fc)  # fmt: skip
+
+
 def _torchvision(name):
     torch.manual_seed(0)
     return randomize_bn(getattr(torchvision.models, name)(weights=None)).double().eval()
@@ -184,6 +190,9 @@ CASES = {
     "resnet18": lambda: (m := _torchvision("resnet18"), m, RESNET),
     "resnet50": lambda: (m := _torchvision("resnet50"), m, RESNET),
     "mobilenet_v2": lambda: (m := _torchvision("mobilenet_v2"), _pooled_mobilenet_v2(m), MOBILENET),
+    # its stride-1 blocks hold an empty nn.Sequential (an identity) as their first branch
+    "shufflenet_v2_x0_5": lambda: (m := _torchvision("shufflenet_v2_x0_5"),
+                                   _pooled_shufflenet(m), [ExactSequentialMerge()]),
     "tf_efficientnet_lite0": lambda: (m := _timm("tf_efficientnet_lite0"), m, TIMM),
     "efficientnet_b0": lambda: (m := _timm("efficientnet_b0"), m, [*TIMM, TimmConstantGate()]),
 }  # fmt: skip

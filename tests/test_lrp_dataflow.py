@@ -55,11 +55,11 @@ def body(in_channels=3, classes=4):
 # -- the model check ---------------------------------------------------------------------------
 
 
-class WithLayerNorm(nn.Module):
+class WithGroupNorm(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        self.norm = nn.LayerNorm(4)
+        self.norm = nn.GroupNorm(2, 4)
         self.head = nn.Linear(4, 2)
 
     def forward(self, x):
@@ -68,8 +68,8 @@ class WithLayerNorm(nn.Module):
 
 def test_unsupported_layers_refused_by_name_before_running():
     x = torch.rand(1, 3, 8, 8)
-    with pytest.raises(TypeError, match=r"'norm' \(torch\.nn\.modules\.normalization\.LayerNorm"):
-        lrp(WithLayerNorm(), x, 0)
+    with pytest.raises(TypeError, match=r"'norm' \(torch\.nn\.modules\.normalization\.GroupNorm"):
+        lrp(WithGroupNorm(), x, 0)
     hard = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid(), nn.Flatten(), nn.Linear(144, 2))
     with pytest.raises(TypeError, match=r"'1' \(.*Hardsigmoid\).*Composite"):
         lrp(hard, x, 0)
@@ -90,19 +90,19 @@ def test_transformed_weights_refused():
 
 
 def test_stage_relevance_runs_the_check():
-    flat = WithLayerNorm()
+    flat = WithGroupNorm()
     model = InducedC2F(nn.Sequential(flat, nn.Linear(2, 4)), HIER)
-    with pytest.raises(TypeError, match="LayerNorm"):
+    with pytest.raises(TypeError, match="GroupNorm"):
         stage_relevance(model, torch.rand(1, 3, 8, 8), "fine")
 
 
 def test_squeeze_excitation_gate_is_allowed_and_a_composite_can_name_a_layer():
     check_explainable(torchvision.models.mobilenet_v3_small())  # Hardsigmoid gates, Hardswish
     composite = Composite(
-        [((nn.Conv2d,), ZPlus()), ((nn.Linear,), Epsilon()), ((nn.LayerNorm,), Pass())]
+        [((nn.Conv2d,), ZPlus()), ((nn.Linear,), Epsilon()), ((nn.GroupNorm,), Pass())]
     )
-    check_explainable(WithLayerNorm(), composite)
-    r = lrp(WithLayerNorm(), torch.rand(2, 3, 8, 8), 1, composite=composite)
+    check_explainable(WithGroupNorm(), composite)
+    r = lrp(WithGroupNorm(), torch.rand(2, 3, 8, 8), 1, composite=composite)
     assert r.shape == (2, 3, 8, 8) and r.abs().sum() > 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.canonizers import SqueezeExcitation
 from c2f_attacks.lrp.composites import Composite
 from c2f_attacks.lrp.layers import (
@@ -11,6 +12,9 @@ from c2f_attacks.lrp.layers import (
     BATCHNORM_TYPES,
     CONV_TYPES,
     IDENTITY_IN_EVAL,
+    INDEX_MAPS,
+    LAYERNORM_FORWARDS,
+    LAYERNORM_TYPES,
     LINEAR_FORWARDS,
     LINEAR_TYPES,
     MEAN_POOLING,
@@ -19,6 +23,7 @@ from c2f_attacks.lrp.layers import (
     RECTIFIER_TYPES,
     SIGN_KEEPING_TYPES,
     forward_owner,
+    is_identity,
     qualified_names,
 )
 from c2f_attacks.models.base import Normalize
@@ -27,7 +32,7 @@ _KNOWN = (
     LINEAR_TYPES + AVGPOOL_TYPES + BATCHNORM_TYPES + PASS_ACTIVATIONS + RECTIFIER_TYPES
     + SIGN_KEEPING_TYPES + PADDING_TYPES + (Normalize,)
 )  # fmt: skip
-_KNOWN_BY_NAME = LINEAR_FORWARDS | IDENTITY_IN_EVAL | MEAN_POOLING
+_KNOWN_BY_NAME = LINEAR_FORWARDS | IDENTITY_IN_EVAL | MEAN_POOLING | INDEX_MAPS
 
 
 def _linear_problem(module: nn.Module) -> str | None:
@@ -40,6 +45,42 @@ def _linear_problem(module: nn.Module) -> str | None:
         f"its forward ({owner.__qualname__}.forward) is not a plain linear map (with padding), "
         "so a rule cannot replace its weights"
     )
+
+
+def _layernorm_problem(module: nn.Module) -> str | None:
+    owner = forward_owner(module)
+    if f"{owner.__module__}.{owner.__qualname__}" in LAYERNORM_FORWARDS:
+        return None
+    return (
+        f"its forward ({owner.__qualname__}.forward) is not known to compute F.layer_norm, "
+        "which the LayerNorm rule replaces"
+    )
+
+
+def _attention_problem(module: nn.MultiheadAttention) -> str | None:
+    if module.bias_k is not None or module.add_zero_attn:
+        return "add_bias_kv and add_zero_attn (extra key/value rows) have no LRP rule"
+    return None
+
+
+def _own_projections(model: nn.Module, composite: Composite | None) -> set[nn.Module]:
+    """Attention modules whose rule names the rule of their projections, and their layers."""
+    found: set[nn.Module] = set()
+    for module in model.modules() if composite is not None else ():
+        rule = composite.rule_for(module)
+        if isinstance(rule, AttentionRule) and rule.projections is not None:
+            found.update(module.modules())
+    return found
+
+
+def _coverage_problem(
+    layer: nn.Module | type, composite: Composite | None, what: str = "this layer type"
+) -> str | None:
+    if composite is None:
+        return None
+    if composite.rule_for(layer) is None and composite.rule_for(layer, True) is None:
+        return f"the composite {composite.name!r} has no rule for {what}"
+    return None
 
 
 def _batchnorm_problem(module: nn.Module) -> str | None:
@@ -56,20 +97,33 @@ def check_explainable(model: nn.Module, composite: Composite | None = None) -> N
 
     Every leaf module must be of a kind listed in :mod:`c2f_attacks.lrp.layers`, be named in
     ``composite``'s own layer map, or be a squeeze-excitation gate; every Conv/Linear must
-    compute its plain linear map (padding allowed); every BatchNorm must have running
-    statistics. Operations in ``forward`` that are not modules (additions, reshapes, ``mean``)
-    pass. The error names the module's path and type and what to do.
+    compute its plain linear map (padding allowed) and have a rule in ``composite``; every
+    BatchNorm must have running statistics; every LayerNorm must compute ``F.layer_norm``.
+    Empty containers are identities. Operations in ``forward`` that are not modules
+    (additions, reshapes, ``mean``) pass; functional attention and layer norms get their rules
+    while the model runs. The error names the module's path and type and what to do.
     """
     gates = SqueezeExcitation.gates(model)
-    named = composite.named_types if composite is not None else ()
+    covered = _own_projections(model, composite)
     for name, module in model.named_modules():
+        ruled = composite if module not in covered else None
         if isinstance(module, LINEAR_TYPES):
-            problem = _linear_problem(module)
+            problem = _linear_problem(module) or _coverage_problem(module, ruled)
         elif isinstance(module, BATCHNORM_TYPES):
             problem = _batchnorm_problem(module)
-        elif module in gates or next(module.children(), None) is not None:
+        elif isinstance(module, LAYERNORM_TYPES):
+            problem = _layernorm_problem(module)
+        elif isinstance(module, nn.MultiheadAttention):
+            problem = _attention_problem(module) or _coverage_problem(
+                nn.Linear, ruled, "its linear projections (nn.Linear)"
+            )
+        elif module in gates or is_identity(module) or next(module.children(), None) is not None:
             continue
-        elif isinstance(module, _KNOWN + named) or qualified_names(module) & _KNOWN_BY_NAME:
+        elif (
+            isinstance(module, _KNOWN)
+            or qualified_names(module) & _KNOWN_BY_NAME
+            or (composite is not None and composite.names(module))
+        ):
             problem = None
         else:
             problem = "LRP has no rule for this layer type"
@@ -78,7 +132,8 @@ def check_explainable(model: nn.Module, composite: Composite | None = None) -> N
             raise TypeError(
                 f"cannot explain {type(model).__name__} with LRP: module {name or '(root)'!r} "
                 f"({kind}): {problem}. Replace the layer with a supported one (Conv/Linear, "
-                "BatchNorm, pooling, ReLU and element-wise activations, dropout, padding), or, "
-                "for an element-wise layer, name a rule for its type in a Composite "
-                "(e.g. Composite([((YourLayer,), Pass())]))."
+                "BatchNorm, LayerNorm, attention, pooling, ReLU and element-wise activations, "
+                "dropout, padding), or name a rule for its type in a Composite (e.g. "
+                "Composite([((nn.Conv2d,), ZPlus()), ((nn.Linear,), Epsilon()), ((YourLayer,), "
+                "Pass())]) for an element-wise layer)."
             )

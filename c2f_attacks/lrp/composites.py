@@ -1,9 +1,12 @@
 """Composites: which rule each layer gets.
 
-A composite maps ``(module, is_input_layer)`` to a rule (or ``None``: plain gradient). Input
-layers are the first linear layers in data flow from the image: no other linear layer lies
-between the image and them (normalization, padding or a channel repeat may); a model with
-separate backbones has several.
+A composite maps ``(module, is_input_layer)`` to a rule. Input layers are the first linear
+layers in data flow from the image: no other linear layer lies between the image and them
+(normalization, padding or a channel repeat may); a model with separate backbones has several.
+Every composite covers the non-linear layers of CNNs and transformers the same way unless its
+map names them: proportional average pooling, pass-through for BatchNorm and activations
+(AttnLRP's identity rule for GELU and SiLU), the identity rule for LayerNorm and CP-LRP for
+attention.
 """
 
 from __future__ import annotations
@@ -12,22 +15,40 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from c2f_attacks.lrp.attention import AttentionRule, AttnLRP, CPAttention
 from c2f_attacks.lrp.layers import (
+    ATTENTION_NAMES,
+    ATTENTION_TYPES,
     AVGPOOL_TYPES,
     BATCHNORM_TYPES,
     CONV_TYPES,
+    LAYERNORM_TYPES,
     LINEAR_TYPES,
     PASS_ACTIVATIONS,
+    qualified_names,
 )
+from c2f_attacks.lrp.normalization import ConstantStd
 from c2f_attacks.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus
 
-LayerMap = Sequence[tuple[tuple[type, ...], Rule]]
+#: ``[(module types, rule), ...]``; a type may be given by its qualified name
+#: (``"package.module.Class"``), for layers of packages that need not be installed
+LayerMap = Sequence[tuple[tuple[type | str, ...], Rule]]
+
+
+def _matches(layer: nn.Module | type, types: tuple[type | str, ...]) -> bool:
+    cls = layer if isinstance(layer, type) else type(layer)
+    classes = tuple(t for t in types if isinstance(t, type))
+    if classes and issubclass(cls, classes):
+        return True
+    names = {t for t in types if isinstance(t, str)}
+    return bool(names & qualified_names(cls)) if names else False
 
 
 class Composite:
     """A rule per layer: the first matching entry of ``first_map`` for input layers, else of
-    ``layer_map``; average pooling, un-merged BatchNorm and non-ReLU activations get the
-    proportional / pass-through rules unless a map names them.
+    ``layer_map``; average pooling, un-merged BatchNorm, non-ReLU activations, LayerNorm and
+    attention get the proportional, pass-through, identity and CP-LRP rules unless a map names
+    them.
 
     Args:
         layer_map: ``[(module types, rule), ...]`` for every layer.
@@ -47,12 +68,21 @@ class Composite:
             (AVGPOOL_TYPES, Norm()),
             (BATCHNORM_TYPES, Pass()),
             (PASS_ACTIVATIONS, Pass()),
+            (LAYERNORM_TYPES, ConstantStd()),
+            (ATTENTION_TYPES + ATTENTION_NAMES, CPAttention()),
         ]
         self.layer_map = list(layer_map) + base
-        #: element-wise layer types this composite gives a rule beyond the built-in kinds
+        #: layer types this composite names beyond the linear layers (the model check accepts
+        #: them), and those of them whose rule is element-wise (applied by a module hook)
         self.named_types = tuple(
-            t for types, _ in layer_map for t in types if not issubclass(t, LINEAR_TYPES)
-        )
+            t for types, _ in layer_map for t in types
+            if isinstance(t, str) or not issubclass(t, LINEAR_TYPES)
+        )  # fmt: skip
+        self.elementwise_types = tuple(
+            t for types, rule in layer_map for t in types
+            if isinstance(t, type) and not issubclass(t, LINEAR_TYPES)
+            and not isinstance(rule, (ConstantStd, AttentionRule))
+        )  # fmt: skip
         self.first_map = list(first_map)
         self.low, self.high = low, high
         self.name = name
@@ -60,14 +90,19 @@ class Composite:
             if rule.input_only:
                 raise ValueError(f"{rule!r} applies to input layers only; put it in first_map")
 
-    def rule_for(self, module: nn.Module, is_input: bool) -> Rule | None:
-        """The rule for ``module``, or None for the plain gradient."""
+    def names(self, layer: nn.Module) -> bool:
+        """Whether this composite's own maps name ``layer``'s type (beyond the linear layers)."""
+        return _matches(layer, self.named_types)
+
+    def rule_for(self, layer: nn.Module | type, is_input: bool = False) -> Rule | None:
+        """The rule for ``layer`` (a module, or a module type), or None: the composite does
+        not cover it."""
         if is_input:
             for types, rule in self.first_map:
-                if isinstance(module, types):
+                if _matches(layer, types):
                     return rule
         for types, rule in self.layer_map:
-            if isinstance(module, types):
+            if _matches(layer, types):
                 return rule
         return None
 
@@ -134,12 +169,29 @@ def epsilon_gamma_box(
     )
 
 
+def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
+    """Gamma on every convolution and fully connected layer, input layers included (LXT's
+    recipe for vision transformers, with one gamma), CP-LRP attention."""
+    return Composite([(LINEAR_TYPES, Gamma(gamma, stabilizer))], name="gamma")
+
+
+def attnlrp(epsilon: float = 1e-6) -> Composite:
+    """AttnLRP: epsilon on every linear layer, the softmax's own rule and the uniform rule on
+    the products inside attention."""
+    return Composite(
+        [(LINEAR_TYPES, Epsilon(epsilon)), (ATTENTION_TYPES + ATTENTION_NAMES, AttnLRP())],
+        name="attnlrp",
+    )
+
+
 COMPOSITES: dict[str, Callable[[], Composite]] = {
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_plus_box": epsilon_plus_box,
     "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon": epsilon,
+    "gamma": gamma,
+    "attnlrp": attnlrp,
 }
 
 

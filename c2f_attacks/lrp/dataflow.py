@@ -9,7 +9,9 @@ explanation. A linear layer's output is *pending* until some operation first use
 * anything else (an activation, an addition, padding, the caller): the layer's own rule is
   applied first, and every later use of the raw tensor gets the ruled one.
 
-Shape and dtype queries do not count as uses.
+Shape and dtype queries do not count as uses. A layer's weight used by a functional ``F.linear``
+outside the layer's own forward (torchvision's Swin calls ``F.linear(x, self.qkv.weight, ...)``)
+counts as a call of that layer, with the weight and bias of that call.
 
 :class:`InputLayers` decides, from the autograd graph, which linear layers are *input layers*:
 those whose input comes from the image (or the model's ``Normalize`` output) with no linear
@@ -38,6 +40,10 @@ _METADATA = {
     "nelement", "ndimension", "storage_offset",
 }  # fmt: skip
 _BATCH_NORM_SIGNATURE = inspect.signature(F.batch_norm)
+_LINEAR_SIGNATURE = inspect.Signature(
+    [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("input", "weight")]
+    + [inspect.Parameter("bias", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+)  # F.linear is a builtin without a signature
 _CONTAINERS = (list, tuple, dict)  #: arguments that may hold tensors (``torch.cat``'s list)
 
 
@@ -55,6 +61,10 @@ class Pending:
     layer: nn.Module
     a: torch.Tensor  #: the layer's input
     z: torch.Tensor  #: its raw output
+    weight: torch.Tensor  #: the weight and bias of the call (the layer's own, for a module call)
+    bias: torch.Tensor | None
+    #: ``op(input, weight, bias)`` of a functional call; None: the layer's own linear map
+    op: Callable | None = None
     folded: bool = False  #: a BatchNorm used (and saved) ``z`` already
 
 
@@ -77,9 +87,26 @@ class DeferredLinear(TorchFunctionMode):
         self.pending: dict[int, Pending] = {}
         self.replaced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(raw) -> (raw, new)
         self.folds = 0  #: number of BatchNorms folded so far
+        self._owners: dict[int, nn.Linear] = {}  # id(weight) -> its Linear layer
+        self._running: set[nn.Module] = set()  # layers inside their own forward
 
-    def defer(self, layer: nn.Module, a: torch.Tensor, z: torch.Tensor) -> None:
-        self.pending[id(z)] = Pending(layer, self.resolve(a), z)
+    def watch(self, layer: nn.Linear) -> None:
+        """Count functional uses of ``layer.weight`` as calls of ``layer``."""
+        self._owners[id(layer.weight)] = layer
+
+    def enter(self, layer: nn.Module) -> None:
+        """``layer``'s own forward starts: its ``F.linear`` is the module call (hooked)."""
+        self._running.add(layer)
+
+    def leave(self, layer: nn.Module) -> None:
+        self._running.discard(layer)
+
+    def defer(
+        self, layer: nn.Module, a: torch.Tensor, z: torch.Tensor, weight=None, bias=None, op=None
+    ) -> None:
+        if weight is None:
+            weight, bias = layer.weight, layer.bias
+        self.pending[id(z)] = Pending(layer, self.resolve(a), z, weight, bias, op)
 
     def resolve(self, t):
         """The ruled tensor for a raw linear output (finalizing it if still pending)."""
@@ -105,7 +132,18 @@ class DeferredLinear(TorchFunctionMode):
             else:  # the common case, without the cost of a pytree walk
                 args = tuple(self.resolve(v) for v in args)
                 kwargs = {k: self.resolve(v) for k, v in kwargs.items()}
+        if func is F.linear and self._owners:
+            return self._functional_linear(args, kwargs)
         return func(*args, **kwargs)
+
+    def _functional_linear(self, args, kwargs):
+        bound = _LINEAR_SIGNATURE.bind(*args, **kwargs)
+        a, weight, bias = (bound.arguments.get(k) for k in ("input", "weight", "bias"))
+        z = F.linear(*args, **kwargs)
+        layer = self._owners.get(id(weight))
+        if layer is not None and layer.weight is weight and layer not in self._running:
+            self.defer(layer, a, z, weight, bias, F.linear)
+        return z
 
     def _try_fold(self, args, kwargs):
         bound = _BATCH_NORM_SIGNATURE.bind(*args, **kwargs)

@@ -29,21 +29,24 @@ from torch.nn import functional as F
 from torch.utils._pytree import tree_map
 
 from c2f_attacks.hierarchy import STAGES
+from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.cache import cached
 from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
 from c2f_attacks.lrp.check import check_explainable
 from c2f_attacks.lrp.composites import Composite, get_composite
 from c2f_attacks.lrp.dataflow import DeferredLinear, InputLayers, Pending
+from c2f_attacks.lrp.functional import FunctionalRules
 from c2f_attacks.lrp.layers import (
     AVGPOOL_TYPES,
     BATCHNORM_TYPES,
+    LAYERNORM_TYPES,
     LINEAR_TYPES,
     NONNEG_TYPES,
     PASS_ACTIVATIONS,
     SIGN_KEEPING_TYPES,
     linear_op,
 )
-from c2f_attacks.lrp.rules import LayerCall, Redistribute, stabilize
+from c2f_attacks.lrp.rules import GradientEdits, LayerCall, Redistribute, Rule, stabilize
 from c2f_attacks.models.base import C2FClassifier, C2FOutput, Normalize, fine_prediction
 from c2f_attacks.modes import eval_mode
 from c2f_attacks.validation import check_image_batch, check_labels
@@ -75,6 +78,11 @@ class _Explanation:
         # shared by every Redistribute node of this pass: LRP gradients until the relevance is
         # computed, true gradients afterwards
         self.state = SimpleNamespace(lrp=True)
+        self.ops = FunctionalRules(
+            composite.rule_for(nn.LayerNorm), GradientEdits(self.state, create_graph), self._project
+        )
+        # linear layers inside attention modules whose rule names the projections' rule
+        self._projection_rules: dict[nn.Module, Rule] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _mark(self, t: torch.Tensor) -> None:
@@ -96,13 +104,17 @@ class _Explanation:
     def attach(self, model: nn.Module) -> None:
         gates = SqueezeExcitation.gates(model)
         self.handles += SqueezeExcitation.register(model)
-        elementwise = AVGPOOL_TYPES + PASS_ACTIVATIONS + self.composite.named_types
+        elementwise = AVGPOOL_TYPES + PASS_ACTIVATIONS + self.composite.elementwise_types
         for m in model.modules():
+            self._attach_scope(m)
             if m in gates:
                 continue  # a constant: no rule of its own
             if isinstance(m, Normalize):
                 self.handles.append(m.register_forward_hook(self._normalize_hook))
             elif isinstance(m, LINEAR_TYPES):
+                if isinstance(m, nn.Linear):
+                    self.flow.watch(m)
+                self.handles.append(m.register_forward_pre_hook(self._linear_pre_hook))
                 self.handles.append(m.register_forward_hook(self._linear_hook))
             elif isinstance(m, BATCHNORM_TYPES):
                 if m.running_mean is not None and m.num_batches_tracked is not None:
@@ -119,6 +131,28 @@ class _Explanation:
             elif isinstance(m, SIGN_KEEPING_TYPES):
                 self.handles.append(m.register_forward_hook(self._keep_sign_hook))
 
+    def _attach_scope(self, m: nn.Module) -> None:
+        """LayerNorm and attention modules: their functional parts take the module's rule."""
+        rule = self.composite.rule_for(m)
+        if isinstance(m, LAYERNORM_TYPES):
+            self.handles += [
+                m.register_forward_pre_hook(lambda mod, args: self.ops.enter_norm(rule)),
+                m.register_forward_hook(
+                    lambda mod, args, out: self.ops.leave_norm(), always_call=True
+                ),
+            ]  # fmt: skip
+        elif isinstance(rule, AttentionRule):
+            self.handles += [
+                m.register_forward_pre_hook(lambda mod, args: self.ops.enter_attention(mod, rule)),
+                m.register_forward_hook(
+                    lambda mod, args, out: self.ops.leave_attention(), always_call=True
+                ),
+            ]  # fmt: skip
+            if rule.projections is not None:
+                for child in m.modules():
+                    if isinstance(child, LINEAR_TYPES):
+                        self._projection_rules[child] = rule.projections
+
     def detach(self) -> None:
         for h in self.handles:
             h.remove()
@@ -130,7 +164,7 @@ class _Explanation:
     def run(self, fn, *args):
         """``fn(*args)`` (the model's forward) with every linear output ruled, returned ones
         included."""
-        with self.flow:
+        with self.ops, self.flow:  # the data-flow mode sees each call first
             out = fn(*args)
         return tree_map(self.flow.resolve, out)
 
@@ -139,7 +173,11 @@ class _Explanation:
         if root is not None and root[1] is None:
             self.inputs.add_root(output, module)
 
+    def _linear_pre_hook(self, module, args):
+        self.flow.enter(module)
+
     def _linear_hook(self, module, args, output):
+        self.flow.leave(module)
         if not self._busy:
             self.flow.defer(module, args[0], output)
 
@@ -180,59 +218,85 @@ class _Explanation:
 
     # -- linear layers (called by the data-flow mode) --------------------------------------------
     def _finalize(self, p: Pending) -> torch.Tensor:
-        weight, bias = p.layer.weight, p.layer.bias
+        weight, bias = p.weight, p.bias
 
         def own() -> tuple[torch.Tensor, torch.Tensor | None]:
             return weight.detach(), None if bias is None else bias.detach()
 
-        return self._apply_rule(p.layer, p.a, p.z, (weight, bias), own, (), not p.folded)
+        return self._apply_rule(p.layer, p.a, p.z, (weight, bias), own, (), not p.folded, op=p.op)
 
     def _fold(self, p: Pending, bn: dict, z: torch.Tensor) -> torch.Tensor:
-        tensors = (p.layer.weight, p.layer.bias, bn["running_mean"], bn["running_var"],
-                   bn["weight"], bn["bias"])  # fmt: skip
+        tensors = (p.weight, p.bias, bn["running_mean"], bn["running_var"], bn["weight"],
+                   bn["bias"])  # fmt: skip
         eps = float(bn["eps"])
         mean, counter = self._batch_counters.get(id(bn["running_mean"]), (None, None))
         # without its module's counter, an update of the running statistics would go unseen
         key = ("folded", eps) if mean is bn["running_mean"] else None
         return self._apply_rule(
-            p.layer, p.a, z, (*tensors, counter), lambda: fold_batchnorm(*tensors, eps), key, True
-        )
+            p.layer, p.a, z, (*tensors, counter), lambda: fold_batchnorm(*tensors, eps), key, True,
+            op=p.op,
+        )  # fmt: skip
 
-    def _apply_rule(self, layer, a, z, tensors, merged, key, fresh_output: bool) -> torch.Tensor:
-        """``z`` (the output of ``layer``, or of the BatchNorm folded into it) wrapped with the
-        layer's rule. ``merged()`` computes the effective weight and bias from ``tensors`` (the
-        layer's and the BatchNorm's parameters and buffers; ``key`` says how): the rule's
-        parameters are cached on them, unless ``key`` is None. ``fresh_output``: no graph node
-        saved ``z`` (a BatchNorm that used it did)."""
-        root = self.inputs.root_of(a)
-        rule = self.composite.rule_for(layer, root is not None)
-        sources: list[tuple[torch.Tensor, float]] = []
+    def _rule_for(self, layer: nn.Module, is_input: bool) -> Rule:
+        """The rule of a linear layer (an attention module's own projections: the composite's
+        rule for ``nn.Linear``). Layers of a type the composite does not cover were refused by
+        the model check; a layer covered for input layers alone is refused here."""
+        rule = self._projection_rules.get(layer)
         if rule is None:
-            out = z
-            sources.append((a, 1.0))
+            target = nn.Linear if isinstance(layer, nn.MultiheadAttention) else layer
+            rule = self.composite.rule_for(target, is_input)
+        if rule is None:
+            raise TypeError(
+                f"{self.composite!r} has no rule for {type(layer).__name__} layers that are "
+                f"not input layers ({layer!r})"
+            )
+        return rule
+
+    def _project(self, owner, name, a, weight, bias, rule) -> torch.Tensor:
+        """``F.linear(a, weight, bias)``, a projection that ``owner`` (an attention module)
+        computes functionally, with ``rule`` (None: the composite's rule for ``nn.Linear``)."""
+        z = F.linear(a, weight, bias)
+
+        def own() -> tuple[torch.Tensor, torch.Tensor | None]:
+            return weight.detach(), None if bias is None else bias.detach()
+
+        return self._apply_rule(owner, a, z, (weight, bias), own, (name,), True, F.linear, rule)
+
+    def _apply_rule(
+        self, layer, a, z, tensors, merged, key, fresh_output: bool, op=None, rule=None
+    ) -> torch.Tensor:
+        """``z`` (the output of ``layer``, or of the BatchNorm folded into it) wrapped with the
+        layer's rule (or ``rule``). ``merged()`` computes the effective weight and bias from
+        ``tensors`` (the layer's and the BatchNorm's parameters and buffers; ``key`` says how):
+        the rule's parameters are cached on them, unless ``key`` is None. ``fresh_output``: no
+        graph node saved ``z`` (a BatchNorm that used it did). ``op``: the linear map of a
+        functional call (default: the layer's own)."""
+        root = self.inputs.root_of(a)
+        if rule is None:
+            rule = self._rule_for(layer, root is not None)
+        sources: list[tuple[torch.Tensor, float]] = []
+        low = high = None
+        if root is not None and a is root[0]:  # bounds are known in the root's space only
+            low, high = self._bounds(root[1], a)
+        nonneg = self._is_nonneg(a)
+
+        def compute() -> tuple:
+            return rule.params(*merged(), nonneg)
+
+        if key is None:
+            params = compute()
         else:
-            low = high = None
-            if root is not None and a is root[0]:  # bounds are known in the root's space only
-                low, high = self._bounds(root[1], a)
-            nonneg = self._is_nonneg(a)
-
-            def compute() -> tuple:
-                return rule.params(*merged(), nonneg)
-
-            if key is None:
-                params = compute()
-            else:
-                slot = (type(rule), nonneg, *key)
-                params = cached(layer, slot, tensors, compute, detail=repr(rule))
-            call = LayerCall(
-                linear_op(layer), a, params, z, nonneg, root is not None, low, high,
-                sources,
-            )  # fmt: skip
-            self._busy = True
-            try:
-                out = self._redistribute(z, rule.parts(call), fresh_output)
-            finally:
-                self._busy = False
+            slot = (type(rule), nonneg, *key)
+            params = cached(layer, slot, tensors, compute, detail=repr(rule))
+        call = LayerCall(
+            op or linear_op(layer), a, params, z, nonneg, root is not None, low, high,
+            sources,
+        )  # fmt: skip
+        self._busy = True
+        try:
+            out = self._redistribute(z, rule.parts(call), fresh_output)
+        finally:
+            self._busy = False
         if root is not None:
             self.sources.append((a, root[0], sources))
         self.inputs.add_linear_output(out)

@@ -10,7 +10,12 @@ Layers fall into a few kinds, each with one treatment in the gradient-times-inpu
 * layers whose plain gradient already routes relevance correctly: ReLU, max-pooling (to the
   winner), dropout and stochastic depth (identities in eval mode), flatten, padding (padded
   entries are constants and get none);
-* squeeze-excitation gates: constants (see ``canonizers``).
+* squeeze-excitation gates: constants (see ``canonizers``);
+* LayerNorm (``F.layer_norm``, torchvision's and timm's ``LayerNorm2d`` included): the
+  identity rule on the normalization (see ``normalization``);
+* attention modules: an attention rule for the softmax and the products of activations inside
+  (see ``attention``); their linear projections are linear layers;
+* index maps and identities: permutes, empty ``nn.Sequential`` containers.
 
 Anything else is refused by :func:`~c2f_attacks.lrp.check.check_explainable`, because its
 relevance would silently be a plain gradient.
@@ -51,6 +56,10 @@ PADDING_TYPES = (
     nn.modules.padding._ReflectionPadNd,
     nn.modules.padding._ReplicationPadNd,
 )
+#: LayerNorm and its subclasses; which of them compute ``F.layer_norm`` is in LAYERNORM_FORWARDS
+LAYERNORM_TYPES = (nn.LayerNorm,)
+#: attention modules (torchvision's and timm's are named in ATTENTION_NAMES)
+ATTENTION_TYPES = (nn.MultiheadAttention,)
 #: rectifiers whose plain gradient passes relevance through
 RECTIFIER_TYPES = (nn.ReLU,)
 #: modules whose output is non-negative (a later z+ layer then needs one extra convolution)
@@ -65,17 +74,43 @@ LINEAR_FORWARDS = {
 }
 #: identities in eval mode (stochastic depth) and average pooling written as ``x.mean``
 IDENTITY_IN_EVAL = {"timm.layers.drop.DropPath", "torchvision.ops.stochastic_depth.StochasticDepth"}
+#: index maps (relevance follows the entries)
+INDEX_MAPS = {"torchvision.ops.misc.Permute"}
+#: LayerNorm classes whose forward is ``F.layer_norm`` (around a permute, or a float32 cast)
+LAYERNORM_FORWARDS = {
+    "torch.nn.modules.normalization.LayerNorm",
+    "torchvision.models.convnext.LayerNorm2d",
+    "timm.layers.norm.LayerNorm", "timm.layers.norm.LayerNorm2d",
+    "timm.layers.norm.LayerNormFp32", "timm.layers.norm.LayerNorm2dFp32",
+}  # fmt: skip
+#: modules computing softmax attention: torchvision's Swin (V1 and V2), timm's ViT family
+ATTENTION_NAMES = (
+    "torchvision.models.swin_transformer.ShiftedWindowAttention",
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2",
+    "timm.layers.attention.Attention",
+)
 MEAN_POOLING = {"timm.layers.adaptive_avgmax_pool.FastAdaptiveAvgPool"}
 
 
-def qualified_names(module: nn.Module) -> set[str]:
-    """``package.module.Class`` of the module's class and of its bases."""
-    return {f"{c.__module__}.{c.__qualname__}" for c in type(module).__mro__}
+def qualified_names(module: nn.Module | type) -> set[str]:
+    """``package.module.Class`` of the module's class (or of a class) and of its bases."""
+    cls = module if isinstance(module, type) else type(module)
+    return {f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__}
 
 
 def forward_owner(module: nn.Module) -> type:
     """The class in the module's MRO whose ``forward`` it runs."""
     return next(c for c in type(module).__mro__ if "forward" in vars(c))
+
+
+def is_identity(module: nn.Module) -> bool:
+    """An empty container: ``nn.Sequential()`` returns its input; ``nn.ModuleList()`` and
+    ``nn.ModuleDict()`` are never called."""
+    if next(module.children(), None) is not None:
+        return False
+    return isinstance(module, (nn.ModuleList, nn.ModuleDict)) or forward_owner(module) is (
+        nn.Sequential
+    )
 
 
 def linear_op(module: nn.Module) -> Callable:

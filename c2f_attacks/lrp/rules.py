@@ -98,6 +98,53 @@ class Redistribute(torch.autograd.Function):
         return (None, None, None, None, None, None, *grads, *unused)
 
 
+class LRPScale(torch.autograd.Function):
+    """Value ``t``; the explanation's backward multiplies the gradient by ``factor`` (0: ``t``
+    is a constant there), every later backward passes it unchanged.
+
+    Call as ``LRPScale.apply(t, state, factor)``. Like :class:`Redistribute`, it reads
+    ``state.lrp`` when the backward runs, so in the differentiable mode a loss on the relevance
+    sees the model's true Jacobian through ``t`` (the attention weights or a LayerNorm's scale
+    are constants for the rule, not for the derivative).
+    """
+
+    @staticmethod
+    def forward(ctx, t, state, factor):
+        ctx.state, ctx.factor = state, factor
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        if not ctx.state.lrp:
+            return g, None, None
+        if ctx.factor == 0.0:
+            return None, None, None
+        return g * ctx.factor, None, None
+
+
+@dataclass
+class GradientEdits:
+    """How non-linear rules (normalization, attention) change the explanation's backward.
+
+    ``frozen(t)``: ``t`` is a constant in it (no relevance reaches what ``t`` is computed
+    from); ``scaled(t, f)``: the relevance reaching ``t`` is multiplied by ``f``. In a plain
+    explanation, whose graph serves the LRP backward alone, ``frozen`` is ``t.detach()`` (the
+    backward then skips that branch entirely); in the differentiable mode both are
+    :class:`LRPScale` nodes, which pass true gradients once the relevance is computed.
+    """
+
+    state: object  #: the pass's shared ``state`` (``state.lrp``)
+    differentiable: bool
+
+    def frozen(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.differentiable:
+            return t.detach()
+        return LRPScale.apply(t, self.state, 0.0)
+
+    def scaled(self, t: torch.Tensor, factor: float) -> torch.Tensor:
+        return LRPScale.apply(t, self.state, factor)
+
+
 @dataclass
 class LayerCall:
     """One call of a linear layer, as a rule sees it."""
