@@ -3,21 +3,28 @@
 * ``lrp_over_forward_backward``: one explanation / one forward + input-gradient backward
   (goal <= 1.5: the gradient-times-input form costs about one extra convolution per z+ layer).
 * ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2).
+* ``lrp_over_forward_backward_vit_b_16`` (the default composite) and ``lxt_over_ours_vit_b_16``:
+  LXT's efficient mode (its CP-LRP map for torchvision's ViT, Zennit's epsilon on the linear
+  layers) / ours with the same rules (goal >= 1).
 
 VGG-16: full size (``--benchmark``) 64x64 images, batch 32. ResNet-18 (BatchNorm folded in data
-flow, residual sums; Zennit with its ``ResNetCanonizer``): full size 224x224, batch 8. Smoke
-size: 32x32, batch 2, one repeat.
+flow, residual sums; Zennit with its ``ResNetCanonizer``) and ViT-B/16: full size 224x224,
+batch 8. Smoke size: 32x32, batch 2, one repeat (the ViT: two narrow blocks).
 """
 
 from __future__ import annotations
 
+import copy
+import types
+
 import pytest
 import torch
 import torchvision
+from torch import nn
 from torch.nn import functional as F
 
 from bench.conftest import interleaved_medians
-from c2f_attacks.lrp import lrp
+from c2f_attacks.lrp import Composite, CPAttention, Epsilon, lrp
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient
@@ -86,3 +93,96 @@ def test_bench_lrp_resnet18(full_size, record_ratio, benchmark):
     model = torchvision.models.resnet18(weights=None).eval()
     times = _measure(model, size, batch, repeats, [ResNetCanonizer()], benchmark)
     _report("ResNet-18", size, batch, times, record_ratio, full_size, suffix="_resnet18")
+
+
+# -- ViT-B/16 against LXT ----------------------------------------------------------------------
+
+
+def _lxt_explainer(model: nn.Module):
+    """LXT's efficient mode for torchvision's ViT on this model's modules alone: the functions
+    its ``monkey_patch`` puts on the classes (GELU, LayerNorm, MultiheadAttention) bound to the
+    model's instances, and Zennit's epsilon rule with LXT's hook methods in a subclass, so that
+    nothing outside the model changes (the tests run LXT's class patches in a subprocess)."""
+    from lxt.efficient import patches, zennit_patches
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Epsilon as ZennitEpsilon
+
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.forward = types.MethodType(patches.layer_norm_forward, m)
+        elif isinstance(m, (nn.GELU, nn.MultiheadAttention)):
+            m.original_forward = m.forward
+            fn = patches.non_linear_forward if isinstance(m, nn.GELU) else (
+                patches.cp_multi_head_attention_forward
+            )  # fmt: skip
+            m.forward = types.MethodType(fn, m)
+
+    class LXTEpsilon(ZennitEpsilon):
+        forward, backward = zennit_patches.forward, zennit_patches.backward
+
+    composite = LayerMapComposite([(nn.Conv2d, LXTEpsilon(1e-6)), (nn.Linear, LXTEpsilon(1e-6))])
+
+    def explain(x: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_()
+        with composite.context(model):
+            model(x).backward(seed)
+        return (x * x.grad).detach()
+
+    return explain
+
+
+def test_bench_lrp_vit_b_16(full_size, record_ratio, benchmark):
+    pytest.importorskip("lxt", reason="LXT comes with the test extra (pip install -e .[test])")
+    size, batch, repeats = (224, 8, 5) if full_size else (32, 2, 1)
+    torch.manual_seed(0)
+    if full_size:
+        model = torchvision.models.vit_b_16(weights=None)
+    else:  # the same classes, two small blocks
+        model = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64)
+    with torch.no_grad():
+        model.heads.head.weight.normal_(0, 0.02)  # torchvision starts it at 0: no relevance
+    model.eval()
+    lxt = _lxt_explainer(copy.deepcopy(model))
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    target = torch.arange(batch) % 1000
+    seed = F.one_hot(target, 1000).float()
+    # LXT's rules exactly: epsilon on every linear layer, the attention's functional
+    # projections on the plain gradient
+    as_lxt = Composite([
+        ((nn.Conv2d, nn.Linear), Epsilon(1e-6)),
+        ((nn.MultiheadAttention,), CPAttention(projections=Epsilon(0.0))),
+    ])  # fmt: skip
+
+    def forward_backward():
+        xg = x.detach().requires_grad_()
+        out = model(xg)
+        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
+
+    def ours():
+        return lrp(model, x, target, check_range=False)
+
+    def ours_as_lxt():
+        return lrp(model, x, target, composite=as_lxt, init="logit", check_range=False)
+
+    def lxt_lrp():
+        return lxt(x, seed)
+
+    times = interleaved_medians([forward_backward, ours, ours_as_lxt, lxt_lrp], repeats)
+    benchmark.pedantic(ours, rounds=1, iterations=1)
+    # the same explanation as LXT (float32; the accuracy tests run float64)
+    ref = lxt_lrp()
+    assert ((ours_as_lxt() - ref).norm() / ref.norm()).item() <= 1e-3
+    t_fb, t_ours, t_as_lxt, t_lxt = times
+    ratio_fb, ratio_lxt = t_ours / t_fb, t_lxt / t_as_lxt
+    details = {"size": size, "batch": batch, "t_ours_s": t_ours, "t_fb_s": t_fb,
+               "t_ours_as_lxt_s": t_as_lxt, "t_lxt_s": t_lxt}  # fmt: skip
+    record_ratio("lrp_over_forward_backward_vit_b_16", ratio_fb, goal="<= 1.5", device="cpu",
+                 **details)  # fmt: skip
+    record_ratio("lxt_over_ours_vit_b_16", ratio_lxt, goal=">= 1", device="cpu", **details)
+    print(
+        f"\nViT-B/16 {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours {t_ours:.3f}s "
+        f"(LXT's rules {t_as_lxt:.3f}s), LXT {t_lxt:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f}, "
+        f"LXT/ours = {ratio_lxt:.2f}"
+    )
+    if full_size:  # loose guards: timings on shared machines vary
+        assert ratio_fb < 3.0 and ratio_lxt > 0.5

@@ -12,6 +12,7 @@ model's logits, which every comparison checks first. The LXT oracle for the ViT 
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -20,6 +21,10 @@ from torch.nn import functional as F
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.swin_transformer import SwinTransformer
 
+from c2f_attacks.attacks import MASKS
+from c2f_attacks.cli import main
+from c2f_attacks.data import SHAPES_HIERARCHY
+from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.lrp import (
     AttnLRP,
     Composite,
@@ -29,7 +34,9 @@ from c2f_attacks.lrp import (
     Norm,
     check_explainable,
     lrp,
+    stage_relevance,
 )
+from c2f_attacks.models import InducedC2F
 
 timm = pytest.importorskip("timm")
 
@@ -554,10 +561,6 @@ def test_differentiable_mode_matches_finite_differences(build, composite):
 def test_relevance_term_of_an_induced_vit_is_differentiable():
     """LRPC/LRPF's relevance term: stage_relevance of an induced C2F over a ViT, fine stage.
     (The coarse stage's seed, the members' softmax share, enters as a constant.)"""
-    from c2f_attacks.hierarchy import Hierarchy
-    from c2f_attacks.lrp import stage_relevance
-    from c2f_attacks.models import InducedC2F
-
     h = Hierarchy.from_dict({"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]})
     model = InducedC2F(tv_vit(), h, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25)).double()
     x0, v = images(), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
@@ -679,3 +682,25 @@ def test_identities_accepted_wherever_they_sit(where):
     m = body(*ids, **{}) if where == "first" else body(**spot)
     x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(lrp(m, x, 1), lrp(body(), x, 1), rtol=0, atol=0)
+
+
+# -- LRPC and LRPF on transformers from the command line -------------------------------------------
+
+
+@pytest.mark.parametrize("factory", ["vit", "convnext"])
+def test_every_attack_and_mask_runs_on_an_induced_transformer(factory, tmp_path):
+    """``c2f-bench run --model c2f_attacks.models.transformers:FACTORY --hierarchy JSON``: an
+    induced C2F over a random-weight ViT / ConvNeXt, every attack and every mask source, at
+    smoke size."""
+    hierarchy = SHAPES_HIERARCHY.to_json(tmp_path / "shapes.json")
+    args = ["run", "--model", f"c2f_attacks.models.transformers:{factory}", "--hierarchy",
+            str(hierarchy), "-n", "1", "--batch-size", "1", "--attacks", "fgsm,pgd,lrpc,lrpf",
+            "--masks", ",".join(MASKS), "--pgd-steps", "1", "--steps", "1", "--refresh", "1",
+            "--modes", "fixed", "--no-figures", "--quiet",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 0
+    board = pd.read_csv(tmp_path / "o" / "leaderboard.csv")
+    runs = set(zip(board.attack, board["mask"], board.stage))
+    lrp_attacks = {("lrpc", m, "coarse") for m in MASKS} | {("lrpf", m, "fine") for m in MASKS}
+    assert lrp_attacks <= runs and {"fgsm", "pgd"} <= set(board.attack)
+    assert (board.n == 1).all()

@@ -72,10 +72,7 @@ class AttentionRule(Rule):
         """``(softmax(q k^T * scale + mask) v, the weights)`` over the last two dimensions,
         ``mask`` additive (broadcastable to the logits) or None."""
         qs, ks = self.product(q * scale, k, edits)
-        logits = torch.matmul(qs, ks.transpose(-2, -1))
-        if mask is not None:
-            logits = logits + mask
-        a = self.weights(torch.softmax(logits, dim=-1), edits)
+        a = self.weights(_softmax_of(qs, ks, mask), edits)
         aa, vv = self.product(a, v, edits)
         return torch.matmul(aa, vv), a
 
@@ -90,11 +87,13 @@ class CPAttention(AttentionRule):
         return edits.frozen(a)
 
     def attend(self, q, k, v, mask, scale, edits, need_weights=False):
-        if need_weights or edits.differentiable:
+        if edits.differentiable:
             return super().attend(q, k, v, mask, scale, edits, need_weights)
-        # A plain explanation: the fused kernel, with queries and keys outside the graph
-        out = F.scaled_dot_product_attention(q.detach(), k.detach(), v, mask, scale=scale)
-        return out, None
+        # A plain explanation: the weights outside the graph, whose backward is then A^T g
+        # alone (a fused kernel's backward would compute the query and key gradients too)
+        with torch.no_grad():
+            a = _softmax_of(q * scale, k, mask)
+        return torch.matmul(a, v), a
 
 
 class AttnLRP(AttentionRule):
@@ -103,6 +102,11 @@ class AttnLRP(AttentionRule):
 
     def product(self, a, b, edits):
         return edits.scaled(a, 0.5), edits.scaled(b, 0.5)
+
+
+def _softmax_of(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    logits = torch.matmul(q, k.transpose(-2, -1))
+    return torch.softmax(logits if mask is None else logits + mask, dim=-1)
 
 
 # -- the functional entry points ----------------------------------------------------------------

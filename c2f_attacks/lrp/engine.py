@@ -42,11 +42,19 @@ from c2f_attacks.lrp.layers import (
     LAYERNORM_TYPES,
     LINEAR_TYPES,
     NONNEG_TYPES,
+    OUTPUT_UNSAVED,
     PASS_ACTIVATIONS,
     SIGN_KEEPING_TYPES,
     linear_op,
 )
-from c2f_attacks.lrp.rules import GradientEdits, LayerCall, Redistribute, Rule, stabilize
+from c2f_attacks.lrp.rules import (
+    GradientEdits,
+    LayerCall,
+    Redistribute,
+    Rule,
+    Stabilized,
+    stabilize,
+)
 from c2f_attacks.models.base import C2FClassifier, C2FOutput, Normalize, fine_prediction
 from c2f_attacks.modes import eval_mode
 from c2f_attacks.validation import check_image_batch, check_labels
@@ -206,9 +214,10 @@ class _Explanation:
             new = None
         else:
             call = LayerCall(None, a, (), output, self._is_nonneg(a), False)
-            # copied: an activation's backward may have saved this output (tanh, in-place
-            # activations), and the other outputs here are small
-            new = self._redistribute(output, rule.parts(call), fresh_output=False)
+            # copied unless known unsaved: an activation's backward may have saved this output
+            # (tanh, in-place activations)
+            fresh = isinstance(module, OUTPUT_UNSAVED) and not getattr(module, "inplace", False)
+            new = self._redistribute(output, rule.parts(call), fresh_output=fresh)
         out = output if new is None else new
         if isinstance(module, NONNEG_TYPES) or (
             isinstance(module, AVGPOOL_TYPES) and self._is_nonneg(a)
@@ -317,10 +326,12 @@ class _Explanation:
             *[p for p, _, _ in parts], *ratios.values(),
         )  # fmt: skip
 
-    def _ratio(self, z: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    def _ratio(self, z: torch.Tensor, denom: torch.Tensor | Stabilized) -> torch.Tensor:
         if self.create_graph:  # differentiable: a new tensor with its own graph
-            return z / denom
+            return denom.ratio(z) if isinstance(denom, Stabilized) else z / denom
         with torch.no_grad():
+            if isinstance(denom, Stabilized):
+                return denom.ratio(z)
             # The rule handed the denominator over (rules.py): reuse its memory. Fresh
             # activation-sized tensors are what the pass pays for beyond its convolutions (page
             # faults included), so this pass allocates one per layer, the extra z+ output.

@@ -62,6 +62,9 @@ LAYERNORM_TYPES = (nn.LayerNorm,)
 ATTENTION_TYPES = (nn.MultiheadAttention,)
 #: rectifiers whose plain gradient passes relevance through
 RECTIFIER_TYPES = (nn.ReLU,)
+#: activations whose backward saves their input alone: a plain explanation hands their output
+#: on uncopied (the pass-through rule never runs their backward)
+OUTPUT_UNSAVED = (nn.GELU, nn.SiLU)
 #: modules whose output is non-negative (a later z+ layer then needs one extra convolution)
 NONNEG_TYPES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus)
 

@@ -16,10 +16,12 @@ exactly as Zennit stabilizes.
 The backward is made of ordinary differentiable tensor ops on saved tensors, so with
 ``create_graph=True`` the relevance is an exactly differentiable function of the input.
 
-A denominator is either ``z`` or a fresh tensor that the rule hands over: the engine may
-overwrite it with the ratio ``z / denom`` to save memory traffic. A part's *value* is never read
-again (the backward of a linear map needs only its input and weights), so a part may be its own
-denominator, as in z+ and flat, whose stabilizer folds into the bias.
+A denominator is either ``z``, a fresh tensor that the rule hands over (the engine may
+overwrite it with the ratio ``z / denom`` to save memory traffic), or :class:`Stabilized`: the
+stabilized tensor described, which the engine computes together with the ratio (for
+``z / stab(z)``, as ``|z| / (|z| + eps)``, half the passes over the output). A part's *value*
+is never read again (the backward of a linear map needs only its input and weights), so a part
+may be its own denominator, as in z+ and flat, whose stabilizer folds into the bias.
 
 A part may also be smaller than ``z`` along dimensions where all its entries would be equal
 (the flat rule's receptive-field counts are the same for every output channel): its gradient is
@@ -46,7 +48,27 @@ LinearOp = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.T
 
 def stabilize(t: torch.Tensor, eps: float) -> torch.Tensor:
     """``t + eps * sign(t)`` with ``sign(0) = +1`` (Zennit's ``stabilize``)."""
-    return torch.where(t >= 0, t + eps, t - eps)
+    return t + torch.where(t >= 0, eps, -eps)
+
+
+@dataclass(frozen=True, eq=False)
+class Stabilized:
+    """The denominator ``stab(base) = base + eps * sign(base)``, left to the engine to compute
+    with the ratio ``z / stab(base)`` (see the module docstring)."""
+
+    base: torch.Tensor
+    eps: float
+
+    def ratio(self, z: torch.Tensor) -> torch.Tensor:
+        """``z / stab(base)``, a fresh tensor (differentiable where autograd records)."""
+        if self.base is not z:
+            d = stabilize(self.base, self.eps)
+            return z / d if torch.is_grad_enabled() else torch.div(z, d, out=d)
+        # z / stab(z) = |z| / (|z| + eps): 0 where z = 0, as Zennit's
+        r = z.abs()
+        if torch.is_grad_enabled():
+            return r / (r + self.eps)
+        return torch.div(r, r + self.eps, out=r)
 
 
 class Redistribute(torch.autograd.Function):
@@ -160,7 +182,8 @@ class LayerCall:
     sources: list[tuple[torch.Tensor, float]] = field(default_factory=list)
 
 
-Parts = list[tuple[torch.Tensor, torch.Tensor, float]]  # (part, denominator, coefficient)
+#: (part, denominator, coefficient)
+Parts = list[tuple[torch.Tensor, "torch.Tensor | Stabilized", float]]
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -215,7 +238,7 @@ class Epsilon(Rule):
     def parts(self, call: LayerCall) -> Parts:
         if call.is_input:
             call.sources.append((call.a, 1.0))
-        denom = stabilize(call.z, self.epsilon) if self.epsilon else call.z
+        denom = Stabilized(call.z, self.epsilon) if self.epsilon else call.z
         return [(call.z, denom, 1.0)]
 
 
@@ -410,4 +433,4 @@ class Pass(Rule):
         self.stabilizer = stabilizer
 
     def parts(self, call: LayerCall) -> Parts:
-        return [(call.a, stabilize(call.a, self.stabilizer), 1.0)]
+        return [(call.a, Stabilized(call.a, self.stabilizer), 1.0)]
