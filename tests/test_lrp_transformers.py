@@ -696,7 +696,7 @@ def test_every_attack_and_mask_runs_on_induced_transformers(tmp_path):
     masks = ("lrp",)
     args = ["run", "--model", *models, "--hierarchy", str(hierarchy), "-n", "1",
             "--batch-size", "1", "--attacks", "fgsm,pgd,lrpc,lrpf", "--masks", ",".join(masks),
-            "--pgd-steps", "1", "--steps", "1", "--refresh", "1", "--modes", "fixed",
+            "--protocol", "fixed", "--eps", "0.03", "--set", "steps=1", "refresh=1", "pgd.steps=1",
             "--no-figures", "--quiet", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(args) == 0
     board = pd.read_csv(tmp_path / "o" / "leaderboard.csv")
