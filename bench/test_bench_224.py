@@ -232,8 +232,8 @@ def test_bench_cost_growth_32_to_224(full_size, record_ratio, benchmark):
     benchmark.pedantic(fns[-1], rounds=1, iterations=1)
 
 
-RUN = ["--attacks", "fgsm", "lrpc", "--modes", "fixed", "--masks", "lrp", "--steps", "2",
-       "--refresh", "2", "--batch-size", "3", "--no-figures", "--quiet"]  # fmt: skip
+RUN = ["--attacks", "fgsm", "lrpc", "--protocol", "fixed", "--masks", "lrp", "--set", "steps=2",
+       "refresh=2", "--batch-size", "3", "--no-figures", "--quiet"]  # fmt: skip
 #: three photos whose classes make two coarse groups: three VGG-16s in the paper's construction
 RUN_PHOTOS = ("chelsea", "rocket", "stereo_motorcycle")
 

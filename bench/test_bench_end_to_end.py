@@ -13,7 +13,8 @@ from bench.conftest import RESULTS
 from c2f_attacks.leaderboard import read_leaderboard
 from c2f_attacks.runner import expand, run_all
 
-SMOKE = dict(n=6, batch_size=4, pgd_steps=2, steps=3, refresh=2, search_steps=2)
+SMOKE = dict(n=6, batch_size=4, search_steps=2,
+             settings={"steps": 3, "refresh": 2, "pgd": {"steps": 2}})
 
 
 def test_end_to_end_run(benchmark, full_size, tmp_path, record_ratio):
@@ -30,7 +31,7 @@ def test_end_to_end_run(benchmark, full_size, tmp_path, record_ratio):
     assert set(rows["model"]) == {cfg.model for cfg in configs}
     assert set(rows["attack"]) == {"fgsm", "pgd", "lrpc", "lrpf"}
     assert set(rows["mask"]) == {"none", "lrp", "gradient", "random"}
-    fixed = rows[rows["mode"] == "fixed"]
+    fixed = rows[rows["protocol"] == "fixed"]
     # over the fooled images (the censored median is +inf where a fixed row fools under half)
     assert (fixed["linf_mean"].fillna(0) <= fixed["eps"] + 1e-6).all()
     record_ratio(

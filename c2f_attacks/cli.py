@@ -124,6 +124,12 @@ def _add_run_parser(sub) -> None:
         help=f"minimal protocol's search bound per norm [{budgets(DEFAULT_EPS_MAX)}]",
     )
     p.add_argument(
+        "--search-steps",
+        type=_positive_int,
+        help="halvings of the minimal protocol's bisection, the same for every attack "
+        "(resolution eps-max / 2**steps) [6]",
+    )
+    p.add_argument(
         "--fine-rule",
         choices=FINE_RULES,
         help="success rule of every attack on the fine stage [fine_changed_coarse_kept]",

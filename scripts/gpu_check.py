@@ -323,7 +323,7 @@ def check_torchrun(ctx: Context) -> tuple[dict, dict]:
     gpus = torch.cuda.device_count()
     run = ["run", "--model", "imagenet-efficientnet-lite0", "--dataset", f"imagefolder:{folder}",
            "-n", str(len(ctx.labelled)), "--batch-size", "1", "--attacks", "fgsm", "lrpc",
-           "--modes", "fixed", "--masks", "lrp", "--steps", "20", "--device", "cuda",
+           "--protocol", "fixed", "--masks", "lrp", "--set", "steps=20", "--device", "cuda",
            "--no-figures", "--quiet", "--format", "csv"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     commands = {

@@ -23,7 +23,7 @@ from tests.conftest import tiny_vgg
 # Columns that are measurements of time or provenance, not results.
 VOLATILE = ["ms_per_image", "images_per_s", "timestamp", "git_commit"]
 SMALL_RUN = ["--model", "shapes-vgg16", "-n", "6", "--batch-size", "4", "--set", "steps=3",
-             "refresh=2", "search_steps=2", "pgd.steps=2", "--quiet"]  # fmt: skip
+             "refresh=2", "pgd.steps=2", "--search-steps", "2", "--quiet"]  # fmt: skip
 
 
 def _run(out, *extra) -> pd.DataFrame:

@@ -44,17 +44,9 @@ ENVIRONMENT = {"python3 -m venv", ". .venv/bin/activate", "pip install", "tox", 
 PLACEHOLDERS = {"OUT": "c2f-results", "RUN": "c2f-results", "RESULTS_DIR": "results",
                 "DIR": "c2f-results-dir"}  # fmt: skip
 #: commands that fail today because of known defects, with the reason (xfail, strict)
-KNOWN_DEFECTS = {
-    "c2f-bench compare c2f-results lrpc:lrp lrpc:gradient": (
-        "the compare selector has no model field: `lrpc:lrp` matches one row per model of the "
-        "default two-model run (the core refactor adds [MODEL/]attack:mask[:stage[:mode]])"
-    ),
-    "c2f-bench export --variants fp32,fp16,int8": (
-        "docs/metrics.md shows `c2f-bench export` without its required --out"
-    ),
-}
-SMALL_RUN = ["-n", "2", "--batch-size", "2", "--pgd-steps", "2", "--steps", "3", "--refresh",
-             "2", "--search-steps", "2", "--no-figures", "--quiet"]  # fmt: skip
+KNOWN_DEFECTS: dict[str, str] = {}
+SMALL_RUN = ["-n", "2", "--batch-size", "2", "--set", "pgd.steps=2", "steps=3", "refresh=2",
+             "--search-steps", "2", "--no-figures", "--quiet"]  # fmt: skip
 
 
 @dataclass(frozen=True)

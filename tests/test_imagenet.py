@@ -63,7 +63,7 @@ def test_a_checkpoint_labels_its_folder_no_hierarchy_option_needed(tmp_path, pho
     save_checkpoint(model, tmp_path / "c2f.pt")
     out = tmp_path / "out"
     assert main(["run", "--model", str(tmp_path / "c2f.pt"), "--dataset", f"imagefolder:{photos}",
-                 "-n", "5", "--attacks", "fgsm", "--modes", "fixed", "--out", str(out),
+                 "-n", "5", "--attacks", "fgsm", "--protocol", "fixed", "--out", str(out),
                  *QUIET]) == 0  # fmt: skip
     board = pd.read_csv(out / "leaderboard.csv")
     assert set(board["stage"]) == {"coarse", "fine"} and set(board["n"]) == {5}
@@ -157,7 +157,7 @@ def test_efficientnet_lite0_runs_on_a_folder_without_hierarchy(tmp_path, photos)
     out = tmp_path / "out"
     assert main(["run", "--model", "imagenet-efficientnet-lite0", "--dataset",
                  f"imagefolder:{photos}", "-n", "5", "--attacks", "fgsm", "--stages", "coarse",
-                 "--modes", "fixed", "--out", str(out), *QUIET]) == 0  # fmt: skip
+                 "--protocol", "fixed", "--out", str(out), *QUIET]) == 0  # fmt: skip
     records = name_records(load_records(out), out)
     assert len(records) == 5 and set(records["y_fine_name"]) == {
         readable_name(s) for s in PHOTO_SYNSETS.values()}  # fmt: skip

@@ -19,7 +19,8 @@ SMALL = dict(
     batch_size=4,
     progress=False,
     figures=False,
-    settings={"steps": 3, "refresh": 2, "search_steps": 2, "pgd": {"steps": 2}},
+    search_steps=2,
+    settings={"steps": 3, "refresh": 2, "pgd": {"steps": 2}},
 )
 MIXED = dict(
     attacks=["fgsm", "pgd", "lrpc", "lrpf"],

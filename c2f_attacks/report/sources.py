@@ -83,12 +83,13 @@ class Run:
 
     def figure(self, row: Mapping[str, Any]) -> Path | None:
         """The attack figure ``c2f-bench run`` drew for a leaderboard row, if it is there."""
-        from c2f_attacks.runner.execute import figure_folder
+        from c2f_attacks.report.tables import protocol_of
+        from c2f_attacks.runner.execute import figure_folder, file_name
 
-        parts = [row["attack"], row["stage"], row["mode"]]
+        parts = [row["attack"], row["stage"], protocol_of(row)]
         if row["mask"] != "none":
             parts.append(row["mask"])
-        path = figure_folder(self.folder, row["model"]) / f"{'_'.join(map(str, parts))}.png"
+        path = figure_folder(self.folder, row["model"]) / f"{file_name('/'.join(map(str, parts)))}.png"
         return path if path.is_file() else None
 
     @property

@@ -13,7 +13,9 @@ none of the run's protocols is an error.
 
 Budgets are per norm: ``eps`` and ``eps_max`` map a norm (``linf``, ``l2``, ``l0``) to the fixed
 budget and to the minimal search's upper bound; a norm left out keeps its default
-(:data:`DEFAULT_EPS`, :data:`DEFAULT_EPS_MAX`).
+(:data:`DEFAULT_EPS`, :data:`DEFAULT_EPS_MAX`). ``search_steps`` is the bisection's number of
+halvings, the same for every attack: its resolution is ``eps_max / 2**search_steps``, 1/255 by
+default (64/255 halved 6 times), the quantisation step of an 8-bit image.
 
 Success rule: one per stage for every attack of a run: the coarse stage's prediction changed;
 on the fine stage ``fine_rule`` (default ``fine_changed_coarse_kept``, LRPF's: the fine
@@ -89,8 +91,9 @@ FINE_RULES = ("fine_changed_coarse_kept", "stage_changed")
 DEFAULT_MODELS = ("shapes-vgg16", "shapes-vgg16-at")
 # RunConfig fields whose CLI option has another name (a config file takes either).
 OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set"}
-#: run options handed to every attack that has a setting of that name
-_RUN_SETTINGS = ("seed", "memory_format")
+#: run options handed to the attacks (every one: seed; the budgeted ones: search_steps; ours:
+#: memory_format)
+_RUN_SETTINGS = ("seed", "memory_format", "search_steps")
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class RunConfig:
     eps: Mapping[str, float] = field(default_factory=dict)
     eps_max: Mapping[str, float] = field(default_factory=dict)
     fine_rule: str = FINE_RULES[0]
+    search_steps: int = 6
     settings: Mapping[str, Any] = field(default_factory=dict)
     memory_format: str = "auto"
     backend: str = "torch"
@@ -177,9 +181,9 @@ class RunConfig:
     format: str = "table"
 
     def __post_init__(self):
-        for name, typ in (("n", int), ("batch_size", int), ("seed", int)):
+        for name, typ in (("n", int), ("batch_size", int), ("seed", int), ("search_steps", int)):
             _check_type(_option(name), getattr(self, name), typ)
-        for name in ("n", "batch_size"):
+        for name in ("n", "batch_size", "search_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_option(name)} must be a positive integer, "
                                  f"got {getattr(self, name)}")  # fmt: skip
@@ -230,6 +234,8 @@ class RunConfig:
             given = {k: v for k, v in shared.items() if k in info.settings}
             given.update(own.get(name, {}))
             given["seed"] = self.seed
+            if "search_steps" in info.settings:
+                given["search_steps"] = self.search_steps
             if info.library == "c2f-attacks":  # the adapters hand over contiguous batches
                 given["memory_format"] = self.memory_format
             masks = self.masks if info.masked else ["none"]
