@@ -13,8 +13,9 @@ from bench.conftest import RESULTS
 from c2f_attacks.leaderboard import read_leaderboard
 from c2f_attacks.runner import expand, run_all
 
-SMOKE = dict(n=6, batch_size=4, search_steps=2,
-             settings={"steps": 3, "refresh": 2, "pgd": {"steps": 2}})
+SMOKE = dict(
+    n=6, batch_size=4, search_steps=2, settings={"steps": 3, "refresh": 2, "pgd": {"steps": 2}}
+)
 
 
 def test_end_to_end_run(benchmark, full_size, tmp_path, record_ratio):

@@ -130,8 +130,8 @@ def explanation_figure(
     """Write a PNG with one row per image: the image with its predicted coarse / fine labels and
     the relevance of the coarse decision C_c and of the fine decision F_c at f."""
     out = predict(model, x, "fine", batch_size)
-    coarse_rel = _relevance(model, x, "coarse", out.coarse_pred, batch_size, composite)
-    fine_rel = _relevance(model, x, "fine", out.fine_pred, batch_size, composite)
+    coarse_rel = _relevance(model, x, "coarse", out.coarse, batch_size, composite)
+    fine_rel = _relevance(model, x, "fine", out.fine, batch_size, composite)
     rows = [
         [
             (image_to_rgb(x[i]), _names(model, out, i)),

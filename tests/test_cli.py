@@ -45,8 +45,9 @@ def test_run_prints_a_table_and_reruns_identically(tmp_path, capsys):
         ("lrpc", "coarse", "lrp"), ("lrpc", "coarse", "random"),
     }  # fmt: skip
     out = capsys.readouterr().out
-    assert "shapes-vgg16 on shapes/test, 6 images:" in out and "leaderboard:" in out
-    table = out.split("images:\n")[1].split("leaderboard:")[0]
+    header = "shapes-vgg16 on shapes/test, 6 images, protocol minimal (success: coarse: "
+    assert header in out and "leaderboard:" in out
+    table = out.split("):\n")[1].split("shapes-vgg16 on")[0]
     assert "fgsm" in table and max(len(line) for line in table.splitlines()) <= 100
     assert table.splitlines()[0].split()[0] == "attack"  # one model: no model column
     again = _run(tmp_path, *args)
@@ -68,7 +69,7 @@ def test_machine_formats_keep_stdout_parseable(tmp_path, capsys, fmt):
 
 def test_config_file_sweep_from_the_command_line(tmp_path, capsys):
     config = tmp_path / "sweep.toml"
-    config.write_text('attacks = ["fgsm"]\nstages = ["coarse"]\nmodes = ["fixed"]\n'
+    config.write_text('attacks = ["fgsm"]\nstages = ["coarse"]\nprotocols = ["fixed"]\n'
                       'eps = [0.01, 0.02]\nfigures = false\n')  # fmt: skip
     board = _run(tmp_path, "--config", str(config))
     assert sorted(board["eps"]) == [0.01, 0.02]
@@ -83,12 +84,18 @@ def test_config_file_sweep_from_the_command_line(tmp_path, capsys):
 def test_compare_prints_paired_differences(tmp_path, capsys):
     _run(tmp_path, "--attacks", "lrpc", "--masks", "lrp", "random", "--no-figures")
     capsys.readouterr()
-    assert main(["compare", str(tmp_path), "lrpc:lrp", "lrpc:random", "--format", "csv"]) == 0
+    a, b = "lrpc:lrp:coarse:minimal", "shapes-vgg16/lrpc:random:coarse:minimal"
+    args = ["compare", str(tmp_path), a, b, "--pair", a, "lrpc:lrp:coarse:fixed"]
+    assert main([*args, "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"]
-    assert table["n_images"][0] == 6
-    assert {"difference", "lo", "hi"} <= set(table.columns)
+    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"] * 2
+    assert table["row_a"].tolist() == [a] * 6 and table["n_images"][0] == 6
+    assert {"difference", "lo", "hi", "test", "p_value", "p_holm"} <= set(table.columns)
+    assert (table["p_holm"] >= table["p_value"]).all()
     assert main(["compare", str(tmp_path), "lrpc:lrp", "pgd:none"]) == 2
+    line = _error_line(capsys)
+    assert "row 'lrpc:lrp' matches 2 rows" in line and "lrpc:lrp:coarse:fixed" in line
+    assert main(["compare", str(tmp_path), a, "pgd:none"]) == 2
     assert "row 'pgd:none' matches no row" in _error_line(capsys)
 
 
@@ -106,8 +113,8 @@ def test_two_models_keep_both_sets_of_rows_records_and_figures(tmp_path, capsys)
     assert all(f.stat().st_size > 5_000 for f in figures)
     assert figures[0].read_bytes() != figures[2].read_bytes()  # each model drew its own
     out = capsys.readouterr().out
-    assert "shapes-vgg16, shapes-vgg16-at on shapes/test, 2 images:" in out
-    lines = out.split("images:\n")[1].split("leaderboard:")[0].splitlines()
+    assert "shapes-vgg16, shapes-vgg16-at on shapes/test, 2 images, protocol fixed" in out
+    lines = out.split("):\n")[1].split("leaderboard:")[0].splitlines()
     assert lines[0].split()[:2] == ["model", "attack"]  # the column that tells the rows apart
     assert [line.split()[0] for line in lines[2:4]] == models  # one line each: nothing wraps
     assert max(len(line) for line in lines) <= 100 + len("  shapes-vgg16-at")  # its own room

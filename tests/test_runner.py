@@ -127,10 +127,10 @@ def test_onnxruntime_backend_uses_a_file_under_out_and_agrees(tmp_path):
 def test_random_mask_rows_do_not_depend_on_the_batch_size(tmp_path, monkeypatch):
     """The random mask hashes (seed, global image index): the runner hands every batch its
     images' global indices, so each image gets the same mask in batches of 2 and of 5, at every
-    call (the minimal protocol's search calls on sub-batches). The attack's own batch independence is asserted in float64 by the attack tests: in
-    float32 a convolution may round differently in another batch size (a sign step makes that
-    a full step), so the records of the two runs are equal only where the CPU's kernels are
-    batch-independent."""
+    call (the minimal protocol's search calls on sub-batches). The attack's own batch
+    independence is asserted in float64 by the attack tests: in float32 a convolution may round
+    differently in another batch size (a sign step makes that a full step), so the records of
+    the two runs are equal only where the CPU's kernels are batch-independent."""
     masks: dict[int, torch.Tensor] = {}  # global image index -> its mask, every call alike
     select = RandomMask.select
 

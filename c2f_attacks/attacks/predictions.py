@@ -76,7 +76,7 @@ def predict(
     session (:class:`~c2f_attacks.exporters.OrtC2F`) included."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    device = _device_of(model, x.device)
+    device = model_device(model, x.device)
     parts = []
     with eval_mode(model) if isinstance(model, nn.Module) else nullcontext():
         for start in range(0, x.shape[0], batch_size):
@@ -88,8 +88,9 @@ def predict(
     return Predictions.cat(parts)
 
 
-def _device_of(model: object, default: torch.device) -> torch.device:
-    """Where a module's tensors live (``default`` for a module without any, or a non-module)."""
+def model_device(model: object, default: torch.device) -> torch.device:
+    """Where a module's tensors live: ``default`` for a module without any; the CPU for a
+    callable that is no module (an onnxruntime session takes CPU tensors)."""
     if not isinstance(model, nn.Module):
         return torch.device("cpu")
     tensor = next(iter((*model.parameters(), *model.buffers())), None)

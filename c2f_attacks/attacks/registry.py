@@ -167,7 +167,8 @@ def attack_info(name: str) -> AttackInfo:
 
 
 def create_attack(name: str, model: nn.Module, stage: str | None = None, **settings: Any) -> Attack:
-    """The attack ``name`` on ``model``: ``create_attack("pgd", model, stage="fine", eps=4/255)``."""
+    """The attack ``name`` on ``model``, e.g.
+    ``create_attack("pgd", model, stage="fine", eps=4/255)``."""
     return attack_info(name).create(model, stage, **settings)
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.attacks.criteria import Criterion, get_criterion
-from c2f_attacks.attacks.predictions import Predictions, predictions_of
+from c2f_attacks.attacks.predictions import Predictions, model_device, predictions_of
 from c2f_attacks.attacks.stage import check_stage
 from c2f_attacks.evaluation.records import RECORD_COLUMNS
 from c2f_attacks.lrp.explain import (
@@ -172,7 +172,7 @@ def per_image_records(
         ),
         "eps": _per_image_vector(eps, n, "eps", torch.float64, math.nan),
     }
-    device = _device_of(model, x.device)
+    device = model_device(model, x.device)
     chunks = []
     for start in range(0, n, batch_size):
         part = slice(start, start + batch_size)
@@ -202,7 +202,7 @@ def clean_stage_heatmap(
     clean ``stage`` prediction at ``x``, summed over channels; on ``x``'s device."""
     check_stage(model, stage)
     x = check_image_batch(x, channels=model_channels(model), name="x")
-    device = _device_of(model, x.device)
+    device = model_device(model, x.device)
     parts = []
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
@@ -212,12 +212,6 @@ def clean_stage_heatmap(
             with torch.enable_grad():
                 parts.append(heatmap(stage_relevance_of(model, chunk, stage, target, composite)))
     return torch.cat(parts).to(x.device)
-
-
-def _device_of(model: nn.Module, default: torch.device) -> torch.device:
-    """Where the model's tensors live (``default`` for a model without any)."""
-    tensor = next(iter((*model.parameters(), *model.buffers())), None)
-    return default if tensor is None else tensor.device
 
 
 def _column(values: torch.Tensor) -> np.ndarray:

@@ -89,7 +89,9 @@ class Run:
         parts = [row["attack"], row["stage"], protocol_of(row)]
         if row["mask"] != "none":
             parts.append(row["mask"])
-        path = figure_folder(self.folder, row["model"]) / f"{file_name('/'.join(map(str, parts)))}.png"
+        path = (
+            figure_folder(self.folder, row["model"]) / f"{file_name('/'.join(map(str, parts)))}.png"
+        )
         return path if path.is_file() else None
 
     @property
