@@ -103,8 +103,9 @@ def test_settings_from_the_command_line_are_typed_by_the_registry():
                         "pgd": {"random_start": False, "alpha": 1 / 255}}  # fmt: skip
     with pytest.raises(ValueError, match="expected int"):
         parse_settings([("pgd.steps", "ten")], ["pgd"])
-    with pytest.raises(ValueError, match="no attack of the run .* has a setting 'kappa'"):
-        parse_settings([("kappa", "1")], ["pgd"])
+    assert parse_settings([("kappa", "1")], ["pgd"]) == {"kappa": 1.0}  # LRPF's, for a config
+    with pytest.raises(ValueError, match="or of this library has a setting 'kapa'"):
+        parse_settings([("kapa", "1")], ["pgd"])
     with pytest.raises(ValueError, match="unknown attack 'pgdx'"):
         parse_settings([("pgdx.steps", "1")], ["pgd"])
 
