@@ -168,6 +168,10 @@ class _Explanation:
         self._alive.clear()
         self.inputs_of.clear()
         self._batch_counters.clear()
+        # The mode holds bound methods of this object: a reference cycle that would keep the
+        # pass's tensors (its sources, every pending layer output) alive until the next full
+        # garbage collection, hundreds of MB over a run's batches. Break it here.
+        self.flow = None
 
     def run(self, fn, *args):
         """``fn(*args)`` (the model's forward) with every linear output ruled, returned ones
