@@ -10,6 +10,7 @@ The adversarial images of a run are saved compactly per row (:mod:`.adversarial`
 """
 
 from c2f_attacks.evaluation.adversarial import (
+    AdversarialBatch,
     AdversarialRow,
     SavedAdversarial,
     load_adversarial,
@@ -57,6 +58,7 @@ from c2f_attacks.evaluation.stats import bootstrap_ci
 from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggregate
 
 __all__ = [
+    "AdversarialBatch",
     "AdversarialRow",
     "BUDGET_GRIDS",
     "COUNT_COLUMNS",

@@ -30,8 +30,11 @@ the records' own success rule) and every image whose
 success or adversarial coarse or fine prediction differs from its record is kept in float32
 exactly. A row with any such image is stored in float32 (the others keep their compact value, so
 ``max_abs_error`` stays that of the encoding) and its ``meta`` says which images and why.
-Memory: a row holds its compact arrays (float16, and uint8 while every batch is on the grid, and
-the changed bits) plus those exact images.
+
+Memory: a batch is compacted into an :class:`AdversarialBatch` (float16, uint8 when on the grid,
+the changed bits, the exact images); :func:`save_adversarial` takes any sequence of them, such as
+a run's batches read back from disk one at a time, and writes the file member by member, so
+that writing a row holds one batch, whatever the number of images.
 """
 
 from __future__ import annotations
@@ -94,27 +97,22 @@ def _on_grid(x: np.ndarray) -> np.ndarray | None:
 
 
 @dataclass
-class AdversarialRow:
-    """One leaderboard row's adversarial images, compacted batch by batch (module docstring).
+class AdversarialBatch:
+    """One batch of a row's adversarial images, compacted (module docstring): what a row keeps
+    of a batch, in memory (:class:`AdversarialRow`) or on disk (a run's shards)."""
 
-    ``add`` each batch as it is attacked; ``merge`` the parts of several processes;
-    :func:`save_adversarial` writes the row.
-    """
-
-    index: list[np.ndarray] = field(default_factory=list)
-    changed: list[np.ndarray] = field(default_factory=list)  #: packed bits, (n, C*H*W / 8)
-    half: list[np.ndarray] = field(default_factory=list)
-    #: uint8 chunks while every batch so far is on the 1/255 grid; None after one that is not
-    grid: list[np.ndarray] | None = field(default_factory=list)
+    index: np.ndarray  #: (n,) int64, the images' dataset indices
+    changed: np.ndarray  #: (n, ceil(C*H*W / 8)) uint8, packed ``x_adv != x`` bits
+    half: np.ndarray  #: (n, C, H, W) float16
+    grid: np.ndarray | None  #: (n, C, H, W) uint8 when every value is on the 1/255 grid
     #: per encoding: the images (by dataset index) whose outcome it would change, exactly
-    exact: dict[str, dict[int, np.ndarray]] = field(
-        default_factory=lambda: {e: {} for e in ENCODINGS}
-    )
+    exact: dict[str, dict[int, np.ndarray]]
     #: per encoding: the largest rounding error over the images stored in that encoding
-    error: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ENCODINGS, 0.0))
+    error: dict[str, float]
 
-    def add(
-        self,
+    @classmethod
+    def compact(
+        cls,
         model: nn.Module,
         x: torch.Tensor,
         x_adv: torch.Tensor,
@@ -123,7 +121,7 @@ class AdversarialRow:
         stage: str | None,
         criterion: str | Criterion = "stage_changed",
         batch_size: int = 256,
-    ) -> None:
+    ) -> AdversarialBatch:
         """Compact one batch: ``x``/``x_adv``/``y`` as attacked, ``records`` their per-image
         records (same order, with ``index``); the model is re-run on the compact images."""
         exact = x_adv.detach().float().cpu().numpy()
@@ -134,12 +132,11 @@ class AdversarialRow:
             raise ValueError(f"{len(exact)} adversarial images, {len(clean)} clean images and "
                              f"{len(index)} records: one of each per image")  # fmt: skip
         candidates = {"float16": exact.astype(np.float16)}
-        if self.grid is not None:
-            steps = _on_grid(exact)
-            if steps is None:
-                self.grid, self.exact["uint8"] = None, {}
-            else:
-                candidates["uint8"] = steps
+        steps = _on_grid(exact)
+        if steps is not None:
+            candidates["uint8"] = steps
+        kept: dict[str, dict[int, np.ndarray]] = {e: {} for e in ENCODINGS}
+        error = dict.fromkeys(ENCODINGS, 0.0)
         for encoding, stored in candidates.items():
             decoded = decode(stored, changed, clean)
             again = per_image_records(
@@ -150,80 +147,192 @@ class AdversarialRow:
             for column in OUTCOME_COLUMNS:
                 flipped |= again[column].to_numpy() != records[column].to_numpy()
             for i in np.flatnonzero(flipped):
-                self.exact[encoding][int(index[i])] = exact[i].copy()
+                kept[encoding][int(index[i])] = exact[i].copy()
             if (~flipped).any():
-                error = float(np.abs(decoded[~flipped] - exact[~flipped]).max())
-                self.error[encoding] = max(self.error[encoding], error)
-        self.index.append(index)
-        self.changed.append(np.packbits(changed.reshape(len(index), -1), axis=1))
-        self.half.append(candidates["float16"])
+                error[encoding] = float(np.abs(decoded[~flipped] - exact[~flipped]).max())
+        packed = np.packbits(changed.reshape(len(index), -1), axis=1)
+        return cls(index, packed, candidates["float16"], candidates.get("uint8"), kept, error)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (for an ``.npz``); :meth:`from_arrays` reads them back."""
+        arrays = {"index": self.index, "changed": self.changed, "half": self.half,
+                  "error": np.array([self.error[e] for e in ENCODINGS])}  # fmt: skip
         if self.grid is not None:
-            self.grid.append(candidates["uint8"])
+            arrays["grid"] = self.grid
+        for encoding, images in self.exact.items():
+            shape = (0, *self.half.shape[1:])
+            arrays[f"exact.{encoding}.index"] = np.array(sorted(images), dtype=np.int64)
+            arrays[f"exact.{encoding}"] = (
+                np.stack([images[i] for i in sorted(images)])
+                if images
+                else np.zeros(shape, np.float32)
+            )
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> AdversarialBatch:
+        exact = {e: dict(zip(arrays[f"exact.{e}.index"].tolist(), arrays[f"exact.{e}"]))
+                 for e in ENCODINGS}  # fmt: skip
+        return cls(arrays["index"], arrays["changed"], arrays["half"], arrays.get("grid"), exact,
+                   dict(zip(ENCODINGS, arrays["error"].tolist())))  # fmt: skip
+
+
+@dataclass
+class AdversarialRow:
+    """One leaderboard row's adversarial images, kept in memory batch by batch: ``add`` each
+    batch as it is attacked, ``merge`` the parts of several processes, then
+    :func:`save_adversarial`. (A run streams its batches to disk instead: any sequence of
+    :class:`AdversarialBatch` es can be saved.)"""
+
+    batches: list[AdversarialBatch] = field(default_factory=list)
+
+    def add(self, *args, **kwargs) -> None:
+        """:meth:`AdversarialBatch.compact` of one batch (same arguments), kept."""
+        self.batches.append(AdversarialBatch.compact(*args, **kwargs))
 
     @classmethod
     def merge(cls, parts: Sequence[AdversarialRow]) -> AdversarialRow:
         """One row from the parts of several processes (each holding some of its batches)."""
-        on_grid = all(p.grid is not None for p in parts)
-        return cls(
-            index=[i for p in parts for i in p.index],
-            changed=[c for p in parts for c in p.changed],
-            half=[h for p in parts for h in p.half],
-            grid=[g for p in parts for g in p.grid] if on_grid else None,
-            exact={e: {k: v for p in parts for k, v in p.exact[e].items()} for e in ENCODINGS},
-            error={e: max(p.error[e] for p in parts) for e in ENCODINGS},
-        )
+        return cls([b for p in parts for b in p.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> AdversarialBatch:
+        return self.batches[i]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`save_adversarial` learns from a first pass over the batches."""
+
+    order: list[int]  #: batch positions by first image index
+    n: int
+    image_shape: tuple[int, ...]
+    changed_width: int
+    encoding: str
+    exact: dict[int, np.ndarray]
+    error: float
+
+
+def _plan(batches: Sequence[AdversarialBatch]) -> _Plan:
+    firsts, n, shape, width, on_grid, exact, error = [], 0, None, None, True, {}, {}
+    seen_shapes = set()
+    for position in range(len(batches)):
+        batch = batches[position]
+        if len(batch.index):
+            firsts.append((int(batch.index.min()), position))
+        n += len(batch.index)
+        seen_shapes.add((batch.half.shape[1:], batch.changed.shape[1]))
+        on_grid = on_grid and batch.grid is not None
+        for e in ENCODINGS:
+            exact.setdefault(e, {}).update(batch.exact[e])
+            error[e] = max(error.get(e, 0.0), batch.error[e])
+    if not n:
+        raise ValueError("an adversarial row needs at least one image")
+    if len(seen_shapes) != 1:
+        raise ValueError(f"adversarial batches of different image shapes: {sorted(seen_shapes)}")
+    ((shape, width),) = seen_shapes
+    encoding = "uint8" if on_grid else "float16"
+    return _Plan([p for _, p in sorted(firsts)], n, shape, width, encoding, exact[encoding],
+                 error[encoding])  # fmt: skip
+
+
+def _in_order(batches: Sequence[AdversarialBatch], plan: _Plan):
+    """(index, stored values, changed bits) of each batch in image order; ValueError when an
+    image index repeats (batches must not overlap)."""
+    last = -1
+    for position in plan.order:
+        batch = batches[position]
+        order = np.argsort(batch.index, kind="stable")
+        index = batch.index[order]
+        repeated = np.flatnonzero(np.diff(np.concatenate([[last], index])) <= 0)
+        if len(repeated):
+            raise ValueError(f"image index {int(index[repeated[0]])} appears twice")
+        last = int(index[-1])
+        stored = (batch.half if plan.encoding == "float16" else batch.grid)[order]
+        if plan.exact:  # float32: the exact images overwrite their values; the others keep theirs
+            stored = decode(stored)
+            for i, row in enumerate(index.tolist()):
+                if row in plan.exact:
+                    stored[i] = plan.exact[row]
+        yield index, stored, batch.changed[order]
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, dtype, shape, chunks) -> None:
+    """One ``.npy`` member of an ``.npz``, written chunk by chunk (what ``np.load`` reads)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(shape)}  # fmt: skip
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        for chunk in chunks:
+            member.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
 
 
 def save_adversarial(
-    out_dir: str | os.PathLike, key: Mapping[str, Any], row: AdversarialRow
+    out_dir: str | os.PathLike, key: Mapping[str, Any], row: Sequence[AdversarialBatch]
 ) -> Path:
-    """Write ``row`` to ``out_dir/adversarial/<row_id>.npz`` (atomic); return the path.
+    """Write ``row`` (an :class:`AdversarialRow`, or any sequence of :class:`AdversarialBatch`
+    es, such as a run's shards read one at a time) to ``out_dir/adversarial/<row_id>.npz``
+    (atomic); return the path. Memory: one batch at a time (two passes over the batches).
 
     ``key``: the leaderboard row's key (the ``KEY`` fields), as for ``write_records``.
     """
     absent = [c for c in KEY if c not in key]
     if absent:
         raise ValueError(f"adversarial key: missing fields {absent}")
-    if not row.index:
-        raise ValueError("an adversarial row needs at least one image")
-    index = np.concatenate(row.index)
-    order = np.argsort(index, kind="stable")
-    index = index[order]
-    if (np.diff(index) == 0).any():
-        raise ValueError(f"image index {int(index[np.diff(index) == 0][0])} appears twice")
-    encoding = "float16" if row.grid is None else "uint8"
-    stored = np.concatenate(row.half if row.grid is None else row.grid)[order]
-    changed = np.concatenate(row.changed)[order]
-    exact = row.exact[encoding]
+    plan = _plan(row)
+    storage = "float32" if plan.exact else plan.encoding
     note = ""
-    if exact:
+    if plan.exact:
         note = (
-            f"{encoding} rounding changes the outcome (success or adversarial prediction) of "
-            f"{len(exact)} image(s) {sorted(exact)[:10]}: the row is stored in float32, those "
-            "images exactly"
+            f"{plan.encoding} rounding changes the outcome (success or adversarial prediction) "
+            f"of {len(plan.exact)} image(s) {sorted(plan.exact)[:10]}: the row is stored in "
+            "float32, those images exactly"
         )
-        stored = decode(stored)  # exact images overwrite their values; the others keep theirs
-        position = {int(i): p for p, i in enumerate(index)}
-        for i, image in exact.items():
-            stored[position[i]] = image
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "row_id": row_id(key),
         "key": dict(zip(KEY, canonical_key(key))),
-        "storage": str(stored.dtype),
-        "encoding": encoding,
-        "max_abs_error": row.error[encoding],
-        "exact": sorted(exact),
+        "storage": storage,
+        "encoding": plan.encoding,
+        "max_abs_error": plan.error,
+        "exact": sorted(plan.exact),
         "note": note,
     }
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: numpy would add ".npz" to a path
-            np.savez_compressed(f, index=index, x_adv=stored, changed=changed,
-                                meta=np.array(json.dumps(meta)))  # fmt: skip
+        with open(tmp, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            _write_member(zf, "index", np.int64, (plan.n,),
+                          (i for i, _, _ in _in_order(row, plan)))  # fmt: skip
+            _write_member(zf, "x_adv", storage, (plan.n, *plan.image_shape),
+                          (s for _, s, _ in _in_order(row, plan)))  # fmt: skip
+            _write_member(zf, "changed", np.uint8, (plan.n, plan.changed_width),
+                          (c for _, _, c in _in_order(row, plan)))  # fmt: skip
+            text = np.array(json.dumps(meta))
+            with zf.open("meta.npy", "w") as member:
+                np.lib.format.write_array(member, text, allow_pickle=False)
 
     return atomic_write(adversarial_path(out_dir, key), write)
+
+
+def read_back(
+    row: Sequence[AdversarialBatch], indices: Sequence[int], clean: torch.Tensor
+) -> torch.Tensor:
+    """The images ``indices`` (with their ``clean`` images, same order) as
+    :func:`save_adversarial` stores ``row`` and :meth:`SavedAdversarial.x_adv` reads them back,
+    without writing the row."""
+    plan = _plan(row)
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    out = clean.detach().float().cpu().clone()
+    for index, stored, changed in _in_order(row, plan):
+        for position in np.flatnonzero(np.isin(index, list(wanted))):
+            k = wanted[int(index[position])]
+            c = out[k].numpy()
+            bits = np.unpackbits(changed[position], count=c.size).reshape(c.shape).astype(bool)
+            out[k] = torch.from_numpy(decode(stored[position], bits, c))
+    return out
 
 
 @dataclass(frozen=True)
