@@ -68,7 +68,11 @@ def _add_data_args(p: argparse.ArgumentParser, models: str | None = None) -> Non
     # -n/--num-images, never --n: torchrun's parser takes "--n" for its --nnodes / --nproc-per-node
     p.add_argument("-n", "--num-images", dest="n", type=_positive_int, help="number of images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per batch")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="images per batch [64; run: per row the largest that fits --max-memory, <= 64]",
+    )
 
 
 def _budget_items(text: str) -> dict[str, str]:
@@ -152,6 +156,17 @@ def _add_run_parser(sub) -> None:
         help="allow --out to be the repository's committed results/ (regeneration)",
     )
     p.add_argument("--format", choices=FORMATS, help="how the rows are printed [table]")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run with the same settings in --out",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory the run may use (4G, 512M); sets each row's batch size "
+        "[half of the available memory; CUDA: 80%% of the free GPU memory]",
+    )
     p.add_argument("--no-figures", dest="figures", action="store_false")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=_cmd_run)
@@ -328,10 +343,11 @@ def _model_and_data(args: argparse.Namespace):
 
 def _set_data_defaults(p: argparse.ArgumentParser, n: int) -> None:
     from c2f_attacks.runner import RunConfig
+    from c2f_attacks.runner.memory import DEFAULT_BATCH_SIZE
 
     d = RunConfig()  # cheap: validation only
     p.set_defaults(model=d.model, hierarchy=None, dataset=d.dataset, split=d.split, root=None,
-                   n=n, device=d.device, batch_size=d.batch_size)  # fmt: skip
+                   n=n, device=d.device, batch_size=DEFAULT_BATCH_SIZE)  # fmt: skip
 
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:

@@ -3,15 +3,33 @@
 import math
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from c2f_attacks.attacks.masks import RandomMask
-from c2f_attacks.evaluation import aggregate, load_records
+from c2f_attacks.evaluation import (
+    AdversarialBatch,
+    AdversarialRow,
+    aggregate,
+    load_records,
+    per_image_records,
+    save_adversarial,
+)
+from c2f_attacks.evaluation.adversarial import load_adversarial, read_back
 from c2f_attacks.leaderboard import KEY, read_leaderboard
 from c2f_attacks.models import load_model
-from c2f_attacks.runner import FigureWarning, RunConfig, expand, figure_folder, model_hash, run
+from c2f_attacks.runner import (
+    FigureWarning,
+    RunConfig,
+    execute,
+    expand,
+    figure_folder,
+    memory,
+    model_hash,
+    run,
+)
 
 # Small and fast: 6 images in batches of 4 (the last batch is short), few steps.
 SMALL = dict(
@@ -180,3 +198,111 @@ def test_external_rows_take_their_settings_and_budget_from_the_config(tmp_path):
     assert (records.loc[records["success"], "linf"] <= 0.02 + 1e-6).all()
     # the strict fine rule, recomputed from the recorded predictions
     assert records["success"].equals(records["fine_flipped_coarse_kept"])
+
+
+# ------------------------------------------------------------------- memory budget, batch sizes
+def test_sizes_parse_in_powers_of_1024_and_bad_ones_name_the_text():
+    assert memory.parse_size("4G") == 4 * 2**30 and memory.parse_size("512m") == 512 * 2**20
+    assert memory.parse_size("1.5GiB") == 3 * 2**29 and memory.parse_size("800") == 800
+    for bad in ("", "lots", "4X", "-1G", "0"):
+        with pytest.raises(ValueError, match="--max-memory"):
+            memory.parse_size(bad)
+    with pytest.raises(ValueError, match="--max-memory 'lots' is not a size"):
+        RunConfig(max_memory="lots")
+
+
+def test_the_tensor_tracker_sees_the_peak_of_live_storages_exactly():
+    kib = 2**10
+
+    def step():
+        a = torch.ones(64 * kib // 4)  # 64 KiB
+        b = a + 1  # 128 KiB live
+        view = b[::2]  # a view: no new storage
+        del a
+        c = torch.zeros(32 * kib // 4)  # 96 KiB live
+        return view.sum() + c.sum()
+
+    assert memory.measure_peak(step, torch.device("cpu")) == 128 * kib  # a and b at once
+
+
+def test_a_budget_gives_the_largest_batch_that_fits_and_names_the_figure_when_none_does():
+    cost = memory.RowCost("lrpc", per_image=100 * 2**20)
+    budget = memory.Budget(total=2**30, held=400 * 2**20, given=True)
+    assert budget.batch_size(cost) == 6 and budget.batch_size(cost, cap=4) == 4
+    budget.check(cost, 6)
+    with pytest.raises(ValueError, match="--batch-size 7 needs 1.07 GB for lrpc"):
+        budget.check(cost, 7)
+    tight = memory.Budget(total=450 * 2**20, held=400 * 2**20, given=True)
+    with pytest.raises(ValueError) as err:
+        tight.batch_size(cost)
+    assert str(err.value) == (
+        "--max-memory 450.00 MB is below what one image needs for lrpc: 500.00 MB (the process "
+        "holds 400.00 MB, one image takes 100.00 MB); give --max-memory 500M or more"
+    )
+
+
+def test_a_max_memory_below_one_image_is_refused_before_any_batch(tmp_path):
+    cfg = RunConfig(out=str(tmp_path), attacks=["lrpc"], masks=["lrp"], max_memory="1M", **SMALL)
+    with pytest.raises(ValueError, match=r"below what one image needs for lrpc: .* give "
+                                         r"--max-memory \d"):  # fmt: skip
+        run(cfg)
+    assert not (tmp_path / "records").exists() and not (tmp_path / "leaderboard.csv").exists()
+    assert list(tmp_path.rglob("*.npz")) == []
+
+
+def test_per_attack_batch_sizes_change_no_decision(tmp_path, monkeypatch):
+    """Sizes from the budget (costs fixed here: FGSM 2 images, LRPC 3) against one explicit
+    batch of 6: equal records, but for the LRP maps' last float32 bits (relevance_shift)."""
+    held, unit = 2**30, 2**20
+    monkeypatch.setattr(memory, "held_bytes", lambda device: held)
+    monkeypatch.setattr(memory, "activation_bound", lambda model, x: memory.RowCost("b", 2**40))
+    peaks = iter([2 * unit, 3 * unit])  # per attack, in plan order: fgsm, lrpc
+    monkeypatch.setattr(memory, "measure_peak", lambda step, device: next(peaks))
+    budget = held + int(6 * memory.SAFETY * unit) + 1
+    cfg = dict(attacks=["fgsm", "lrpc"], masks=["random"], stages=["coarse"], **SMALL)
+    seen = set()
+    real_step = execute._step
+
+    def step(job, plan, atk, x, *args):
+        seen.add((plan.attack, len(x)))
+        return real_step(job, plan, atk, x, *args)
+
+    monkeypatch.setattr(execute, "_step", step)
+    sized = dict(max_memory=str(budget), batch_size=None)
+    run(RunConfig(out=str(tmp_path / "sized"), **{**cfg, **sized}))
+    assert seen == {("fgsm", 2), ("lrpc", 3)}
+    run(RunConfig(out=str(tmp_path / "one"), **{**cfg, "batch_size": 6}))
+    sized, one = (
+        load_records(tmp_path / d).sort_values(["row_id", "index"]) for d in ("sized", "one")
+    )
+    shift = ["relevance_shift"]
+    pd.testing.assert_frame_equal(sized.drop(columns=shift).reset_index(drop=True),
+                                  one.drop(columns=shift).reset_index(drop=True))  # fmt: skip
+    assert (sized[shift].to_numpy() - one[shift].to_numpy()).__abs__().max() < 1e-5
+
+
+# ------------------------------------------------------------------------ streamed adversarial
+def test_adversarial_images_streamed_from_batches_equal_the_in_memory_row(tmp_path):
+    """Batches saved out of order and read back one at a time (a run's batch files) give the
+    file one in-memory row gives; read_back gives what load_adversarial reads."""
+    model = load_model("shapes-vgg16")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 32, 32, generator=generator)
+    x_adv = (x + 0.02 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    y = torch.zeros(5, dtype=torch.long)
+    records = per_image_records(model, x, x_adv, y, "coarse", relevance=False)
+    whole = AdversarialRow()
+    whole.add(model, x, x_adv, y, records, "coarse")
+    parts = [AdversarialBatch.compact(model, x[s], x_adv[s], y[s], records.iloc[s], "coarse")
+             for s in (slice(3, 5), slice(0, 3))]  # fmt: skip
+    key = {**dict.fromkeys(KEY, ""), "model": "m", "n": 5, "seed": 0}
+    save_adversarial(tmp_path / "a", key, whole)
+    save_adversarial(tmp_path / "b", key, [AdversarialBatch.from_arrays(p.to_arrays())
+                                           for p in parts])  # fmt: skip
+    a, b = load_adversarial(tmp_path / "a", key), load_adversarial(tmp_path / "b", key)
+    assert a.meta == b.meta and a.meta["storage"] == "float16"
+    for name in ("index", "stored", "changed"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert torch.equal(read_back(parts, [4, 1], x[[4, 1]]), a.x_adv(np.array([4, 1]), x[[4, 1]]))
+    with pytest.raises(ValueError, match="image index 3 appears twice"):
+        save_adversarial(tmp_path / "c", key, [parts[0], parts[0]])

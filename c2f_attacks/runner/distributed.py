@@ -1,9 +1,11 @@
 """Sharding a run over processes started by ``torchrun`` (one process without it).
 
-Images are split into fixed batches of ``batch_size`` by index and the batches are dealt to the
-ranks round-robin; rank 0 gathers every rank's per-image results, measures and writes. Each image
-is attacked in the same batch whatever the number of processes, and attacks are deterministic per
-image, so a sharded run gives the numbers of a single-process run with the same seed.
+Images are split into fixed blocks by index (:class:`~c2f_attacks.runner.shards.Layout`) and the
+blocks are dealt to the ranks round-robin; each rank writes its batches' results to the run's
+shards under ``--out`` (a folder every rank sees), and after a barrier rank 0 merges and writes.
+Each image is attacked in the same batch whatever the number of processes, and attacks are
+deterministic per image, so a sharded run gives the numbers of a single-process run with the
+same seed (and the same number of threads per process: see the runs page of the docs).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Ranks:
         starts = range(0, n, batch_size)
         return [range(s, min(s + batch_size, n))
                 for i, s in enumerate(starts) if i % self.world == self.rank]  # fmt: skip
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value``, on every rank (a decision taken once, such as the batch sizes)."""
+        return self.gather(value)[0]
 
     def gather(self, part: Any) -> list[Any]:
         """Every rank's ``part``, in rank order, on every rank."""

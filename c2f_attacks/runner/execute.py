@@ -1,18 +1,29 @@
 """The main job, ``c2f-bench run``: pre-flight, attacks, per-image records, leaderboard, figures.
 
-One pass over the images in batches of ``batch_size``: each batch is loaded once and every plan
-attacks it, so memory holds one batch of images (plus a few figure examples, the per-image
-records and the compacted adversarial images) whatever the number of images. Per plan, the
-per-image records are written under ``<out>/records/``, the adversarial images under
-``<out>/adversarial/`` (compacted, every outcome kept: :mod:`c2f_attacks.evaluation.adversarial`)
-and the records' aggregate becomes the plan's leaderboard row, upserted by its full key (model
-and model hash, dataset, split, n, seed, attack and settings, protocol, mask, success rule,
-backend, device), and its budget curves (FR(b) with exact intervals at the budgets of
-:data:`~c2f_attacks.evaluation.budget.BUDGET_GRIDS`, l2 scaled to the image size) replace its
-block of ``<out>/budget_curves.csv``.
-Figures are drawn after the leaderboard is written, under ``<out>/figures/<model>/``; a figure
-that fails is a warning. :func:`run_all` runs several configs (models, sweep points) after
-pre-flighting all of them.
+Data flow, with memory flat in the number of images:
+
+1. Every config (model, sweep point) is pre-flighted (:mod:`~c2f_attacks.runner.preflight`),
+   then the run's state on disk is opened (:mod:`~c2f_attacks.runner.shards`): a new one, or
+   with ``resume`` the interrupted run with the same settings.
+2. Batch sizes (:class:`~c2f_attacks.runner.shards.Layout`): the interrupted run's, an explicit
+   ``batch_size``, or per row the largest that fits ``max_memory``
+   (:mod:`~c2f_attacks.runner.memory`).
+3. The images are loaded a block at a time; every plan (leaderboard row) attacks the block in
+   batches of its own size, and each batch's per-image records and compacted adversarial images
+   (:mod:`c2f_attacks.evaluation.adversarial`) go to a shard on disk at once. Nothing per image
+   stays in memory; a batch whose shard exists (``resume``) is not attacked again.
+4. Once every rank is done, rank 0 writes per plan the records under ``<out>/records/`` (read
+   back from the shards: 22 numbers per image), the adversarial images under
+   ``<out>/adversarial/`` (streamed from the shards) and the records' aggregate, the plan's
+   leaderboard row, upserted by its full key (model and model hash, dataset, split, n, seed,
+   attack and settings, protocol, mask, success rule, backend, device), and its budget curves
+   (FR(b) with exact intervals at the budgets of
+   :data:`~c2f_attacks.evaluation.budget.BUDGET_GRIDS`, l2 scaled to the image size) replace its
+   block of ``<out>/budget_curves.csv``. Figures are drawn after the leaderboard is written,
+   under ``<out>/figures/<model>/``, from examples read back from the shards; a figure that
+   fails is a warning. Then the state is removed.
+
+:func:`run_all` runs several configs (models, sweep points) after pre-flighting all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +46,7 @@ from c2f_attacks.attacks import FGSM, MASK_SOURCES, Attack
 from c2f_attacks.attacks.base import model_channels
 from c2f_attacks.data import classes_from_hierarchy, get_dataset
 from c2f_attacks.evaluation import (
-    AdversarialRow,
+    AdversarialBatch,
     aggregate,
     budget_curves,
     budget_grids_for,
@@ -45,13 +56,17 @@ from c2f_attacks.evaluation import (
     write_class_names,
     write_records,
 )
+from c2f_attacks.evaluation.adversarial import read_back
+from c2f_attacks.evaluation.records import KEY, canonical_key
 from c2f_attacks.leaderboard import environment_columns, row_id, upsert_rows
 from c2f_attacks.leaderboard.curves import upsert_budget_curves
+from c2f_attacks.leaderboard.environment import device_name
 from c2f_attacks.models import C2FClassifier, load_model
-from c2f_attacks.runner import preflight
+from c2f_attacks.runner import memory, preflight
 from c2f_attacks.runner.backends import OrtBackend
 from c2f_attacks.runner.distributed import Ranks, local_device
 from c2f_attacks.runner.plan import Plan, RunConfig
+from c2f_attacks.runner.shards import ConfigShards, Layout, RunState
 from c2f_attacks.validation import check_image_batch
 
 #: figure rows per attack: successful images first (lowest indices), then the others
@@ -76,44 +91,18 @@ def model_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:12]
 
 
-@dataclass
-class Examples:
-    """The first few successful and unsuccessful images of a plan, for its figure."""
-
-    hits: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    misses: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-    def offer(self, index: torch.Tensor, x: torch.Tensor, x_adv: torch.Tensor, success) -> None:
-        for i, ok in enumerate(success):
-            kept = self.hits if ok else self.misses
-            if len(kept) < EXAMPLES:
-                kept.append((int(index[i]), x[i].cpu(), x_adv[i].cpu()))
-
-    @staticmethod
-    def merge(parts: list[Examples]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(x, x_adv) of the figure rows over every rank's examples (None if there are none)."""
-        hits = sorted((e for p in parts for e in p.hits), key=lambda e: e[0])
-        misses = sorted((e for p in parts for e in p.misses), key=lambda e: e[0])
-        chosen = (hits + misses)[:EXAMPLES]
-        if not chosen:
-            return None
-        return torch.stack([e[1] for e in chosen]), torch.stack([e[2] for e in chosen])
+def figure_examples(records: pd.DataFrame) -> list[int]:
+    """The image indices of a plan's figure rows: successful images first (lowest indices),
+    then the others, :data:`EXAMPLES` in all."""
+    ordered = records.sort_values("index")
+    hits = ordered.loc[ordered["success"], "index"].tolist()
+    misses = ordered.loc[~ordered["success"], "index"].tolist()
+    return (hits + misses)[:EXAMPLES]
 
 
-@dataclass
-class PlanResult:
-    """One rank's share of one plan: records, attack seconds, backend counts, examples, and the
-    adversarial images (compacted)."""
-
-    records: list[pd.DataFrame] = field(default_factory=list)
-    adversarial: AdversarialRow = field(default_factory=AdversarialRow)
-    seconds: float = 0.0
-    backend_fooled: int = 0
-    backend_agree: int = 0
-    examples: Examples = field(default_factory=Examples)
-
-
-def load_batch(dataset, batch: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def load_batch(
+    dataset, batch: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(images, fine labels, object masks or None) of the dataset's items ``batch``."""
     items = [dataset[i] for i in batch]
     x = torch.stack([torch.as_tensor(img) for img, _ in items])
@@ -156,10 +145,50 @@ def load_model_and_data(
     return model, dataset
 
 
-def _prepare(cfg: RunConfig, ranks: Ranks):
+@dataclass
+class _Job:
+    """One config, pre-flighted: what its batches need."""
+
+    cfg: RunConfig
+    out: Path
+    device: str
+    dataset: object
+    model: torch.nn.Module
+    plans: list[Plan]
+    attacks: list[Attack]
+    digest: str
+
+    @property
+    def common(self) -> dict:
+        """The key columns every plan of the config shares."""
+        cfg = self.cfg
+        return {"model": cfg.model, "model_hash": self.digest, "dataset": cfg.dataset,
+                "split": cfg.split, "n": cfg.n, "seed": cfg.seed, "eval_backend": cfg.backend,
+                "device": device_name(self.device)}  # fmt: skip
+
+    def keys(self) -> list[dict]:
+        """Each plan's full leaderboard key."""
+        return [{**self.common, **plan.key()} for plan in self.plans]
+
+    def fingerprint(self) -> dict:
+        """Everything that changes a number of this config (the run state's identity): the
+        shared key columns, the data's hierarchy and root, an explicit batch size, and each
+        row's own key columns (canonical text)."""
+        cfg, common = self.cfg, self.common
+        shared = dict(zip(KEY, canonical_key(common)))
+        fingerprint = {c: shared[c] for c in KEY if c in common}
+        fingerprint.update(hierarchy=str(cfg.hierarchy or ""), root=str(cfg.root or ""),
+                           batch_size=str(cfg.batch_size or ""))  # fmt: skip
+        fingerprint["rows"] = {
+            plan.label: {c: v for c, v in zip(KEY, canonical_key(key)) if c not in common}
+            for plan, key in zip(self.plans, self.keys())
+        }
+        return fingerprint
+
+
+def _prepare(cfg: RunConfig, ranks: Ranks) -> _Job:
     """Pre-flight of one run (output folder, device, images, model: loaded, finite, its
-    hierarchy the dataset's; every attack built): ``(out, device, dataset, model, plans,
-    attacks)``, or the error of the first check that fails."""
+    hierarchy the dataset's; every attack built), or the error of the first check that fails."""
     out = Path(cfg.out).expanduser().resolve()
     ranks.check_same(str(out), "--out")
     if ranks.is_main:
@@ -174,109 +203,219 @@ def _prepare(cfg: RunConfig, ranks: Ranks):
                       f"{cfg.model}")  # fmt: skip
     plans = cfg.plans()
     attacks = [plan.build(model) for plan in plans]  # constructors validate every setting
-    return out, device, dataset, model, plans, attacks
+    return _Job(cfg, out, device, dataset, model, plans, attacks, model_hash(model))
 
 
 def run_all(configs: Sequence[RunConfig]) -> pd.DataFrame:
     """Run several configs (the models and sweep points of one ``c2f-bench run``) in order and
     return their rows. Every config is pre-flighted first, so a bad second model fails in
     seconds instead of after the first model's attacks; each model is loaded again for its
-    run, so that memory holds one model at a time."""
+    run, so that memory holds one model at a time. The run's state (``resume``) covers every
+    config that writes into the same ``out``."""
+    fingerprints: dict[Path, list[dict]] = {}
     for cfg in configs:
-        _prepare(cfg, Ranks.from_env(cfg.device))
-    return pd.concat([run(cfg) for cfg in configs], ignore_index=True)
+        job = _prepare(cfg, Ranks.from_env(cfg.device))
+        fingerprints.setdefault(job.out, []).append(job.fingerprint())
+        del job  # one model in memory at a time
+    ranks = Ranks.from_env(configs[0].device)
+    states = {out: RunState.open(out, prints, configs[0].resume, ranks)
+              for out, prints in fingerprints.items()}  # fmt: skip
+    position = dict.fromkeys(states, 0)
+    bar = tqdm(total=sum(c.n for c in configs), desc="run", unit="img", smoothing=0.1,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} img "
+               "[{elapsed}<{remaining}, {rate_fmt}]",
+               disable=not (configs[0].progress and ranks.is_main))  # fmt: skip
+    rows = []
+    try:
+        for cfg in configs:
+            job = _prepare(cfg, Ranks.from_env(cfg.device))
+            shards = states[job.out].config(position[job.out])
+            position[job.out] += 1
+            rows.append(_run_job(job, shards, Ranks.from_env(cfg.device), bar))
+            del job
+        for state in states.values():
+            state.finish()
+    finally:
+        bar.close()
+        for state in states.values():
+            state.close()
+    return pd.concat(rows, ignore_index=True)
 
 
 def run(cfg: RunConfig) -> pd.DataFrame:
     """Run every plan of ``cfg``; on rank 0 write records, upsert the leaderboard, draw figures
     and return this run's rows (an empty frame on the other ranks)."""
-    ranks = Ranks.from_env(cfg.device)
-    out, device, dataset, model, plans, attacks = _prepare(cfg, ranks)
-    digest = model_hash(model)
-    backend = OrtBackend(model, out, digest, ranks) if cfg.backend == "onnxruntime" else None
+    return run_all([cfg])
 
-    results = _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device)
+
+def _layout(job: _Job, shards: ConfigShards, ranks: Ranks) -> Layout:
+    """The batch sizes: the interrupted run's, ``--batch-size``, or from the ``--max-memory``
+    budget (:mod:`~c2f_attacks.runner.memory`); decided on rank 0."""
+    if shards.layout is not None:
+        return shards.layout
+    cfg, labels = job.cfg, [plan.label for plan in job.plans]
+    layout = None
+    if cfg.batch_size is not None and cfg.max_memory is None:
+        layout = Layout(cfg.batch_size, dict.fromkeys(labels, cfg.batch_size))
+    elif ranks.is_main:
+        layout = _sized_layout(job)
+    layout = ranks.share(layout)
+    shards.set_layout(layout)
+    return layout
+
+
+def _sized_layout(job: _Job) -> Layout:
+    """Batch sizes that fit the budget: the largest batch for every row when a generous bound
+    fits; else per attack from its measured cost (probe on one image)."""
+    cfg, device = job.cfg, torch.device(job.device)
+    budget = memory.budget(cfg.max_memory, device)
+    x, y, masks = (t if t is None else t.to(device) for t in load_batch(job.dataset, range(1)))
+    cap = min(memory.DEFAULT_BATCH_SIZE, cfg.n)
+    wanted = cfg.batch_size or cap
+    if budget.fits(memory.activation_bound(job.model, x), wanted):
+        return Layout(wanted, {plan.label: wanted for plan in job.plans})
+    costs: dict[str, memory.RowCost] = {}
+    for plan in job.plans:
+        if plan.attack not in costs:  # one probe per attack: its rows differ by little
+            probe = memory.probe_plan(plan)
+            atk = probe.build(job.model)
+            index = torch.zeros(1, dtype=torch.long, device=device)
+
+            def step(probe=probe, atk=atk, index=index):
+                _step(job, probe, atk, x, y, index, masks, 1, None, None)
+
+            costs[plan.attack] = memory.RowCost.measured(
+                plan.attack, memory.measure_peak(step, device)
+            )
+    sizes = {}
+    for plan in job.plans:
+        cost = costs[plan.attack]
+        if cfg.batch_size is not None:
+            budget.check(cost, cfg.batch_size)
+            sizes[plan.label] = cfg.batch_size
+        else:
+            sizes[plan.label] = budget.batch_size(cost, cap)
+    return Layout(max(sizes.values()), sizes)
+
+
+def _step(job: _Job, plan, atk, x, y, index, masks, batch_size, clean_heatmap, backend):
+    """One plan on one batch: (records, compacted adversarial images, meta)."""
+    # Global RNG state per (seed, batch): third-party attacks that draw from it give the same
+    # numbers whatever the number of ranks.
+    torch.manual_seed(job.cfg.seed * 1_000_003 + int(index[0]))
+    start = time.perf_counter()
+    res = _attack(plan, atk, x, y, index, masks)
+    _sync(job.device)
+    meta = {"seconds": time.perf_counter() - start}
+    records = per_image_records(
+        job.model, x, res.x_adv, y, plan.stage, criterion=atk.criterion, masks=masks,
+        queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
+        index=index, batch_size=batch_size, clean_heatmap=clean_heatmap,
+    )  # fmt: skip
+    adversarial = AdversarialBatch.compact(job.model, x, res.x_adv, y, records, plan.stage,
+                                           atk.criterion, batch_size=batch_size)  # fmt: skip
+    if backend is not None:
+        fooled, agrees = backend.evaluate(x, res.x_adv, records, atk.criterion)
+        meta.update(backend_fooled=int(fooled.sum()), backend_agree=int(agrees.sum()))
+    return records, adversarial, meta
+
+
+def _run_job(job: _Job, shards: ConfigShards, ranks: Ranks, bar) -> pd.DataFrame:
+    cfg, out = job.cfg, job.out
+    backend = (
+        OrtBackend(job.model, out, job.digest, ranks) if cfg.backend == "onnxruntime" else None
+    )
+    layout = _layout(job, shards, ranks)
+    keys = job.keys()
+    ids = [row_id(key) for key in keys]
+    _attack_all(job, layout, shards, ids, backend, ranks, bar)
+    ranks.barrier()
     if not ranks.is_main:
         return pd.DataFrame()
-    env = environment_columns(device)
-    common = {"model": cfg.model, "model_hash": digest, "dataset": cfg.dataset,
-              "split": cfg.split, "n": cfg.n, "seed": cfg.seed,
-              "eval_backend": cfg.backend, "device": env["device"]}  # fmt: skip
-    write_class_names(out, digest, model.hierarchy)  # the records' indices in words
-    rows, curves, figures = [], [], []
-    for plan, atk, parts in zip(plans, attacks, results):
-        records = pd.concat([r for p in parts for r in p.records]).sort_values("index")
-        records = records.reset_index(drop=True)
-        key = {**common, **plan.key()}
+    env = environment_columns(job.device)
+    write_class_names(out, job.digest, job.model.hierarchy)  # the records' indices in words
+    grids = budget_grids_for(load_batch(job.dataset, range(1))[0].shape[1:])
+    rows, examples, curves = [], [], []
+    for plan, key, rid in zip(job.plans, keys, ids):
+        batches = _row_batches(layout, plan.label, cfg.n)
+        records = shards.records(rid, batches)
         write_records(out, key, records)
-        save_adversarial(out, key, AdversarialRow.merge([p.adversarial for p in parts]))
-        seconds = max(p.seconds for p in parts)  # ranks attack in parallel
+        save_adversarial(out, key, shards.adversarial(rid, batches))
+        metas = shards.meta(rid, batches)
+        per_rank: dict[int, float] = {}
+        for meta in metas:
+            per_rank[meta["rank"]] = per_rank.get(meta["rank"], 0.0) + meta["seconds"]
+        seconds = max(per_rank.values())  # ranks attack in parallel
         row = {**key, **aggregate(records),
                "ms_per_image": 1000 * seconds / cfg.n, "images_per_s": cfg.n / seconds,
                **env}  # fmt: skip
         if backend is not None:
-            row["backend_fooling_ratio"] = sum(p.backend_fooled for p in parts) / cfg.n
-            row["backend_agreement"] = sum(p.backend_agree for p in parts) / cfg.n
+            row["backend_fooling_ratio"] = sum(m["backend_fooled"] for m in metas) / cfg.n
+            row["backend_agreement"] = sum(m["backend_agree"] for m in metas) / cfg.n
         rows.append(row)
-        curves.append((plan, records))
-        figures.append(((plan, atk), Examples.merge([p.examples for p in parts])))
+        examples.append(figure_examples(records))
+        curves.append(budget_curves(records.assign(row_id=rid), grids))
+        del records
     written = upsert_rows(out / "leaderboard.csv", rows)
-    grids = budget_grids_for(load_batch(dataset, range(1))[0].shape[1:])
-    upsert_budget_curves(out / "budget_curves.csv", pd.concat(
-        [budget_curves(records.assign(row_id=row_id(row)), grids)
-         for row, (_, records) in zip(rows, curves)], ignore_index=True))  # fmt: skip
+    upsert_budget_curves(out / "budget_curves.csv", pd.concat(curves, ignore_index=True))
     if cfg.figures:
-        _draw_figures(cfg, model, figure_folder(out, cfg.model), curves, figures)
-    ids = [row_id(row) for row in rows]
+        _draw_figures(job, layout, shards, ids, examples, figure_folder(out, cfg.model))
     return written.set_index("row_id").loc[ids].reset_index()
 
 
-def _attack_all(cfg, model, dataset, plans, attacks, backend, ranks, device) -> list[list]:
-    """Every plan on this rank's batches; per plan, every rank's :class:`PlanResult`."""
-    mine = ranks.batches(cfg.n, cfg.batch_size)
-    results = [PlanResult() for _ in plans]
-    bar = tqdm(total=len(mine) * len(plans), desc="attacks", unit="batch",
-               disable=not (cfg.progress and ranks.is_main))  # fmt: skip
+def _row_batches(layout: Layout, label: str, n: int) -> list[range]:
+    return [b for block in layout.blocks(n) for b in layout.batches(label, block)]
+
+
+def _attack_all(job: _Job, layout: Layout, shards: ConfigShards, ids, backend, ranks, bar):
+    """Every plan on this rank's blocks, each batch written to its shard; batches whose shard
+    exists are skipped (a resumed run)."""
+    cfg, plans, device = job.cfg, job.plans, job.device
+    blocks = [b for i, b in enumerate(layout.blocks(cfg.n)) if i % ranks.world == ranks.rank]
+    # the bar counts this rank's images (rank 0's is shown): its share of this config's n
+    bar.total += sum(len(b) for b in blocks) - cfg.n
+    # the clean LRP maps of the records, per stage in batches of the stage's smallest batch
+    # size: the same batches whichever plan asks first (a resumed run included)
+    map_batch = {}
+    for plan in plans:
+        size = layout.batch[plan.label]
+        map_batch[plan.stage] = min(map_batch.get(plan.stage, size), size)
     warmed = False
-    for batch in mine:
-        x, y, masks = load_batch(dataset, batch)
+    for block in blocks:
+        todo = []
+        for j, plan in enumerate(plans):
+            for batch in layout.batches(plan.label, block):
+                if shards.done(ids[j], batch):  # attacked before the run was interrupted
+                    bar.update(len(batch) / len(plans))
+                else:
+                    todo.append((j, batch))
+        if not todo:
+            continue
+        x, y, masks = load_batch(job.dataset, block)
         x, y = x.to(device), y.to(device)
         masks = masks.to(device) if masks is not None else None
-        index = torch.as_tensor(list(batch), device=device)
+        index = torch.as_tensor(list(block), device=device)
         if not warmed:  # one-time set-up (kernel choice, allocator) is not billed to a row
-            FGSM(model, stage="coarse", memory_format=cfg.memory_format)(x)
+            FGSM(job.model, stage="coarse", memory_format=cfg.memory_format)(
+                x[: min(layout.batch.values())]
+            )
             warmed = True
         clean_heatmaps = {}  # by stage: the records' clean LRP map, the same for every attack
-        for plan, atk, result in zip(plans, attacks, results):
+        for j, batch in todo:
+            plan = plans[j]
             bar.set_postfix_str(plan.label)
-            # Global RNG state per (seed, batch): third-party attacks that draw from it give
-            # the same numbers whatever the number of ranks.
-            torch.manual_seed(cfg.seed * 1_000_003 + batch.start)
-            start = time.perf_counter()
-            res = _attack(plan, atk, x, y, index, masks)
-            _sync(device)
-            result.seconds += time.perf_counter() - start
             if plan.stage not in clean_heatmaps:
                 clean_heatmaps[plan.stage] = clean_stage_heatmap(
-                    model, x, plan.stage, batch_size=cfg.batch_size
+                    job.model, x, plan.stage, batch_size=map_batch[plan.stage]
                 )
-            records = per_image_records(
-                model, x, res.x_adv, y, plan.stage, criterion=atk.criterion, masks=masks,
-                queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
-                index=index, batch_size=cfg.batch_size, clean_heatmap=clean_heatmaps[plan.stage],
+            part = slice(batch.start - block.start, batch.stop - block.start)
+            records, adversarial, meta = _step(
+                job, plan, job.attacks[j], x[part], y[part], index[part],
+                None if masks is None else masks[part], layout.batch[plan.label],
+                clean_heatmaps[plan.stage][part], backend,
             )  # fmt: skip
-            result.records.append(records)
-            result.adversarial.add(model, x, res.x_adv, y, records, plan.stage,
-                                   atk.criterion, batch_size=cfg.batch_size)  # fmt: skip
-            result.examples.offer(index, x, res.x_adv, records["success"].to_numpy())
-            if backend is not None:
-                fooled, agrees = backend.evaluate(x, res.x_adv, records, atk.criterion)
-                result.backend_fooled += int(fooled.sum())
-                result.backend_agree += int(agrees.sum())
-            bar.update()
-    bar.close()
-    gathered = ranks.gather(results)
-    return [[rank_results[j] for rank_results in gathered] for j in range(len(plans))]
+            shards.write(ids[j], batch, records, adversarial, {**meta, "rank": ranks.rank})
+            bar.update(len(batch) / len(plans))
 
 
 def file_name(text: str) -> str:
@@ -293,25 +432,34 @@ def figure_folder(out: Path, model: str) -> Path:
     return out / "figures" / file_name(model)
 
 
-def _draw_figures(cfg: RunConfig, model, folder: Path, curves, figures) -> None:
-    """Attack figures (fixed and first-success rows) and one budget-curve figure per stage, in
-    ``folder``; failures become warnings."""
+def _draw_figures(job: _Job, layout: Layout, shards: ConfigShards, ids, examples, folder):
+    """Attack figures (fixed and first-success rows: the images ``examples`` as saved) and one
+    budget-curve figure per stage (records read back per stage), in ``folder``; failures become
+    warnings."""
     from c2f_attacks import figures as draw
 
-    jobs = []
-    for (plan, atk), chosen in figures:
-        if chosen is not None and plan.protocol != "minimal":
-            jobs.append((draw.attack_figure, folder / f"{file_name(plan.label)}.png",
-                         dict(model=model, x=chosen[0], x_adv=chosen[1], criterion=atk.criterion,
-                              title=f"{plan.label} on {cfg.model}",
-                              batch_size=cfg.batch_size)))  # fmt: skip
-    masked = {plan.label for plan, _ in curves if plan.mask != "none"}
-    for stage in dict.fromkeys(plan.stage for plan, _ in curves):
-        rows = [(plan.label, records) for plan, records in curves if plan.stage == stage]
-        jobs.append((draw.budget_figure, folder / f"budget_{stage}.png",
-                     dict(rows=rows, stage=stage, l0_rows=masked)))  # fmt: skip
-    for function, path, kwargs in jobs:
+    cfg, plans = job.cfg, job.plans
+
+    def attack_figure(j: int, path: Path) -> None:
+        x = load_batch(job.dataset, examples[j])[0]
+        batches = _row_batches(layout, plans[j].label, cfg.n)
+        x_adv = read_back(shards.adversarial(ids[j], batches), examples[j], x)
+        draw.attack_figure(model=job.model, x=x, x_adv=x_adv, criterion=job.attacks[j].criterion,
+                           title=f"{plans[j].label} on {cfg.model}", path=path,
+                           batch_size=layout.batch[plans[j].label])  # fmt: skip
+
+    def budget_figure(stage: str, path: Path) -> None:
+        rows = [(plan.label, shards.records(rid, _row_batches(layout, plan.label, cfg.n)))
+                for plan, rid in zip(plans, ids) if plan.stage == stage]  # fmt: skip
+        masked = {plan.label for plan in plans if plan.mask != "none"}
+        draw.budget_figure(rows=rows, stage=stage, l0_rows=masked, path=path)
+
+    drawn = [j for j, plan in enumerate(plans) if examples[j] and plan.protocol != "minimal"]
+    jobs = [(attack_figure, j, folder / f"{file_name(plans[j].label)}.png") for j in drawn]
+    jobs += [(budget_figure, stage, folder / f"budget_{stage}.png")
+             for stage in dict.fromkeys(plan.stage for plan in plans)]  # fmt: skip
+    for function, what, path in jobs:
         try:
-            function(path=path, **kwargs)
+            function(what, path)
         except Exception as err:  # the leaderboard is written: a figure must not undo that
             warnings.warn(f"figure {path} not written: {err}", FigureWarning, stacklevel=2)

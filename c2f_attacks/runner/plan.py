@@ -77,6 +77,7 @@ from c2f_attacks.attacks import (
 )
 from c2f_attacks.leaderboard import FORMATS, config_string
 from c2f_attacks.registry import UnknownNameError
+from c2f_attacks.runner.memory import parse_size
 
 ATTACKS = ("fgsm", "pgd", "lrpc", "lrpf")
 BACKENDS = ("torch", "onnxruntime")
@@ -175,16 +176,24 @@ class RunConfig:
     out: str = "c2f-results"
     allow_results_dir: bool = False
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-    batch_size: int = 64
+    #: images per batch; None: per row the largest that fits ``max_memory`` (at most 64)
+    batch_size: int | None = None
+    #: the memory the run may use (``4G``, ``512M``); None: a safe share of what is available
+    max_memory: str | None = None
+    #: continue the interrupted run with the same settings in ``out``
+    resume: bool = False
     figures: bool = True
     progress: bool = True
     format: str = "table"
 
     def __post_init__(self):
         for name, typ in (("n", int), ("batch_size", int), ("seed", int), ("search_steps", int)):
-            _check_type(_option(name), getattr(self, name), typ)
+            if name != "batch_size" or self.batch_size is not None:  # None: from max_memory
+                _check_type(_option(name), getattr(self, name), typ)
+        if self.max_memory is not None:
+            parse_size(self.max_memory)
         for name in ("n", "batch_size", "search_steps"):
-            if getattr(self, name) < 1:
+            if (name != "batch_size" or self.batch_size is not None) and getattr(self, name) < 1:
                 raise ValueError(f"{_option(name)} must be a positive integer, "
                                  f"got {getattr(self, name)}")  # fmt: skip
         self.eps = {**DEFAULT_EPS, **_budgets("eps", self.eps)}

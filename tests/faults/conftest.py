@@ -74,22 +74,25 @@ def valid_board(tmp_path_factory) -> bytes:
 
 
 class ProbedRun:
-    """``c2f-bench ARGS`` as a subprocess under the fault probes (see probe.py); its stdout and
-    stderr go to files, so that they can be read while it runs."""
+    """``c2f-bench ARGS`` as a subprocess under the fault probes (see probe.py; ``env`` adds
+    variables); its stdout and stderr go to files, so that they can be read while it runs."""
 
-    def __init__(self, tmp: Path, args: list[str], pause: str | None = None):
+    def __init__(
+        self, tmp: Path, args: list[str], pause: str | None = None, env: dict | None = None
+    ):
         self.marks = tmp / "marks"
         self.marks.mkdir()
         self.tmpdir = tmp / "tmpdir"  # the subprocess' TMPDIR: what it leaves there shows
         self.tmpdir.mkdir()
         self.out_file, self.err_file = tmp / "stdout.txt", tmp / "stderr.txt"
-        env = {**os.environ, "C2F_FAULT_MARKS": str(self.marks), "TMPDIR": str(self.tmpdir)}
+        probes = {"C2F_FAULT_MARKS": str(self.marks), "TMPDIR": str(self.tmpdir)}
         if pause is not None:
-            env["C2F_FAULT_PAUSE"] = pause
+            probes["C2F_FAULT_PAUSE"] = pause
         with open(self.out_file, "w") as out, open(self.err_file, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(PROBE), *args], env=env, stdout=out, stderr=err
-            )
+                [sys.executable, str(PROBE), *args], env={**os.environ, **probes, **(env or {})},
+                stdout=out, stderr=err,
+            )  # fmt: skip
 
     def marked(self, name: str) -> bool:
         return (self.marks / name).exists()

@@ -10,11 +10,15 @@ unchanged otherwise:
   ``onnx-session`` (an onnxruntime session is being built from the exported model),
   ``attacking`` (first gradient), ``before-temp`` (the leaderboard's temporary file is about to
   be created, lock held), ``temp-partial`` (temporary file half written), ``temp-full``
-  (temporary file complete, not yet renamed), ``after-replace`` (renamed, lock still held).
+  (temporary file complete, not yet renamed), ``after-replace`` (renamed, lock still held),
+  ``shards`` (``C2F_FAULT_SHARDS`` batch files of the run's state are in place).
+- ``C2F_FAULT_ENOSPC`` (k): writing the k-th batch file of the run's state fails as on a full
+  disk (``OSError`` ENOSPC).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -46,6 +50,11 @@ def _is_board(path) -> bool:
     return Path(os.fsdecode(path)).name == BOARD
 
 
+def _is_shard(path) -> bool:
+    path = os.fsdecode(path)
+    return "/.partial/" in path and path.endswith(".npz")
+
+
 def _install_gradient_probe() -> None:
     import torch
 
@@ -70,7 +79,17 @@ def _install_write_probes() -> None:
             _pause("before-temp")
         return real_open(path, flags, *args, **kwargs)
 
+    shards = []
+
     def probed_replace(src, dst, *args, **kwargs):
+        if _is_shard(dst):
+            shards.append(dst)
+            if str(len(shards)) == os.environ.get("C2F_FAULT_ENOSPC"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(src))
+            real_replace(src, dst, *args, **kwargs)
+            if str(len(shards)) == os.environ.get("C2F_FAULT_SHARDS"):
+                _pause("shards")
+            return None
         if _is_board(dst):
             if os.environ.get("C2F_FAULT_PAUSE") == "temp-partial":
                 size = os.path.getsize(src)
