@@ -43,11 +43,11 @@ def _shards(out) -> list:
     return sorted((out / ".partial").glob("*/*/*/*.npz"))
 
 
-def _killed_after(tmp_path, shards: int):
+def _killed_after(tmp_path, shards: int, env: dict | None = None):
     """A run killed with -9 once ``shards`` batch files are written: its --out."""
     out = tmp_path / "out"
     run = ProbedRun(tmp_path, run_args(out, *RESUMABLE), pause="shards",
-                    env={"C2F_FAULT_SHARDS": str(shards)})  # fmt: skip
+                    env={"C2F_FAULT_SHARDS": str(shards), **(env or {})})  # fmt: skip
     run.wait_for("paused-shards", timeout=900)  # slow on a busy machine; fails at once on exit
     run.kill()
     assert len(_shards(out)) == shards and not (out / BOARD).exists()
@@ -113,15 +113,23 @@ def test_a_run_without_resume_starts_over_and_says_so(tmp_path, uninterrupted, c
 
 
 @pytest.mark.slow
-def test_two_torchrun_ranks_resume_a_single_process_run(tmp_path, uninterrupted):
-    """Killed as one process, resumed by two gloo ranks: the numbers of the uninterrupted run
-    (every process with one thread, as torchrun sets by default)."""
-    out = _killed_after(tmp_path, 1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # `python -m torch.distributed.run` is torchrun; `-m c2f_attacks.cli` is c2f-bench.
+def test_two_torchrun_ranks_resume_a_single_process_run(tmp_path):
+    """Killed as one process, resumed by two gloo ranks: the numbers of an uninterrupted run.
+    Every process runs one thread (torchrun's default), as a thread count can change a
+    kernel's last bits."""
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    command = [sys.executable, "-m", "c2f_attacks.cli"]
+    done = subprocess.run([*command, *run_args(reference, *RESUMABLE)], capture_output=True,
+                          text=True, timeout=900, env={**os.environ, **one_thread})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (tmp_path / "killed").mkdir()
+    out = _killed_after(tmp_path / "killed", 1, env=one_thread)
+    # `python -m torch.distributed.run` is torchrun
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "-m", "c2f_attacks.cli", *run_args(out, *RESUMABLE, "--resume")]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, env={**os.environ, **one_thread}, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    _assert_same_results(out, uninterrupted)
+    _assert_same_results(out, reference)
     assert not (out / ".partial").exists()
