@@ -1,10 +1,11 @@
 """Batch sizes sized to the machine: the ``--max-memory`` budget and each row's cost per image.
 
 **Budget.** ``--max-memory SIZE`` (``4G``, ``512M``, ``1.5GiB``, or bytes) bounds the peak
-memory of the run: the process' resident memory on CPU, the device memory allocated by PyTorch
-on CUDA. Without it the budget is :data:`CPU_SHARE` of the memory available when the run starts
-(``MemAvailable``: free memory plus what the kernel can reclaim), or :data:`CUDA_SHARE` of the
-GPU's free memory: a safe share on a machine that other programs use too.
+memory of the run, per process: the process' resident memory on CPU, the device memory
+allocated by PyTorch on CUDA. Without it the budget is :data:`CPU_SHARE` of the memory available
+when the run starts (``MemAvailable``: free memory plus what the kernel can reclaim; split
+between the ranks of one machine), or :data:`CUDA_SHARE` of the GPU's free memory: a safe share
+on a machine that other programs use too.
 
 **Cost.** Each row's cost per image is *measured*, not estimated from the model's size: the
 memory of an attack depends on the architecture (activation sizes, depthwise and squeeze-
@@ -111,11 +112,13 @@ def available_bytes() -> int:
 
 
 def default_budget(device: torch.device) -> int:
-    """The budget without ``--max-memory`` (module docstring)."""
+    """The budget without ``--max-memory`` (module docstring); under torchrun the share is
+    split between the processes of this machine (``LOCAL_WORLD_SIZE``)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(CUDA_SHARE * free) + torch.cuda.memory_allocated(device)
-    return int(CPU_SHARE * available_bytes()) + resident_bytes()
+    return int(CPU_SHARE * available_bytes() / local) + resident_bytes()
 
 
 def held_bytes(device: torch.device) -> int:
