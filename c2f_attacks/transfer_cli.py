@@ -49,6 +49,7 @@ def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_transfer(args: argparse.Namespace) -> int:
     from c2f_attacks.leaderboard import render_table
     from c2f_attacks.runner import RunConfig
+    from c2f_attacks.runner.memory import DEFAULT_BATCH_SIZE
     from c2f_attacks.runner.transfer import HEADERS, TABLE_COLUMNS, transfer
 
     defaults = RunConfig()
@@ -59,7 +60,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             rows=list_option(args.rows) if args.rows else None,
             out=args.out,
             allow_results_dir=args.allow_results_dir, device=args.device or defaults.device,
-            batch_size=args.batch_size or defaults.batch_size, seed=args.seed, root=args.root,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE, seed=args.seed, root=args.root,
             hierarchy=args.hierarchy,
         )  # fmt: skip
     for w in caught:
