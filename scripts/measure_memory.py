@@ -10,7 +10,8 @@ from the kernel (``wait4``'s ``ru_maxrss``, the child alone). Two studies:
 - ``photos``: imagenet-efficientnet-lite0 on the six photos of :mod:`c2f_attacks.data.photos`
   (an image folder built in a temporary directory, each photo filed under the model's own clean
   prediction), every default attack at 224 px: peak memory with the default settings, and with
-  ``--max-memory SIZE`` also under that budget, with whether its numbers equal the default's.
+  ``--max-memory SIZE`` also under that budget, with the columns whose numbers differ from
+  the default's.
 
 ``python scripts/measure_memory.py --out results/memory/memory.json`` writes the JSON (and a
 Markdown table beside it); ``--studies shapes`` or ``photos`` runs one of them. Linux or macOS.
@@ -109,8 +110,22 @@ def photos_study(tmp: Path, max_memory: str | None) -> Iterator[dict]:
         row = {"study": "photos", "rows": "default", "n": 6, "settings": name,
                "peak_rss_mb": round(peak), "wall_s": round(wall, 1)}  # fmt: skip
         if len(boards) > 1:
-            row["numbers_equal_default"] = bool(boards[0].equals(boards[-1]))
+            row["differs_from_default"] = differences(boards[0], boards[-1])
         yield row
+
+
+def differences(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """The columns in which two leaderboards differ, with the largest difference ("" if none)."""
+    found = []
+    for column in a.columns:
+        x, y = a[column], b[column]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            same = (x == y) | (x.isna() & y.isna())
+            if not same.all():
+                found.append(f"{column} {float((x - y)[~same].abs().max()):.1e}")
+        elif not x.astype(str).equals(y.astype(str)):
+            found.append(column)
+    return ", ".join(found)
 
 
 def write(out: Path, rows: list[dict]) -> None:
