@@ -76,7 +76,8 @@ def _add_data_args(p: argparse.ArgumentParser, models: str | None = None) -> Non
 
 
 def _budget_items(text: str) -> dict[str, str]:
-    """``8/255`` (l-inf) or ``NORM=VALUE`` (``l2=0.5``): one budget; checked by RunConfig."""
+    """``8/255`` (l-inf) or ``NORM=VALUE`` (``l2=0.5``, ``linf=1/255,4/255`` for a grid): one
+    norm's budget(s); checked by RunConfig."""
     norm, _, value = text.rpartition("=")
     return {norm.strip() or "linf": value.strip()}
 
@@ -126,6 +127,14 @@ def _add_run_parser(sub) -> None:
         type=_budget_items,
         metavar="[NORM=]BOUND",
         help=f"minimal protocol's search bound per norm [{budgets(DEFAULT_EPS_MAX)}]",
+    )
+    p.add_argument(
+        "--budgets",
+        nargs="+",
+        type=_budget_items,
+        metavar="NORM=B1,B2,...",
+        help="the budgets of budget_curves.csv for a norm (e.g. linf=1/255,4/255,8/255) "
+        "[docs/metrics.md's grids]",
     )
     p.add_argument(
         "--search-steps",
@@ -182,7 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for name in ("model", "attacks", "masks", "stages", "protocols"):
         if name in overrides:
             overrides[name] = list_option(overrides[name])
-    for name in ("eps", "eps_max"):
+    for name in ("eps", "eps_max", "budgets"):
         if name in overrides:
             overrides[name] = {k: v for item in overrides[name] for k, v in item.items()}
     if "settings" in overrides:

@@ -36,8 +36,8 @@ from c2f_attacks._io import atomic_write_text
 
 #: row sets of the shapes study: name -> c2f-bench run arguments
 ROW_SETS = {
-    "fgsm": ["--attacks", "fgsm", "--stages", "coarse", "--modes", "fixed"],
-    "fgsm+pgd": ["--attacks", "fgsm", "pgd", "--stages", "coarse", "--modes", "fixed"],
+    "fgsm": ["--attacks", "fgsm", "--stages", "coarse", "--protocol", "fixed"],
+    "fgsm+pgd": ["--attacks", "fgsm", "pgd", "--stages", "coarse", "--protocol", "fixed"],
     "all-coarse": ["--stages", "coarse", "--masks", "lrp", "random"],
 }
 #: leaderboard columns that differ between runs by design (timings, when, where)

@@ -41,10 +41,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from c2f_attacks.attacks.registry import NORMS
 from c2f_attacks.evaluation.exact import LEVEL, order_statistic_interval, share_interval
 from c2f_attacks.evaluation.records import check_records
 
-NORMS = ("linf", "l2", "l0")
 BUDGET_TOLERANCE = {"linf": 1e-6, "l2": 1e-4, "l0": 1e-7}
 
 #: the image size (C*H*W values) the l2 grid of BUDGET_GRIDS is for: 32x32 RGB

@@ -334,7 +334,7 @@ def _run_job(job: _Job, shards: ConfigShards, ranks: Ranks, bar) -> pd.DataFrame
         return pd.DataFrame()
     env = environment_columns(job.device)
     write_class_names(out, job.digest, job.model.hierarchy)  # the records' indices in words
-    grids = budget_grids_for(load_batch(job.dataset, range(1))[0].shape[1:])
+    grids = {**budget_grids_for(load_batch(job.dataset, range(1))[0].shape[1:]), **cfg.budgets}
     rows, examples, curves = [], [], []
     for plan, key, rid in zip(job.plans, keys, ids):
         batches = _row_batches(layout, plan.label, cfg.n)

@@ -17,7 +17,7 @@ from c2f_attacks import cli
 
 PROBE = Path(__file__).with_name("probe.py")
 BOARD = "leaderboard.csv"
-#: the smallest configuration the CLI offers: one cheap attack, one stage, one mode, four images
+#: the smallest configuration the CLI offers: one cheap attack, one stage, one protocol, four images
 SMALL = ("--model", "shapes-vgg16", "--num-images", "4", "--batch-size", "4", "--attacks", "fgsm",
          "--stages", "coarse", "--protocol", "fixed", "--backend", "torch")  # fmt: skip
 
