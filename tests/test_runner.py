@@ -251,8 +251,9 @@ def test_a_max_memory_below_one_image_is_refused_before_any_batch(tmp_path):
 
 
 def test_per_attack_batch_sizes_change_no_decision(tmp_path, monkeypatch):
-    """Sizes from the budget (costs fixed here: FGSM 2 images, LRPC 3) against one explicit
-    batch of 6: equal records, but for the LRP maps' last float32 bits (relevance_shift)."""
+    """Sizes from the budget (peaks fixed here: 6 images of 1 MB fit, so FGSM at 2 MB per
+    image gets batches of 3, LRPC at 3 MB batches of 2) against one explicit batch of 6: equal
+    records, but for the LRP maps' last float32 bits (relevance_shift)."""
     held, unit = 2**30, 2**20
     monkeypatch.setattr(memory, "held_bytes", lambda device: held)
     monkeypatch.setattr(memory, "activation_bound", lambda model, x: memory.RowCost("b", 2**40))
@@ -270,7 +271,8 @@ def test_per_attack_batch_sizes_change_no_decision(tmp_path, monkeypatch):
     monkeypatch.setattr(execute, "_step", step)
     sized = dict(max_memory=str(budget), batch_size=None)
     run(RunConfig(out=str(tmp_path / "sized"), **{**cfg, **sized}))
-    assert seen == {("fgsm", 2), ("lrpc", 3)}
+    # blocks of the largest batch, 3 images: LRPC attacks each in a batch of 2 and one of 1
+    assert seen == {("fgsm", 3), ("lrpc", 2), ("lrpc", 1)}
     run(RunConfig(out=str(tmp_path / "one"), **{**cfg, "batch_size": 6}))
     sized, one = (
         load_records(tmp_path / d).sort_values(["row_id", "index"]) for d in ("sized", "one")
