@@ -167,6 +167,15 @@ def test_random_mask_rows_do_not_depend_on_the_batch_size(tmp_path, monkeypatch)
     assert sorted(masks) == list(range(6))
 
 
+def test_budgets_replace_the_grid_of_budget_curves(tmp_path):
+    """--budgets reaches budget_curves.csv, written at the end from the streamed records."""
+    cfg = dict(attacks=["fgsm"], stages=["coarse"], protocols=["minimal"], **SMALL)
+    run(RunConfig(out=str(tmp_path), budgets={"linf": "1/255, 4/255"}, **cfg))
+    curves = pd.read_csv(tmp_path / "budget_curves.csv")
+    linf = curves[curves["norm"] == "linf"]
+    np.testing.assert_allclose(sorted(set(linf["budget"])), [1 / 255, 4 / 255], rtol=1e-12)
+
+
 def test_figure_folders_are_one_readable_name_per_model(tmp_path):
     assert figure_folder(tmp_path, "shapes-vgg16") == tmp_path / "figures" / "shapes-vgg16"
     assert figure_folder(tmp_path, "/ckpt/run 1/m.pt").name == "ckpt_run_1_m.pt"
