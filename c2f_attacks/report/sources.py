@@ -83,10 +83,9 @@ class Run:
 
     def figure(self, row: Mapping[str, Any]) -> Path | None:
         """The attack figure ``c2f-bench run`` drew for a leaderboard row, if it is there."""
-        from c2f_attacks.report.tables import protocol_of
         from c2f_attacks.runner.execute import figure_folder, file_name
 
-        parts = [row["attack"], row["stage"], protocol_of(row)]
+        parts = [row["attack"], row["stage"], str(row["protocol"])]
         if row["mask"] != "none":
             parts.append(row["mask"])
         path = (
