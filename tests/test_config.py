@@ -6,7 +6,8 @@ import math
 import pytest
 
 from c2f_attacks.cli import build_parser
-from c2f_attacks.cli_types import list_option
+from c2f_attacks.cli.options import list_option
+from c2f_attacks.errors import UserError
 from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
 from c2f_attacks.runner.settings import parse_settings
@@ -243,8 +244,8 @@ def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tm
     [
         (["a.pt", "a.pt"], ValueError, "model 'a.pt' is given twice"),
         ([], ValueError, "give at least one model"),
-        ([["a.pt"]], TypeError, "model must be one model name or path"),
-        ([""], TypeError, "model must be one model name or path"),
+        ([["a.pt"]], UserError, "model must be one model name or path"),
+        ([""], UserError, "model must be one model name or path"),
     ],
 )
 def test_bad_model_lists_are_refused(models, error, message):
