@@ -33,7 +33,7 @@ from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.cache import cached
 from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
 from c2f_attacks.lrp.check import check_explainable
-from c2f_attacks.lrp.composites import Composite, get_composite
+from c2f_attacks.lrp.composites import DEFAULT_COMPOSITE, Composite, get_composite
 from c2f_attacks.lrp.dataflow import DeferredLinear, InputLayers, Pending
 from c2f_attacks.lrp.functional import FunctionalRules
 from c2f_attacks.lrp.layers import (
@@ -421,7 +421,7 @@ def lrp(
     module: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor | int | None = None,
-    composite: str | Composite = "epsilon_plus_flat",
+    composite: str | Composite = DEFAULT_COMPOSITE,
     *,
     init: str = "one_hot",
     create_graph: bool = False,
@@ -481,7 +481,7 @@ def stage_relevance(
     x: torch.Tensor,
     stage: str = "coarse",
     target: torch.Tensor | int | None = None,
-    composite: str | Composite = "epsilon_plus_flat",
+    composite: str | Composite = DEFAULT_COMPOSITE,
     *,
     init: str = "one_hot",
     create_graph: bool = False,
