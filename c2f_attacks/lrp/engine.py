@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._pytree import tree_map
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.cache import cached
@@ -255,7 +256,7 @@ class _Explanation:
             target = nn.Linear if isinstance(layer, nn.MultiheadAttention) else layer
             rule = self.composite.rule_for(target, is_input)
         if rule is None:
-            raise TypeError(
+            raise UserError(
                 f"{self.composite!r} has no rule for {type(layer).__name__} layers that are "
                 f"not input layers ({layer!r})"
             )
