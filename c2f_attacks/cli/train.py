@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
-def train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace):
     """The :class:`~c2f_attacks.train.TrainConfig` of the options (unset ones: its defaults).
     Architecture options with ``--init`` are a UserError: the checkpoint brings its own."""
     from c2f_attacks.train import TrainConfig
@@ -67,7 +67,7 @@ def train_config(args: argparse.Namespace):
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
 
 
-def adversarial_config(args: argparse.Namespace):
+def _adversarial_config(args: argparse.Namespace):
     """The :class:`~c2f_attacks.adversarial_training.AdversarialConfig` of the options (None
     without ``--adversarial``: standard training)."""
     from c2f_attacks.adversarial_training import AdversarialConfig
@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     from c2f_attacks.adversarial_training import train_adversarial
     from c2f_attacks.train import train_shapes
 
-    cfg, adversarial = train_config(args), adversarial_config(args)
+    cfg, adversarial = _train_config(args), _adversarial_config(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     progress = not args.quiet
