@@ -104,8 +104,9 @@ def test_settings_from_the_command_line_are_typed_by_the_registry():
                         "pgd": {"random_start": False, "alpha": 1 / 255}}  # fmt: skip
     with pytest.raises(ValueError, match="expected int"):
         parse_settings([("pgd.steps", "ten")], ["pgd"])
-    with pytest.raises(ValueError, match="no attack of the run .* has a setting 'kappa'"):
-        parse_settings([("kappa", "1")], ["pgd"])
+    assert parse_settings([("kappa", "1")], ["pgd"]) == {"kappa": 1.0}  # LRPF's, for a config
+    with pytest.raises(ValueError, match="or of this library has a setting 'kapa'"):
+        parse_settings([("kapa", "1")], ["pgd"])
     with pytest.raises(ValueError, match="unknown attack 'pgdx'"):
         parse_settings([("pgdx.steps", "1")], ["pgd"])
 
@@ -152,7 +153,7 @@ def test_bad_values_are_refused_with_the_option_named(kwargs, message):
 def test_config_file_sweeps_scalar_lists_and_keeps_list_options(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('attacks = ["pgd", "fgsm"]\nnum-images = 4\neps = [0.01, 0.02]\n'
-                    '[settings.pgd]\nsteps = [2, 3]\n[eps-max]\nl2 = 2.5\n')  # fmt: skip
+                    '[settings.pgd]\nsteps = [2, 3]\n[eps-max]\nlinf = "32/255"\n')  # fmt: skip
     points = read_config(path)
     assert [(p["eps"], p["settings"]["pgd"]["steps"]) for p in points] == [
         (0.01, 2),
@@ -161,12 +162,12 @@ def test_config_file_sweeps_scalar_lists_and_keeps_list_options(tmp_path):
         (0.02, 3),
     ]
     assert all(p["attacks"] == ["pgd", "fgsm"] and p["n"] == 4 for p in points)
-    assert all(p["eps_max"] == {"l2": 2.5} for p in points)
+    assert all(p["eps_max"] == {"linf": "32/255"} for p in points)
     runs = expand(path, {"n": 2, "settings": {"pgd": {"alpha": 0.01}}})  # the command line wins
     assert len(runs) == 4 * len(DEFAULT_MODELS) and {r.n for r in runs} == {2}
     assert {r.settings["pgd"]["alpha"] for r in runs} == {0.01}  # and merges per entry
     assert sorted({r.settings["pgd"]["steps"] for r in runs}) == [2, 3]
-    assert {r.eps_max["l2"] for r in runs} == {2.5}
+    assert {r.eps_max["linf"] for r in runs} == {32 / 255}
 
 
 @pytest.mark.parametrize(
@@ -251,3 +252,27 @@ def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tm
 def test_bad_model_lists_are_refused(models, error, message):
     with pytest.raises(error, match=message):
         expand(None, {"model": models})
+
+
+def test_budgets_no_attack_of_the_run_measures_are_refused_before_any_attack():
+    with pytest.raises(ValueError, match=r"--eps l0=0.1: no attack of the run has an l0 budget"):
+        RunConfig(attacks=["fgsm"], eps={"l0": 0.1})
+    with pytest.raises(ValueError, match=r"--eps-max l2=2: no attack of the run has an l2"):
+        RunConfig(attacks=["pgd", "lrpc"], eps_max={"l2": 2})
+    assert RunConfig(attacks=["fgsm"], eps={"linf": "4/255"}).eps["linf"] == 4 / 255
+
+
+def test_a_budget_grid_is_checked_and_replaces_the_default_one(tmp_path):
+    cfg = RunConfig(attacks=["fgsm"], budgets={"linf": "4/255, 1/255", "l0": [0.5]})
+    assert cfg.budgets == {"linf": (1 / 255, 4 / 255), "l0": (0.5,)}
+    for grid, message in (("1/255, -2/255", "--budgets"), ("1/255, abc", "--budgets"),
+                          ("0", "--budgets")):  # fmt: skip
+        with pytest.raises(ValueError, match=message) as err:
+            RunConfig(attacks=["fgsm"], budgets={"linf": grid})
+        assert grid.split(", ")[-1] in str(err.value)
+    with pytest.raises(ValueError, match="--budgets: unknown norm 'l3'"):
+        RunConfig(attacks=["fgsm"], budgets={"l3": "1"})
+    path = tmp_path / "grid.toml"
+    path.write_text('[budgets]\nlinf = ["1/255", "8/255"]\n')
+    (point,) = read_config(path)
+    assert RunConfig(**point).budgets == {"linf": (1 / 255, 8 / 255)}

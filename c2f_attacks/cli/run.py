@@ -21,7 +21,8 @@ from c2f_attacks.cli.options import (
 
 
 def _budget_items(text: str) -> dict[str, str]:
-    """``8/255`` (l-inf) or ``NORM=VALUE`` (``l2=0.5``): one budget; checked by RunConfig."""
+    """``8/255`` (l-inf) or ``NORM=VALUE`` (``l2=0.5``, ``linf=1/255,4/255`` for a grid): one
+    norm's budget(s); checked by RunConfig."""
     norm, _, value = text.rpartition("=")
     return {norm.strip() or "linf": value.strip()}
 
@@ -66,6 +67,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eps-max", nargs="+", type=_budget_items, metavar="[NORM=]BOUND",
                    help=f"minimal protocol's search bound per norm "
                    f"[{budgets(d.eps_max)}]")  # fmt: skip
+    p.add_argument("--budgets", nargs="+", type=_budget_items, metavar="NORM=B1,B2,...",
+                   help="the budgets of budget_curves.csv for a norm (e.g. "
+                   "linf=1/255,4/255,8/255) [docs/metrics.md's grids]")  # fmt: skip
     p.add_argument("--search-steps", type=positive_int,
                    help="halvings of the minimal protocol's bisection, the same for every attack "
                    f"(resolution eps-max / 2**steps) [{d.search_steps}]")  # fmt: skip
@@ -99,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("model", "attacks", "masks", "stages", "protocols"):
         if name in overrides:
             overrides[name] = list_option(overrides[name])
-    for name in ("eps", "eps_max"):
+    for name in ("eps", "eps_max", "budgets"):
         if name in overrides:
             overrides[name] = {k: v for item in overrides[name] for k, v in item.items()}
     if "settings" in overrides:

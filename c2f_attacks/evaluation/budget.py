@@ -41,12 +41,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from c2f_attacks.attacks.registry import NORMS
 from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.exact import LEVEL, order_statistic_interval, share_interval
 from c2f_attacks.evaluation.records import check_records
 from c2f_attacks.validation import parse_number
 
-NORMS = ("linf", "l2", "l0")
 BUDGET_TOLERANCE = {"linf": 1e-6, "l2": 1e-4, "l0": 1e-7}
 
 #: the image size (C*H*W values) the l2 grid of BUDGET_GRIDS is for: 32x32 RGB
@@ -169,7 +169,7 @@ def _checked_grid(items: Sequence, norm: str, option: str) -> tuple[float, ...]:
 def parse_budget_grid(budgets: str | Iterable, norm: str) -> tuple[float, ...]:
     """The budgets of ``--budgets`` for ``norm``, ascending and without repeats: a
     comma-separated text (``"1/255, 2/255, 0.03"``) or a sequence of numbers and such texts.
-    ValueError naming ``--budgets`` and the value for anything not a positive finite number (or
+    UserError naming ``--budgets`` and the value for anything not a positive finite number (or
     an l0 share above 1)."""
     items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
     if isinstance(budgets, str) and not budgets.strip():

@@ -220,7 +220,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         curves.append((plan, records))
         figures.append(((plan, atk), Examples.merge([p.examples for p in parts])))
     written = upsert_rows(out / "leaderboard.csv", rows)
-    grids = budget_grids_for(load_batch(dataset, range(1))[0].shape[1:])
+    grids = {**budget_grids_for(load_batch(dataset, range(1))[0].shape[1:]), **cfg.budgets}
     upsert_budget_curves(out / "budget_curves.csv", pd.concat(
         [budget_curves(records.assign(row_id=row_id(row)), grids)
          for row, (_, records) in zip(rows, curves)], ignore_index=True))  # fmt: skip

@@ -13,9 +13,13 @@ none of the run's protocols is an error.
 
 Budgets are per norm: ``eps`` and ``eps_max`` map a norm (``linf``, ``l2``, ``l0``) to the fixed
 budget and to the minimal search's upper bound; a norm left out keeps its default
-(:data:`DEFAULT_EPS`, :data:`DEFAULT_EPS_MAX`). ``search_steps`` is the bisection's number of
-halvings, the same for every attack: its resolution is ``eps_max / 2**search_steps``, 1/255 by
-default (64/255 halved 6 times), the quantisation step of an 8-bit image.
+(:data:`DEFAULT_EPS`, :data:`DEFAULT_EPS_MAX`); a norm given that no attack of the run
+measures its budget in is an error. ``budgets`` replaces the grid of ``budget_curves.csv`` for
+the norms it names (``{"linf": "1/255, 4/255"}``;
+:data:`~c2f_attacks.evaluation.budget.BUDGET_GRIDS` otherwise). ``search_steps`` is the
+bisection's number of halvings, the same for every attack: its resolution is
+``eps_max / 2**search_steps``, 1/255 by default (64/255 halved 6 times), the quantisation step
+of an 8-bit image.
 
 Success rule: one per stage for every attack of a run: the coarse stage's prediction changed;
 on the fine stage ``fine_rule`` (default ``fine_changed_coarse_kept``, LRPF's: the fine
@@ -75,6 +79,7 @@ from c2f_attacks.attacks import (
     get_criterion,
 )
 from c2f_attacks.errors import UserError
+from c2f_attacks.evaluation.budget import parse_budget_grid
 from c2f_attacks.leaderboard import FORMATS, config_string
 from c2f_attacks.models.zoo import SHIPPED
 from c2f_attacks.registry import UnknownNameError
@@ -170,6 +175,7 @@ class RunConfig:
     eps_max: Mapping[str, float] = field(default_factory=dict)
     fine_rule: str = FINE_RULES[0]
     search_steps: int = 6
+    budgets: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     memory_format: str = "auto"
     backend: str = "torch"
@@ -189,8 +195,16 @@ class RunConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"{_option(name)} must be a positive integer, "
                                  f"got {getattr(self, name)}")  # fmt: skip
-        self.eps = {**DEFAULT_EPS, **_budgets("eps", self.eps)}
-        self.eps_max = {**DEFAULT_EPS_MAX, **_budgets("eps-max", self.eps_max)}
+        explicit = {"eps": _budgets("eps", self.eps), "eps-max": _budgets("eps-max", self.eps_max)}
+        self.eps = {**DEFAULT_EPS, **explicit["eps"]}
+        self.eps_max = {**DEFAULT_EPS_MAX, **explicit["eps-max"]}
+        if not isinstance(self.budgets, Mapping):
+            raise UserError(f"budgets must map a norm to its budgets, got {self.budgets!r}")
+        for norm in self.budgets:
+            if norm not in NORMS:
+                raise UserError(f"--budgets: unknown norm {norm!r}; choose from "
+                                f"{', '.join(NORMS)}")  # fmt: skip
+        self.budgets = {n: parse_budget_grid(g, n) for n, g in self.budgets.items()}
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model).strip():
             raise UserError(
                 f"model must be one model name or path, got {self.model!r} (a run "
@@ -213,6 +227,13 @@ class RunConfig:
         if not isinstance(self.settings, Mapping):
             raise UserError(f"settings must be a mapping, got {type(self.settings).__name__}")
         self._plans = self._make_plans()
+        used = {plan.norm for plan in self._plans if not plan.info.minimum_norm}
+        for option, budgets in explicit.items():
+            unused = [norm for norm in budgets if norm not in used]
+            if unused:
+                raise UserError(f"--{option} {unused[0]}={budgets[unused[0]]:g}: no attack of the "
+                                f"run has an {unused[0]} budget (their norms: "
+                                f"{', '.join(sorted(used)) or 'none'})")  # fmt: skip
 
     def plans(self) -> list[Plan]:
         """The rows of this run, in the order they are run and shown."""
@@ -368,7 +389,9 @@ def read_config(path: str | os.PathLike) -> list[dict[str, Any]]:
                 "c2f-bench run without '--' (e.g. num-images, eps-max)"
             )
         name = _FIELDS[option]
-        if option in _TABLE_OPTIONS and isinstance(value, dict):
+        if option == "budgets":  # norm -> a list of budgets: the lists are values, not sweeps
+            fixed[name] = value
+        elif option in _TABLE_OPTIONS and isinstance(value, dict):
             fixed[name] = {}
             for sub, sub_value in value.items():
                 if isinstance(sub_value, dict):

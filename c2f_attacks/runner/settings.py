@@ -26,8 +26,8 @@ def parse_settings(
     items: Sequence[tuple[str, str]], attacks: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """``RunConfig.settings`` from ``(name, text)`` items; ``attacks`` are the run's (default:
-    the default run's), whose settings give the types. An unknown attack or a setting none of
-    them has is a ValueError naming it."""
+    the default run's), whose settings give the types (then ours'). An unknown attack, or a
+    setting that none of them has, is a UserError naming it."""
     attacks = list(ATTACKS if attacks is None else attacks)
     settings: dict[str, Any] = {}
     for name, text in items:
@@ -42,11 +42,12 @@ def parse_settings(
                                  f"its settings: {', '.join(info.settings)}")  # fmt: skip
             settings.setdefault(attack, {})[setting] = parse_value(text, info.settings[setting])
             continue
-        having = [attack_info(a).settings[setting] for a in attacks
+        candidates = [*attacks, *(a for a in ATTACKS if a not in attacks)]
+        having = [attack_info(a).settings[setting] for a in candidates
                   if setting in attack_info(a).settings]  # fmt: skip
         if not having:
-            raise UserError(f"--set {name}: no attack of the run ({', '.join(attacks)}) has a "
-                             f"setting {setting!r}")  # fmt: skip
+            raise UserError(f"--set {name}: no attack of the run ({', '.join(attacks)}) or of "
+                            f"this library has a setting {setting!r}")  # fmt: skip
         settings[setting] = parse_value(text, having[0])
     return settings
 
