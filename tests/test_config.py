@@ -276,3 +276,9 @@ def test_a_budget_grid_is_checked_and_replaces_the_default_one(tmp_path):
     path.write_text('[budgets]\nlinf = ["1/255", "8/255"]\n')
     (point,) = read_config(path)
     assert RunConfig(**point).budgets == {"linf": (1 / 255, 8 / 255)}
+    path.write_text("[budgets]\nlinf = 0.03\nl0 = true\n")  # one number: a grid of one
+    (point,) = read_config(path)
+    with pytest.raises(UserError, match=r"--budgets \(l0\) must be a number .* True is not"):
+        RunConfig(**point)
+    point["budgets"].pop("l0")
+    assert RunConfig(**point).budgets == {"linf": (0.03,)}

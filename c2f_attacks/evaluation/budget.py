@@ -168,12 +168,15 @@ def _checked_grid(items: Sequence, norm: str, option: str) -> tuple[float, ...]:
 
 def parse_budget_grid(budgets: str | Iterable, norm: str) -> tuple[float, ...]:
     """The budgets of ``--budgets`` for ``norm``, ascending and without repeats: a
-    comma-separated text (``"1/255, 2/255, 0.03"``) or a sequence of numbers and such texts.
-    UserError naming ``--budgets`` and the value for anything not a positive finite number (or
-    an l0 share above 1)."""
-    items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
-    if isinstance(budgets, str) and not budgets.strip():
-        items = []
+    comma-separated text (``"1/255, 2/255, 0.03"``), a sequence of numbers and such texts, or
+    one number (a config file's ``linf = 0.03``). UserError naming ``--budgets`` and the value
+    for anything not a positive finite number (or an l0 share above 1)."""
+    if isinstance(budgets, str):
+        items = budgets.split(",") if budgets.strip() else []
+    elif isinstance(budgets, Iterable):
+        items = list(budgets)
+    else:
+        items = [budgets]
     return _checked_grid(items, norm, "--budgets")
 
 
