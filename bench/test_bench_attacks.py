@@ -95,7 +95,7 @@ def test_lrp_step_vs_pgd_step(setup, record_ratio, attack, benchmark):
     gradients).
     A tiny alpha keeps every image active for all steps, so both runs do the same work per step."""
     model, x, repeats = setup
-    stage = attack.attacked_stage
+    (stage,) = attack.stages
     pgd = PGD(model, alpha=1e-4, steps=STEPS, random_start=False, stage=stage)
     lrp_attack = attack(model, alpha=1e-4, steps=STEPS)
     res = lrp_attack(x)

@@ -10,7 +10,8 @@ complete. The temporary file is ``.<name>.<pid>.<host>.<random>.tmp`` beside the
   is gone, and those left unchanged for :data:`STALE_AFTER_S` seconds (a writer on another host,
   or a pid since reused).
 
-Errors name the target the caller asked for, never the temporary file.
+Errors name the target the caller asked for, never the temporary file. :func:`check_writable`
+tells before any long computation whether a folder will take the files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import os
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,3 +129,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Create ``folder`` and write (then remove) a file in it; an OSError naming ``what``
+    (``"output folder out/"``) when either fails."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OSError(f"{what} is not writable: {err.strerror or err}") from None

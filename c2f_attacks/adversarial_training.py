@@ -23,26 +23,24 @@ checkpoint's test recomputes.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.errors import UserError
 from c2f_attacks.models.base import C2FClassifier
-from c2f_attacks.models.zoo import load_checkpoint, save_checkpoint
+from c2f_attacks.models.zoo import save_checkpoint
 from c2f_attacks.modes import eval_mode
 from c2f_attacks.train import (
     TrainConfig,
     accuracy,
-    build_model,
     c2f_loss,
     fit,
+    init_record,
+    initial_model,
     seed_everything,
 )
 
@@ -69,17 +67,17 @@ class AdversarialConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"adversarial method {self.method!r}: expected one of {METHODS}")
+            raise UserError(f"adversarial method {self.method!r}: expected one of {METHODS}")
         if self.target not in TARGETS:
-            raise ValueError(f"adversarial target {self.target!r}: expected one of {TARGETS}")
+            raise UserError(f"adversarial target {self.target!r}: expected one of {TARGETS}")
         if not 0 < self.eps <= 1:
-            raise ValueError(f"adversarial eps {self.eps!r}: expected 0 < eps <= 1")
+            raise UserError(f"adversarial eps {self.eps!r}: expected 0 < eps <= 1")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"adversarial steps {self.steps!r}: expected a positive integer")
+            raise UserError(f"adversarial steps {self.steps!r}: expected a positive integer")
         if self.method == "fgsm_rs" and self.steps not in (None, 1):
-            raise ValueError(f"fgsm_rs takes exactly one step, got steps={self.steps}")
+            raise UserError(f"fgsm_rs takes exactly one step, got steps={self.steps}")
         if self.alpha is not None and self.alpha <= 0:
-            raise ValueError(f"adversarial alpha {self.alpha!r}: expected alpha > 0")
+            raise UserError(f"adversarial alpha {self.alpha!r}: expected alpha > 0")
 
     def resolved(self) -> AdversarialConfig:
         """The same settings with the defaults of ``steps`` and ``alpha`` filled in."""
@@ -160,11 +158,11 @@ def train_adversarial(
     """Adversarially train on the shapes train split, watch clean and PGD accuracy on the val
     split, save the checkpoint (with every setting and the test-sample accuracies) to ``out``.
 
-    ``init``: a checkpoint to fine-tune (its architecture replaces ``cfg``'s width settings;
-    its sha256 is recorded); None trains from scratch."""
+    ``init``: a checkpoint to fine-tune (:func:`~c2f_attacks.train.initial_model`: its
+    architecture replaces ``cfg``'s; its SHA-256 is recorded); None trains from scratch."""
     adv = adv.resolved()
     seed_everything(cfg.seed)
-    model = build_model(cfg) if init is None else load_checkpoint(init).train()
+    model, cfg = initial_model(cfg, init)
     train = ShapesC2F(cfg.n_train, SHAPES_SPLITS["train"], cfg.input_size).tensors()[:2]
     val = ShapesC2F(cfg.n_val, SHAPES_SPLITS["val"], cfg.input_size).tensors()[:2]
     val_robust = (val[0][:VAL_ROBUST_N], val[1][:VAL_ROBUST_N])
@@ -187,70 +185,10 @@ def train_adversarial(
         "adversarial": asdict(adv),
         "history": history,
         "dataset": "shapes",
-        "init": None if init is None else {"path": Path(init).name, "sha256": _sha256(init)},
+        "init": init_record(init),
         "torch_threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),  # TorchVersion does not load weights-only
         "sample_accuracy": sample_accuracy(model, input_size=cfg.input_size),
     }
     save_checkpoint(model, out, meta=meta)
     return meta
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-# ------------------------------------------------------------------------ command line
-def parse_fraction(text: str) -> float:
-    """'8/255' or '0.03' -> float (argparse type for budgets)."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"expected a number or a fraction like 8/255, got {text!r}"
-        ) from None
-
-
-def add_adversarial_args(parser: argparse.ArgumentParser) -> None:
-    """``--adversarial METHOD --adv-target --adv-eps --adv-steps --adv-alpha --init``; without
-    ``--adversarial`` training is standard."""
-    parser.add_argument(
-        "--adversarial",
-        choices=METHODS,
-        default=None,
-        help="adversarial training: pgd (Madry) or fgsm_rs (Wong et al. 2020)",
-    )
-    parser.add_argument(
-        "--adv-target",
-        choices=TARGETS,
-        default="both",
-        help="loss the perturbation ascends: both stages or the coarse CE only",
-    )
-    parser.add_argument(
-        "--adv-eps", type=parse_fraction, default=8 / 255, help="l-inf budget, e.g. 8/255"
-    )
-    parser.add_argument("--adv-steps", type=int, default=None, help="ascent steps (pgd; default 7)")
-    parser.add_argument(
-        "--adv-alpha",
-        type=parse_fraction,
-        default=None,
-        help="step size (default 1.25 eps for fgsm_rs, 2.5 eps / steps for pgd)",
-    )
-    parser.add_argument(
-        "--init", default=None, help="checkpoint to fine-tune adversarially (default: from scratch)"
-    )
-
-
-def adversarial_config_from_args(args: argparse.Namespace) -> AdversarialConfig | None:
-    """The AdversarialConfig the ``add_adversarial_args`` options describe (None: standard)."""
-    if args.adversarial is None:
-        if args.init is not None:
-            raise ValueError("--init fine-tunes adversarially: it needs --adversarial METHOD")
-        return None
-    return AdversarialConfig(
-        method=args.adversarial,
-        target=args.adv_target,
-        eps=args.adv_eps,
-        steps=args.adv_steps,
-        alpha=args.adv_alpha,
-    )

@@ -21,7 +21,6 @@ of the same size instead of the LRP mask.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -33,12 +32,12 @@ import torch
 from c2f_attacks._io import atomic_write_text
 from c2f_attacks.attacks import LRPC, LRPF, PGD, Attack
 from c2f_attacks.data import PHOTOS, load_photos
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.metrics import perturbation_norms
 from c2f_attacks.figures import _grid, save_figure
 from c2f_attacks.hierarchies import readable_names
 from c2f_attacks.lrp.explain import stage_relevance_of
 from c2f_attacks.models import C2FClassifier, load_model
-from c2f_attacks.runner.preflight import check_out_dir
 from c2f_attacks.viz import heatmap, image_to_rgb
 
 DEMO_MODEL = "imagenet-efficientnet-lite0"
@@ -64,7 +63,7 @@ def _attacks(
                 pgd = PGD(model, eps=eps, alpha=alpha, steps=steps, stage=stage, early_stop=True)
                 built[f"PGD-{stage}"] = (pgd, stage)
         else:
-            raise ValueError(f"unknown demo attack {name!r}; choose from {', '.join(DEMO_ATTACKS)}")
+            raise UserError(f"unknown demo attack {name!r}; choose from {', '.join(DEMO_ATTACKS)}")
     return built
 
 
@@ -166,35 +165,3 @@ def _figure(path: Path, image: torch.Tensor, i: int, panels: dict, name_of, eps:
             (heatmap(after[i]), "relevance after"),
         ])  # fmt: skip
     save_figure(_grid(rows, f"{path.stem}, l-inf budget {eps * 255:.0f}/255"), path, dpi=80)
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_demo_parser(subparsers) -> None:
-    """``c2f-bench demo photos``: add the parser to ``c2f-bench``'s subcommands."""
-    demo = subparsers.add_parser("demo", help="demonstrations on real data")
-    targets = demo.add_subparsers(dest="demo", required=True)
-    p = targets.add_parser(
-        "photos", help="LRPC, LRPF and PGD on offline photos vs EfficientNet-Lite0 (ImageNet)"
-    )
-    p.add_argument("--out", default="c2f-results/demo-photos", help="output folder")
-    p.add_argument("--allow-results-dir", action="store_true",
-                   help="allow --out inside the repository's committed results/")  # fmt: skip
-    p.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=list(PHOTOS))
-    p.add_argument("--model", default=DEMO_MODEL, help="zoo name (an ImageNet-grouped model)")
-    p.add_argument("--attacks", nargs="+", default=list(DEMO_ATTACKS), choices=DEMO_ATTACKS)
-    p.add_argument("--controls", action="store_true",
-                   help="also LRPC with random and gradient masks of the same size")  # fmt: skip
-    p.add_argument("--eps", type=float, default=8 / 255, help="l-inf budget (default 8/255)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_demo_photos)
-
-
-def _cmd_demo_photos(args: argparse.Namespace) -> int:
-    check_out_dir(args.out, args.allow_results_dir)
-    masks = ("lrp", "random", "gradient") if args.controls else ("lrp",)
-    run_photo_demo(args.out, args.photos, args.model, args.attacks, masks, args.eps, args.steps,
-                   device=args.device)  # fmt: skip
-    print((Path(args.out) / "demo_photos.md").read_text(), end="")
-    print(f"figures and tables written to {args.out}")
-    return 0

@@ -22,7 +22,7 @@ from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.predictions import Predictions, predict
 from c2f_attacks.evaluation import fr_curve
 from c2f_attacks.hierarchies import readable_name
-from c2f_attacks.lrp import stage_relevance
+from c2f_attacks.lrp import DEFAULT_COMPOSITE, stage_relevance
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.viz import heatmap, image_to_rgb
 
@@ -75,7 +75,7 @@ def _names(model: C2FClassifier, pred: Predictions, i: int) -> str:
 
 def _relevance(
     model: C2FClassifier, x: torch.Tensor, stage: str, target: torch.Tensor, batch_size: int,
-    composite: str = "epsilon_plus_flat",
+    composite: str = DEFAULT_COMPOSITE,
 ) -> torch.Tensor:  # fmt: skip
     """LRP relevance of ``target`` at ``stage``, in chunks, on the CPU."""
     device = next(model.parameters()).device
@@ -124,7 +124,7 @@ def explanation_figure(
     model: C2FClassifier,
     x: torch.Tensor,
     path: str | os.PathLike,
-    composite: str = "epsilon_plus_flat",
+    composite: str = DEFAULT_COMPOSITE,
     batch_size: int = 256,
 ) -> None:
     """Write a PNG with one row per image: the image with its predicted coarse / fine labels and

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from c2f_attacks._io import atomic_write_text
+from c2f_attacks.errors import UserError
 
 #: the two levels a C2F model decides at, one classifier each: the coarse class, then the fine
 #: class within it (the *stages* that attacks target and LRP explains)
@@ -40,7 +41,7 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise ValueError(f"duplicate key {key!r} (a coarse class listed twice)")
+            raise UserError(f"duplicate key {key!r} (a coarse class listed twice)")
         seen.add(key)
     return dict(pairs)
 
@@ -68,20 +69,20 @@ class Hierarchy:
     ):
         groups = [(coarse, list(fines)) for coarse, fines in groups]
         if not groups:
-            raise ValueError("hierarchy has no coarse classes")
+            raise UserError("hierarchy has no coarse classes")
         seen_coarse: set[str] = set()
         owner: dict[str, str] = {}
         for coarse, fines in groups:
             if not isinstance(coarse, str) or not coarse:
-                raise ValueError(f"coarse class name must be a non-empty string, got {coarse!r}")
+                raise UserError(f"coarse class name must be a non-empty string, got {coarse!r}")
             if coarse in seen_coarse:
-                raise ValueError(f"duplicate coarse class {coarse!r}")
+                raise UserError(f"duplicate coarse class {coarse!r}")
             seen_coarse.add(coarse)
             if not fines:
-                raise ValueError(f"coarse class {coarse!r} has no fine classes (empty group)")
+                raise UserError(f"coarse class {coarse!r} has no fine classes (empty group)")
             for fine in fines:
                 if not isinstance(fine, str) or not fine:
-                    raise ValueError(
+                    raise UserError(
                         f"fine class names must be non-empty strings; coarse class {coarse!r} "
                         f"has {fine!r}"
                     )
@@ -91,7 +92,7 @@ class Hierarchy:
                         if owner[fine] == coarse
                         else f"in two groups: {owner[fine]!r} and {coarse!r}"
                     )
-                    raise ValueError(f"fine class {fine!r} appears {where}")
+                    raise UserError(f"fine class {fine!r} appears {where}")
                 owner[fine] = coarse
         self._groups = groups
         self.coarse_names: list[str] = [c for c, _ in groups]
@@ -113,27 +114,27 @@ class Hierarchy:
     def from_dict(cls, mapping: Mapping) -> Hierarchy:
         """From ``{coarse: [fine, ...]}`` or the form with a tree (module docstring)."""
         if not isinstance(mapping, Mapping):
-            raise ValueError(
+            raise UserError(
                 f"hierarchy must be a mapping {{coarse: [fine, ...]}}, got {type(mapping).__name__}"
             )
         ancestors = None
         if isinstance(mapping.get("groups"), Mapping):
             unknown = [k for k in mapping if k not in _TREE_FORM_KEYS]
             if unknown:
-                raise ValueError(
+                raise UserError(
                     f"unknown key {unknown[0]!r} beside 'groups' (a hierarchy with a tree has "
                     f"the keys {', '.join(_TREE_FORM_KEYS)})"
                 )
             ancestors = mapping.get("ancestors")
             if ancestors is not None and not isinstance(ancestors, Mapping):
-                raise ValueError(
+                raise UserError(
                     "'ancestors' must map every fine class to its path [root, ..., parent], "
                     f"got {type(ancestors).__name__}"
                 )
             mapping = mapping["groups"]
         for coarse, fines in mapping.items():
             if isinstance(fines, str) or not isinstance(fines, Sequence):
-                raise ValueError(
+                raise UserError(
                     f"coarse class {coarse!r} must map to a list of fine class names, "
                     f"got {type(fines).__name__}"
                 )
@@ -147,13 +148,13 @@ class Hierarchy:
         except FileNotFoundError:
             raise FileNotFoundError(f"hierarchy file {path} does not exist") from None
         except json.JSONDecodeError as err:
-            raise ValueError(f"hierarchy file {path} is not valid JSON: {err}") from None
+            raise UserError(f"hierarchy file {path} is not valid JSON: {err}") from None
         except ValueError as err:  # the duplicate-key hook
-            raise ValueError(f"hierarchy file {path}: {err}") from None
+            raise UserError(f"hierarchy file {path}: {err}") from None
         try:
             return cls.from_dict(data)
         except ValueError as err:
-            raise ValueError(f"hierarchy file {path}: {err}") from None
+            raise UserError(f"hierarchy file {path}: {err}") from None
 
     def to_dict(self) -> dict:
         """``{coarse: [fine, ...]}`` for two levels (as it always was: checkpoints and model hashes
@@ -200,7 +201,7 @@ class Hierarchy:
         position = {name: i for i, name in enumerate(output_names)}
         missing = [f for f in self.fine_names if f not in position]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{len(missing)} fine classes of the hierarchy are not in {what}; the first is "
                 f"{missing[0]!r}"
             )
@@ -253,44 +254,44 @@ class Hierarchy:
         fines = set(self.fine_names)
         extra = [f for f in ancestors if f not in fines]
         if extra:
-            raise ValueError(f"ancestor path given for {extra[0]!r}, which is not a fine class")
+            raise UserError(f"ancestor path given for {extra[0]!r}, which is not a fine class")
         paths: dict[str, tuple[str, ...]] = {}
         for fine in self.fine_names:
             if fine not in ancestors:
-                raise ValueError(f"fine class {fine!r} has no ancestor path")
+                raise UserError(f"fine class {fine!r} has no ancestor path")
             path = ancestors[fine]
             if isinstance(path, str) or not isinstance(path, Sequence) or not path:
-                raise ValueError(
+                raise UserError(
                     f"the ancestor path of {fine!r} must be a non-empty list [root, ..., parent], "
                     f"got {path!r}"
                 )
             for node in path:
                 if not isinstance(node, str) or not node:
-                    raise ValueError(
+                    raise UserError(
                         f"ancestor nodes must be non-empty strings; the path of {fine!r} has "
                         f"{node!r}"
                     )
                 if node in fines:
-                    raise ValueError(
+                    raise UserError(
                         f"fine class {node!r} appears inside the ancestor path of {fine!r} "
                         "(fine classes are the leaves)"
                     )
             if len(set(path)) != len(path):
                 twice = next(n for n in path if path.count(n) > 1)
-                raise ValueError(f"node {twice!r} appears twice in the ancestor path of {fine!r}")
+                raise UserError(f"node {twice!r} appears twice in the ancestor path of {fine!r}")
             paths[fine] = tuple(path)
         first = self.fine_names[0]
         parent: dict[str, tuple[str, str]] = {}  # node -> (its parent, the fine class that says so)
         for fine, path in paths.items():
             if path[0] != paths[first][0]:
-                raise ValueError(
+                raise UserError(
                     f"the ancestor paths have two roots: {paths[first][0]!r} (path of {first!r}) "
                     f"and {path[0]!r} (path of {fine!r})"
                 )
             for up, node in itertools.pairwise(path):
                 known = parent.setdefault(node, (up, fine))
                 if known[0] != up:
-                    raise ValueError(
+                    raise UserError(
                         f"node {node!r} has two parents: {known[0]!r} (path of {known[1]!r}) and "
                         f"{up!r} (path of {fine!r}); the ancestors must form a tree"
                     )
@@ -312,7 +313,7 @@ class Hierarchy:
                 example = next(
                     f for f in self.fine_names if lca in paths[f] and f not in set(fines)
                 )
-                raise ValueError(
+                raise UserError(
                     f"coarse class {coarse!r} is not a subtree of the ancestor tree: its lowest "
                     f"common ancestor {lca!r} is also above {example!r} of coarse class {other!r}"
                 )
@@ -427,4 +428,4 @@ def check_same_hierarchy(a: Hierarchy, b: Hierarchy, names: tuple[str, str]) -> 
     """
     diff = hierarchy_difference(a, b, names)
     if diff:
-        raise ValueError(f"the hierarchies of {names[0]} and {names[1]} differ: {diff}")
+        raise UserError(f"the hierarchies of {names[0]} and {names[1]} differ: {diff}")

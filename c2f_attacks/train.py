@@ -2,14 +2,18 @@
 
 Loss: cross-entropy of the coarse head on the coarse label plus cross-entropy of the true coarse
 class's fine head on the fine label (each F_i learns only its own classes, as in a C2F cascade).
+Training starts from a fresh model, or fine-tunes a checkpoint (``init``; its architecture
+replaces the config's, and the checkpoint's name and SHA-256 are recorded).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
+from c2f_attacks.hierarchy import check_same_hierarchy
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
-from c2f_attacks.models.zoo import save_checkpoint
+from c2f_attacks.models.zoo import load_checkpoint, save_checkpoint
 from c2f_attacks.modes import eval_mode
 
 #: the shapes images' per-channel statistics, measured on the train split (rounded)
@@ -90,6 +95,33 @@ def build_model(cfg: TrainConfig) -> C2FClassifier:
     )
 
 
+def initial_model(
+    cfg: TrainConfig, init: str | os.PathLike | None = None
+) -> tuple[C2FClassifier, TrainConfig]:
+    """The model training starts from, in train mode, and the config that describes it: a fresh
+    :func:`build_model` (``init`` None), or the checkpoint ``init`` to fine-tune, whose
+    architecture (width, head width, input size, BatchNorm) replaces ``cfg``'s. A checkpoint of
+    another hierarchy than the shapes data's is a UserError naming the differences."""
+    if init is None:
+        return build_model(cfg).train(), cfg
+    model = load_checkpoint(init).train()
+    check_same_hierarchy(
+        model.hierarchy, ShapesC2F.hierarchy, (f"checkpoint {init}", "the shapes data")
+    )
+    arch = model.cfg
+    cfg = replace(cfg, width=arch.width, head_width=arch.head_width,
+                  input_size=arch.input_size, batch_norm=arch.batch_norm)  # fmt: skip
+    return model, cfg
+
+
+def init_record(init: str | os.PathLike | None) -> dict | None:
+    """What a checkpoint's metadata says about its start: the ``init`` file's name and SHA-256
+    (None: trained from scratch)."""
+    if init is None:
+        return None
+    return {"path": Path(init).name, "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest()}
+
+
 def fit(
     model: C2FClassifier,
     cfg: TrainConfig,
@@ -146,14 +178,22 @@ def fit(
     return history
 
 
-def train_shapes(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
+def train_shapes(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    init: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
     """Train on the shapes train split, validate on the val split, save the checkpoint to
-    ``out``."""
+    ``out``. ``init``: a checkpoint to fine-tune (:func:`initial_model`); None trains from
+    scratch."""
     seed_everything(cfg.seed)
-    model = build_model(cfg)
+    model, cfg = initial_model(cfg, init)
     train = ShapesC2F(cfg.n_train, SHAPES_SPLITS["train"], cfg.input_size).tensors()[:2]
     val = ShapesC2F(cfg.n_val, SHAPES_SPLITS["val"], cfg.input_size).tensors()[:2]
     history = fit(model, cfg, train, val, progress=progress)
     meta = {"train_config": asdict(cfg), "history": history, "dataset": "shapes"}
+    if init is not None:
+        meta["init"] = init_record(init)
     save_checkpoint(model, out, meta=meta)
     return meta

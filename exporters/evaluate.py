@@ -17,6 +17,7 @@ import torch
 from c2f_attacks._io import atomic_write
 from c2f_attacks.attacks.criteria import get_criterion
 from c2f_attacks.attacks.predictions import predictions_of
+from c2f_attacks.errors import UserError
 from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
 from c2f_attacks.exporters.runtime import OrtC2F
 from c2f_attacks.hierarchy import STAGES
@@ -87,7 +88,7 @@ def evaluate_fooling(
     ``providers``/``batch_size`` are used when a path is given.
     """
     if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        raise UserError(f"stage must be one of {STAGES}, got {stage!r}")
     get_criterion(success_rule, stage)  # a rule the stage does not have fails before any image
     _check_pair(x_clean, x_adv)
     session = (
@@ -132,7 +133,7 @@ def _check_pair(x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
     check_image_batch(x_clean, channels=None, name="clean images")
     check_image_batch(x_adv, channels=None, name="adversarial images")
     if x_clean.shape != x_adv.shape:
-        raise ValueError(
+        raise UserError(
             f"clean images {tuple(x_clean.shape)} and adversarial images {tuple(x_adv.shape)} "
             "must have the same shape (one adversarial image per clean image)"
         )
@@ -153,15 +154,15 @@ def load_pair(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, pickle errors, not a torch file
-        raise ValueError(f"{path} cannot be read as a torch file: {type(err).__name__}") from None
+        raise UserError(f"{path} cannot be read as a torch file: {type(err).__name__}") from None
     if not isinstance(payload, dict) or not {"clean", "adv"} <= set(payload):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(
+        raise UserError(
             f"{path} must hold a dict with tensors 'clean' and 'adv' (N, 3, H, W); found {found}"
         )
     clean, adv = payload["clean"], payload["adv"]
     try:
         _check_pair(clean, adv)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from None
+    except (TypeError, ValueError) as err:  # the checks of the file's tensors
+        raise UserError(f"{path}: {err}") from None
     return clean, adv

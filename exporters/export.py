@@ -20,11 +20,11 @@ import torch
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.exporters.errors import ParityError
-from c2f_attacks.exporters.finite import check_finite_model
 from c2f_attacks.exporters.graph import BATCH_AXIS, INPUT_NAME, OUTPUT_NAMES, C2FGraph
 from c2f_attacks.exporters.parity import Parity, compare_outputs
 from c2f_attacks.exporters.runtime import OrtC2F
 from c2f_attacks.models.base import C2FClassifier
+from c2f_attacks.models.checks import check_finite
 from c2f_attacks.modes import eval_mode
 
 #: Pinned so that every onnxruntime the project supports (>= 1.19) loads the file: onnx 1.23
@@ -59,7 +59,7 @@ def to_onnx(
     """
     if not isinstance(model, C2FClassifier):
         raise TypeError(f"model must be a C2FClassifier, got {type(model).__name__}")
-    check_finite_model(model)
+    check_finite(model, "model")
     size = input_size or model.input_size or 224
     gen = torch.Generator().manual_seed(0)  # a private generator: the global RNG stays as it was
     if verify_inputs is None:

@@ -1,8 +1,9 @@
-"""Refuse weights that are NaN or infinite, in a PyTorch model or in an ONNX file.
+"""Refuse an ONNX file whose weights are NaN or infinite (a PyTorch model's weights:
+:func:`c2f_attacks.models.checks.check_finite`).
 
 A model with one NaN weight still runs: every logit it feeds becomes NaN, argmax returns class 0,
-and an evaluation writes plausible-looking but meaningless rows. Both checks run before any
-export or session is built and name the first offending tensor.
+and an evaluation writes plausible-looking but meaningless rows. The check runs before any
+session is built and names the first offending tensor.
 
 In an ONNX graph a scalar (one-element) ``-inf``/``inf`` constant is allowed: it is a fill value,
 not a weight (the exported graph masks the fine logits outside the predicted coarse class with
@@ -13,22 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import torch
 from onnx import numpy_helper
-from torch import nn
 
 from c2f_attacks.exporters.errors import OnnxModelError
-
-
-def check_finite_model(model: nn.Module, name: str = "model") -> None:
-    """Raise ``ValueError`` naming the first parameter or buffer with a NaN or inf value."""
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    for key, t in tensors:
-        if t.is_floating_point() and not torch.isfinite(t.detach()).all():
-            raise ValueError(
-                f"{name} has non-finite weights: {key} holds {_count(t.detach().cpu().numpy())}; "
-                "refusing to export it (a NaN weight makes every prediction meaningless)"
-            )
 
 
 def check_finite_onnx(proto: onnx.ModelProto, name: str) -> None:

@@ -27,6 +27,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.exporters.errors import OnnxModelError, ProviderUnavailableError
 from c2f_attacks.exporters.finite import check_finite_onnx
 from c2f_attacks.exporters.graph import OUTPUT_NAMES
@@ -79,7 +80,7 @@ class OrtC2F:
         io_binding: bool | None = None,
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise UserError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.io_binding = io_binding
         self.device_id = device_id
@@ -150,14 +151,14 @@ class OrtC2F:
             )
         expected = ("N", *self.input_shape[1:])
         if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.input_shape[1:]):
-            raise ValueError(
+            raise UserError(
                 f"images of shape {tuple(x.shape)} do not fit {self.name}, which takes "
                 f"{expected} (N any)"
             )
         if x.shape[0] == 0:
-            raise ValueError("images is an empty batch")
+            raise UserError("images is an empty batch")
         if not x.is_floating_point():
-            raise TypeError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
+            raise UserError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
         return x.detach().float().contiguous()
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -28,6 +28,7 @@ import onnx
 import torch
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.errors import UserError
 from c2f_attacks.exporters.export import to_onnx
 from c2f_attacks.exporters.fp16 import to_fp16
 from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
@@ -39,9 +40,12 @@ from c2f_attacks.validation import check_image_batch, check_labels
 VARIANTS = ("fp32", "fp16", "int8")
 #: the default floor: below it a variant no longer stands in for the PyTorch model
 MIN_AGREEMENT = 0.99
+#: test-split images each deployment variant is checked on (``c2f-bench export --variants``,
+#: ``c2f-bench transfer``)
+CHECK_IMAGES = 512
 
 
-class AgreementError(ValueError):
+class AgreementError(UserError):
     """A deployment variant agrees with PyTorch FP32 on fewer images than the floor allows."""
 
 
@@ -177,14 +181,14 @@ def _check_arguments(model, variants, min_agreement, calibration_images) -> tupl
     variants = tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants or len(set(variants)) != len(variants):
-        raise ValueError(
+        raise UserError(
             f"variants must be distinct names from {', '.join(VARIANTS)}; got {list(variants)}"
         )
     if not 0.0 <= min_agreement <= 1.0:
-        raise ValueError(f"min_agreement must lie in [0, 1], got {min_agreement}")
+        raise UserError(f"min_agreement must lie in [0, 1], got {min_agreement}")
     if "int8" in variants:
         if calibration_images is None:
-            raise ValueError("the int8 variant needs calibration images (training split)")
+            raise UserError("the int8 variant needs calibration images (training split)")
         check_image_batch(calibration_images, channels=None, name="calibration images")
     return variants
 

@@ -38,12 +38,13 @@ def records(success: list[bool], linf: list[float], masked: bool) -> pd.DataFram
     return pd.DataFrame(frame)
 
 
-def key(model: str, attack: str, stage: str, mode: str, mask: str, eps: float | None,
+def key(model: str, attack: str, stage: str, protocol: str, mask: str, eps: float | None,
         n: int = N) -> dict[str, Any]:  # fmt: skip
+    rule = "fine_changed_coarse_kept" if stage == "fine" else "stage_changed"
     return {"model": model, "model_hash": "0123456789ab", "dataset": "shapes", "split": "test",
-            "n": n, "seed": 0, "attack": attack, "stage": stage, "mode": mode, "mask": mask,
-            "norm": "linf", "eps": eps, "steps": 10, "config": "", "eval_backend": "torch",
-            "device": "cpu"}  # fmt: skip
+            "n": n, "seed": 0, "attack": attack, "stage": stage, "protocol": protocol,
+            "success_rule": rule, "mask": mask, "norm": "linf", "eps": eps, "steps": 10,
+            "config": "", "eval_backend": "torch", "device": "cpu"}  # fmt: skip
 
 
 def add_row(folder: Path, row_key: dict[str, Any], success: list[bool], linf: list[float],

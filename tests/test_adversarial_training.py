@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +10,6 @@ from c2f_attacks import Hierarchy
 from c2f_attacks.adversarial_training import (
     SAMPLE_N,
     AdversarialConfig,
-    add_adversarial_args,
-    adversarial_config_from_args,
     attack_loss,
     perturb,
     robust_accuracy,
@@ -178,20 +174,6 @@ def test_train_adversarial_records_settings_and_sample_accuracy(tmp_path):
     }  # fmt: skip
     assert {"val_pgd_coarse_acc", "val_pgd_fine_acc"} <= set(meta["history"][0])
     assert meta["sample_accuracy"] == sample_accuracy(model)
-
-
-def test_command_line_options_build_the_config():
-    parser = argparse.ArgumentParser()
-    add_adversarial_args(parser)
-    assert adversarial_config_from_args(parser.parse_args([])) is None
-    args = parser.parse_args(
-        ["--adversarial", "pgd", "--adv-eps", "4/255", "--adv-target", "coarse"]
-    )
-    assert adversarial_config_from_args(args) == AdversarialConfig("pgd", "coarse", 4 / 255)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--adversarial", "pgd", "--adv-eps", "4/0"])
-    with pytest.raises(ValueError, match="--init"):
-        adversarial_config_from_args(parser.parse_args(["--init", "model.pt"]))
 
 
 def test_shipped_at_checkpoint_matches_its_recorded_accuracy():

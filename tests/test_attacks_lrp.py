@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks import LRPC, LRPF
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
 from tests.conftest import float64, small_c2f, small_cnn
 
@@ -126,7 +127,7 @@ def test_rejects_models_it_cannot_explain(x):
     odd.trunk[1] = _Unexplainable()
     calls = []
     odd.register_forward_hook(lambda *a: calls.append(1))
-    with pytest.raises(TypeError, match="_Unexplainable"):
+    with pytest.raises(UserError, match="_Unexplainable"):
         LRPC(odd)(x)
     with pytest.raises(ValueError, match="flat classifier"):
         LRPF(small_cnn(0))

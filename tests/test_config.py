@@ -6,7 +6,8 @@ import math
 import pytest
 
 from c2f_attacks.cli import build_parser
-from c2f_attacks.cli_types import list_option
+from c2f_attacks.cli.options import list_option
+from c2f_attacks.errors import UserError
 from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
 from c2f_attacks.runner.settings import parse_settings
@@ -244,8 +245,8 @@ def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tm
     [
         (["a.pt", "a.pt"], ValueError, "model 'a.pt' is given twice"),
         ([], ValueError, "give at least one model"),
-        ([["a.pt"]], TypeError, "model must be one model name or path"),
-        ([""], TypeError, "model must be one model name or path"),
+        ([["a.pt"]], UserError, "model must be one model name or path"),
+        ([""], UserError, "model must be one model name or path"),
     ],
 )
 def test_bad_model_lists_are_refused(models, error, message):
@@ -275,3 +276,9 @@ def test_a_budget_grid_is_checked_and_replaces_the_default_one(tmp_path):
     path.write_text('[budgets]\nlinf = ["1/255", "8/255"]\n')
     (point,) = read_config(path)
     assert RunConfig(**point).budgets == {"linf": (1 / 255, 8 / 255)}
+    path.write_text("[budgets]\nlinf = 0.03\nl0 = true\n")  # one number: a grid of one
+    (point,) = read_config(path)
+    with pytest.raises(UserError, match=r"--budgets \(l0\) must be a number .* True is not"):
+        RunConfig(**point)
+    point["budgets"].pop("l0")
+    assert RunConfig(**point).budgets == {"linf": (0.03,)}

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from c2f_attacks.cli import demo as demo_command
 from c2f_attacks.cli import main
-from c2f_attacks.demo import DEMO_MODEL, add_demo_parser, run_photo_demo
+from c2f_attacks.demo import DEMO_MODEL, run_photo_demo
 from c2f_attacks.hierarchies import imagenet_hierarchy
 from c2f_attacks.models import InducedC2F
 from c2f_attacks.runner.preflight import COMMITTED_RESULTS
@@ -62,7 +63,7 @@ def test_demo_validates_settings_before_attacking(tmp_path):
 
 def test_demo_parser():
     parser = argparse.ArgumentParser()
-    add_demo_parser(parser.add_subparsers(dest="command"))
+    demo_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", "photos", "--photos", "coffee", "--controls", "--steps", "5"])
     assert args.photos == ["coffee"] and args.controls and args.steps == 5 and callable(args.func)
 

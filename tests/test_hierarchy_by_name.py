@@ -10,6 +10,7 @@ from torch import nn
 from c2f_attacks import Hierarchy, InducedC2F, load_model
 from c2f_attacks.cli import main
 from c2f_attacks.data import get_dataset
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import (
     get_hierarchy,
     imagenet_class_index,
@@ -75,7 +76,7 @@ def test_resolve_hierarchy_takes_an_object_a_name_or_a_file(tmp_path):
     unknown = r"unknown hierarchy 'breeds-living18': not a known name \(breeds-entity13, .*\) and"
     with pytest.raises(ValueError, match=unknown + " no file at that path"):
         resolve_hierarchy("breeds-living18")
-    with pytest.raises(TypeError, match="got int"):
+    with pytest.raises(UserError, match="got int"):
         resolve_hierarchy(3)
     assert {"cifar10", "cifar100", "imagenet-wordnet28", "breeds-entity13"} <= set(
         list_hierarchies()

@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.lrp import (
     Composite,
@@ -68,14 +69,14 @@ class WithGroupNorm(nn.Module):
 
 def test_unsupported_layers_refused_by_name_before_running():
     x = torch.rand(1, 3, 8, 8)
-    with pytest.raises(TypeError, match=r"'norm' \(torch\.nn\.modules\.normalization\.GroupNorm"):
+    with pytest.raises(UserError, match=r"'norm' \(torch\.nn\.modules\.normalization\.GroupNorm"):
         lrp(WithGroupNorm(), x, 0)
     hard = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid(), nn.Flatten(), nn.Linear(144, 2))
-    with pytest.raises(TypeError, match=r"'1' \(.*Hardsigmoid\).*Composite"):
+    with pytest.raises(UserError, match=r"'1' \(.*Hardsigmoid\).*Composite"):
         lrp(hard, x, 0)
     stats = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False),
                           nn.Flatten(), nn.Linear(144, 2))  # fmt: skip
-    with pytest.raises(TypeError, match="running statistics"):
+    with pytest.raises(UserError, match="running statistics"):
         lrp(stats, x, 0)
 
 
@@ -84,7 +85,7 @@ def test_transformed_weights_refused():
     map for the rules; padding-only subclasses (timm's Conv2dSame) are fine."""
     timm = pytest.importorskip("timm")
     std = nn.Sequential(timm.layers.StdConv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2))
-    with pytest.raises(TypeError, match="StdConv2d.forward"):
+    with pytest.raises(UserError, match="StdConv2d.forward"):
         check_explainable(std)
     check_explainable(nn.Sequential(timm.layers.Conv2dSame(3, 4, 3, stride=2)))
 
@@ -92,7 +93,7 @@ def test_transformed_weights_refused():
 def test_stage_relevance_runs_the_check():
     flat = WithGroupNorm()
     model = InducedC2F(nn.Sequential(flat, nn.Linear(2, 4)), HIER)
-    with pytest.raises(TypeError, match="GroupNorm"):
+    with pytest.raises(UserError, match="GroupNorm"):
         stage_relevance(model, torch.rand(1, 3, 8, 8), "fine")
 
 

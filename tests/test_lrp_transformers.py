@@ -23,6 +23,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 
 from c2f_attacks.cli import main
 from c2f_attacks.data import SHAPES_HIERARCHY
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.lrp import (
     AttnLRP,
@@ -596,7 +597,7 @@ def test_multihead_attention_with_extra_key_rows_refused_by_name():
     block = m.encoder.layers[1]
     block.self_attention = nn.MultiheadAttention(16, 2, add_bias_kv=True, batch_first=True)
     wrapped = Counting(m)
-    with pytest.raises(TypeError, match=r"'inner\.encoder\.layers\.encoder_layer_1\."
+    with pytest.raises(UserError, match=r"'inner\.encoder\.layers\.encoder_layer_1\."
                                         r"self_attention' .*add_bias_kv"):  # fmt: skip
         lrp(wrapped, images(), 1)
     assert wrapped.calls == 0
@@ -609,7 +610,7 @@ def test_layer_norm_with_an_unknown_forward_refused_by_name():
 
     m = tv_vit()
     m.encoder.ln = RMSLike(16)
-    with pytest.raises(TypeError, match=r"'encoder\.ln' \(.*RMSLike\).*RMSLike\.forward"):
+    with pytest.raises(UserError, match=r"'encoder\.ln' \(.*RMSLike\).*RMSLike\.forward"):
         check_explainable(m)
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 import c2f_attacks.models.efficientnet as efficientnet
 from c2f_attacks import Hierarchy, load_model
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import imagenet_hierarchy
 from c2f_attacks.models import InducedC2F
 from c2f_attacks.models.torchvision_vgg import induced_torchvision_vgg16
@@ -208,9 +209,9 @@ def test_factory_flat_model_outputs_matched_by_class_names(user_module, tiny_hie
     "spec, error, message",
     [
         ("my_models:flat", ValueError, "flat classifier .*give the hierarchy"),
-        ("my_models:missing", TypeError, "module 'my_models' has no attribute 'missing'"),
-        ("my_models:not_callable", TypeError, "non-callable 'not_callable'"),
-        ("my_models:a_string", TypeError, "factory returned a str"),
+        ("my_models:missing", UserError, "module 'my_models' has no attribute 'missing'"),
+        ("my_models:not_callable", UserError, "non-callable 'not_callable'"),
+        ("my_models:a_string", UserError, "factory returned a str"),
         ("no_such_package.models:build", ValueError, "cannot import module 'no_such_package"),
         ("my_models:broken", ValueError, "weight 'flat.1.weight' has 1 NaN or infinite values"),
     ],

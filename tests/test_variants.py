@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from c2f_attacks.cli import export as export_command
 from c2f_attacks.cli import main
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.exporters import (
@@ -22,7 +23,6 @@ from c2f_attacks.exporters import (
     export_variants,
     variant_path,
 )
-from c2f_attacks.exporters.cli import add_export_parser
 from c2f_attacks.models.zoo import load_model
 
 CPU = ["CPUExecutionProvider"]
@@ -184,7 +184,7 @@ def test_bad_arguments_fail_before_exporting(
 # ------------------------------------------------------------------ CLI
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c2f-bench")
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    export_command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

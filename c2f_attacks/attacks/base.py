@@ -39,6 +39,7 @@ from c2f_attacks.attacks.layout import Layout
 from c2f_attacks.attacks.minimal_eps import bisect_eps
 from c2f_attacks.attacks.predictions import Predictions
 from c2f_attacks.attacks.stage import StageView
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FOutput
 from c2f_attacks.modes import eval_mode
@@ -251,7 +252,7 @@ class Attack:
         settings of the attack (a subclass may derive from them, as PGD does its step size).
         They are merged over ``settings``: they win."""
         if protocol not in cls.protocols:
-            raise ValueError(f"attack {cls.name!r} cannot follow protocol {protocol!r} (it "
+            raise UserError(f"attack {cls.name!r} cannot follow protocol {protocol!r} (it "
                              f"follows {', '.join(cls.protocols)})")  # fmt: skip
         eps = {"fixed": budget, "minimal": search_bound, "first_success": None}[protocol]
         chosen: dict[str, Any] = {"eps": eps, "minimal_eps": protocol == "minimal"}
@@ -267,12 +268,12 @@ class Attack:
         if value is None and allow_none:
             return
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+            raise UserError(f"{name} must be a positive number, got {value!r}")
 
     @staticmethod
     def _check_search_steps(value: object) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"search_steps must be a non-negative integer, got {value!r}")
+            raise UserError(f"search_steps must be a non-negative integer, got {value!r}")
 
     def __call__(
         self,

@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from c2f_attacks.attacks.predictions import Predictions
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.registry import Registry
 
@@ -51,7 +52,7 @@ class StageChanged(Criterion):
 
     def __post_init__(self):
         if self.stage not in self.stages:
-            raise ValueError(f"stage must be None, 'coarse' or 'fine', got {self.stage!r}")
+            raise UserError(f"stage must be None, 'coarse' or 'fine', got {self.stage!r}")
 
     def __call__(self, clean: Predictions, adv: Predictions) -> torch.Tensor:
         field = "stage" if self.stage is None else self.stage
@@ -68,7 +69,7 @@ class FineChangedCoarseKept(Criterion):
 
     def __post_init__(self):
         if self.stage != "fine":
-            raise ValueError(f"{self.name} applies to the fine stage only, got {self.stage!r}")
+            raise UserError(f"{self.name} applies to the fine stage only, got {self.stage!r}")
 
     def __call__(self, clean: Predictions, adv: Predictions) -> torch.Tensor:
         return (adv.fine != clean.fine) & (adv.coarse == clean.coarse)
@@ -84,12 +85,12 @@ def get_criterion(rule: str | Criterion, stage: str | None) -> Criterion:
     that is not defined at that stage is a ValueError naming both."""
     if isinstance(rule, Criterion):
         if rule.stage != stage:
-            raise ValueError(f"success rule {rule.name!r} is for stage {rule.stage!r}, "
+            raise UserError(f"success rule {rule.name!r} is for stage {rule.stage!r}, "
                              f"not {stage!r}")  # fmt: skip
         return rule
     cls = CRITERIA.get(rule)
     if stage not in cls.stages:
         where = "flat models" if stage is None else f"the {stage} stage"
-        raise ValueError(f"success rule {rule!r} is not defined for {where} "
+        raise UserError(f"success rule {rule!r} is not defined for {where} "
                          f"(it applies to: {', '.join(map(str, cls.stages))})")  # fmt: skip
     return cls(stage)

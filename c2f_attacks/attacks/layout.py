@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from c2f_attacks.errors import UserError
+
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 
 
@@ -46,9 +48,7 @@ class Layout:
 
     def __init__(self, memory_format: str):
         if memory_format not in MEMORY_FORMATS:
-            raise ValueError(
-                f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}"
-            )
+            raise UserError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
         self.memory_format = memory_format
         self.probed: dict[str, bool] = {}  # "auto": channels-last or not, by device type
 

@@ -61,6 +61,7 @@ from torch import nn
 from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows_of
 from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.masks import MaskInputs, get_mask_source
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp import check_explainable
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of
 
@@ -104,21 +105,21 @@ class LRPGuidedAttack(Attack):
     ):
         super().__init__(model, self.stages[0], seed, memory_format, criterion)
         if not isinstance(top_k, (int, float)) or not 0 < top_k <= 1:
-            raise ValueError(f"top_k must be a fraction of pixels in (0, 1], got {top_k!r}")
+            raise UserError(f"top_k must be a fraction of pixels in (0, 1], got {top_k!r}")
         self._check_eps("alpha", alpha)
         self._check_eps("eps", eps, allow_none=True)
         for name, value in (("steps", steps), ("refresh", refresh)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(lam, (int, float)) or lam < 0:
-            raise ValueError(f"lam must be a non-negative number, got {lam!r}")
+            raise UserError(f"lam must be a non-negative number, got {lam!r}")
         if relevance_grad not in RELEVANCE_GRADS:
-            raise ValueError(
+            raise UserError(
                 f"relevance_grad must be one of {RELEVANCE_GRADS}, got {relevance_grad!r}"
             )
         self._check_search_steps(search_steps)
         if minimal_eps and eps is None:
-            raise ValueError("minimal_eps=True needs eps, the upper bound of the search")
+            raise UserError("minimal_eps=True needs eps, the upper bound of the search")
         self.mask_source = get_mask_source(mask)
         self.top_k, self.alpha, self.steps = float(top_k), float(alpha), steps
         self.lam, self.refresh, self.eps = float(lam), refresh, None if eps is None else float(eps)
@@ -144,7 +145,7 @@ class LRPGuidedAttack(Attack):
 
     def _check_call(self, x: torch.Tensor, object_mask: torch.Tensor | None) -> None:
         if self.mask_source.needs == "object" and object_mask is None:
-            raise ValueError(
+            raise UserError(
                 "mask='object' needs the ground-truth object masks: call "
                 "atk(x, y, object_mask=masks) with masks of shape (N, H, W) (nonzero = object)"
             )

@@ -25,6 +25,7 @@ from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS, LRPGuidedAttack
 from c2f_attacks.attacks.registry import register_attack
 from c2f_attacks.attacks.stage import StageView
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.explain import DEFAULT_COMPOSITE
 
 LRPF_DEFAULTS = {**SHARED_DEFAULTS, "kappa": 1.0}
@@ -64,7 +65,7 @@ class LRPF(LRPGuidedAttack):
             memory_format=memory_format, criterion=criterion,
         )  # fmt: skip
         if not isinstance(kappa, (int, float)) or kappa < 0:
-            raise ValueError(f"kappa must be a non-negative number, got {kappa!r}")
+            raise UserError(f"kappa must be a non-negative number, got {kappa!r}")
         self.kappa = float(kappa)
         self._coarse = StageView(model, "coarse")
 

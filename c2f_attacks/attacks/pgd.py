@@ -27,6 +27,7 @@ from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows
 from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.attacks.registry import register_attack
+from c2f_attacks.errors import UserError
 
 LOSSES = ("ce", "margin")
 
@@ -61,9 +62,9 @@ class PGD(Attack):
         self._check_eps("eps", eps)
         self._check_eps("alpha", alpha)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+            raise UserError(f"steps must be a positive integer, got {steps!r}")
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+            raise UserError(f"loss must be one of {LOSSES}, got {loss!r}")
         self._check_search_steps(search_steps)
         self.eps, self.alpha, self.steps = float(eps), float(alpha), steps
         self.random_start, self.loss, self.early_stop = random_start, loss, early_stop

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.models.base import C2FOutput
 from c2f_attacks.modes import eval_mode
 
@@ -59,7 +60,7 @@ def predictions_of(out: C2FOutput | torch.Tensor, stage: str | None) -> Predicti
     C2F output (PyTorch's or onnxruntime's; its logits are not needed) or flat logits (N, K)."""
     if stage is None:
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise TypeError(f"a flat model must return logits (N, classes), got "
+            raise UserError(f"a flat model must return logits (N, classes), got "
                             f"{type(out).__name__}")  # fmt: skip
         return Predictions(out.argmax(dim=1))
     pred = out.coarse_pred if stage == "coarse" else out.fine_pred

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.registry import Registry
 
 if TYPE_CHECKING:
@@ -108,12 +109,12 @@ class AttackInfo:
         like LRPC has) with ``settings`` (unknown ones are a ValueError naming them)."""
         unknown = sorted(set(settings) - set(self.settings))
         if unknown:
-            raise ValueError(f"attack {self.name!r} has no setting {unknown[0]!r}; its settings: "
+            raise UserError(f"attack {self.name!r} has no setting {unknown[0]!r}; its settings: "
                              f"{', '.join(self.settings)}")  # fmt: skip
         if len(self.stages) == 1 and stage in (None, *self.stages):
             return self.factory(model, **settings)  # its stage is its own
         if stage is not None and stage not in self.stages:
-            raise ValueError(f"attack {self.name!r} attacks the {' and '.join(self.stages)} "
+            raise UserError(f"attack {self.name!r} attacks the {' and '.join(self.stages)} "
                              f"stage, not {stage!r}")  # fmt: skip
         return self.factory(model, stage=stage, **settings)
 

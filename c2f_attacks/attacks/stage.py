@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from c2f_attacks.attacks.predictions import Predictions, predictions_of
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FClassifier, C2FOutput
 from c2f_attacks.validation import check_labels
@@ -25,15 +26,15 @@ def check_stage(model: nn.Module, stage: str | None) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if stage is not None and stage not in STAGES:
-        raise ValueError(f"stage must be None, 'coarse' or 'fine', got {stage!r}")
+        raise UserError(f"stage must be None, 'coarse' or 'fine', got {stage!r}")
     is_c2f = isinstance(model, C2FClassifier)
     if is_c2f and stage is None:
-        raise ValueError(
+        raise UserError(
             "this is a coarse-to-fine model: pass stage='coarse' or stage='fine' to say which "
             "decision to attack"
         )
     if not is_c2f and stage is not None:
-        raise ValueError(
+        raise UserError(
             f"stage={stage!r} needs a C2FClassifier; {type(model).__name__} is a flat classifier "
             "(use stage=None)"
         )

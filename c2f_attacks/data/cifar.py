@@ -15,6 +15,7 @@ import torchvision
 from torchvision.transforms import ToTensor
 
 from c2f_attacks.data.relabel import HierarchicalDataset
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import CIFAR10_HIERARCHY, cifar100_hierarchy
 
 
@@ -45,7 +46,7 @@ def _load(cls, root: str | os.PathLike, train: bool, download: bool):
     try:
         return Local(root, train=train, transform=ToTensor(), download=download)
     except Exception as err:  # unpickling errors, wrong layout: name the folder
-        raise ValueError(f"cannot read {cls.__name__} from {root}: {err}") from None
+        raise UserError(f"cannot read {cls.__name__} from {root}: {err}") from None
 
 
 def cifar10(root: str | os.PathLike, train: bool = False, download: bool = False):

@@ -13,6 +13,7 @@ import numpy as np
 import torchvision
 from torchvision import transforms
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 
 
@@ -62,7 +63,7 @@ class HierarchyFolder(torchvision.datasets.ImageFolder):
         present = [name for name in folders if name in fine_index]
         unknown = [name for name in folders if name not in fine_index]
         if unknown and not self.skip_unknown:
-            raise ValueError(
+            raise UserError(
                 f"{len(unknown)} folders under {directory} are not fine classes of the "
                 f"hierarchy: {', '.join(repr(u) for u in unknown[:3])}"
                 f"{' ...' if len(unknown) > 3 else ''} (folder names must be fine class names)"
@@ -86,7 +87,7 @@ def even_subset(targets: Sequence[int], n: int, seed: int = 0) -> list[int]:
     """
     targets = np.asarray(targets)
     if not 1 <= n <= len(targets):
-        raise ValueError(f"n must be in 1..{len(targets)} (the images available), got {n}")
+        raise UserError(f"n must be in 1..{len(targets)} (the images available), got {n}")
     rng = np.random.default_rng(seed)
     classes = np.unique(targets)
     pools = [rng.permutation(np.flatnonzero(targets == c)) for c in rng.permutation(classes)]

@@ -21,6 +21,7 @@ from PIL import Image
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.data.folder import center_crop_transform
+from c2f_attacks.errors import MissingExtraError, UserError
 from c2f_attacks.hierarchies import imagenet_hierarchy
 from c2f_attacks.hierarchy import Hierarchy
 
@@ -47,7 +48,7 @@ PHOTO_SYNSETS: dict[str, str] = {
 def photo_array(name: str) -> np.ndarray:
     """The photo as an (H, W, 3) uint8 array."""
     if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; choose from {', '.join(PHOTOS)}")
+        raise UserError(f"unknown photo {name!r}; choose from {', '.join(PHOTOS)}")
     if PHOTOS[name] == "matplotlib":
         from matplotlib import cbook
 
@@ -56,7 +57,7 @@ def photo_array(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             f"photo {name!r} ships with scikit-image: pip install 'c2f-attacks[photos]'"
         ) from None
     image = getattr(skimage.data, name)()
@@ -72,7 +73,7 @@ def load_photos(names: Sequence[str] = tuple(PHOTOS), size: int = 224) -> torch.
 def _synsets_of(names: Sequence[str]) -> list[str]:
     unlabelled = [n for n in names if n not in PHOTO_SYNSETS]
     if unlabelled:
-        raise ValueError(
+        raise UserError(
             f"photo {unlabelled[0]!r} has no ImageNet class; choose from {', '.join(PHOTO_SYNSETS)}"
         )
     return [PHOTO_SYNSETS[n] for n in names]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 
 
@@ -21,7 +22,7 @@ class HierarchicalDataset(Dataset):
         fine_index = {name: i for i, name in enumerate(hierarchy.fine_names)}
         missing = [name for name in class_names if name not in fine_index]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{len(missing)} classes of the dataset are not in the hierarchy, "
                 f"e.g. {missing[0]!r}"
             )

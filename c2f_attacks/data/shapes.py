@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 
 SHAPES_HIERARCHY = Hierarchy.from_dict(
@@ -151,14 +152,14 @@ class ShapesC2F(Dataset):
 
     def __init__(self, n: int, seed: int = 0, size: int = 32):
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+            raise UserError(f"n must be a positive integer, got {n!r}")
         if n > SHAPES_MAX_IMAGES:
-            raise ValueError(
+            raise UserError(
                 f"n={n:,} is beyond the limit of {SHAPES_MAX_IMAGES:,} shapes images per dataset "
                 "(tensors() holds them all in memory); render chunks with render(range(...))"
             )
         if not isinstance(size, int) or size < 8:
-            raise ValueError(f"size must be an integer >= 8, got {size!r}")
+            raise UserError(f"size must be an integer >= 8, got {size!r}")
         self.n, self.seed, self.size = n, seed, size
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 

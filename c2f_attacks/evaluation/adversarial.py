@@ -54,6 +54,7 @@ from torch import nn
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.attacks.criteria import Criterion
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.metrics import per_image_records
 from c2f_attacks.evaluation.records import KEY, canonical_key, row_id
 
@@ -375,14 +376,14 @@ def load_adversarial(out_dir: str | os.PathLike, key: Mapping[str, Any] | str) -
             absent = [name for name in names if name not in data.files]
             arrays = {name: data[name] for name in names if name not in absent}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"saved adversarial images {path} cannot be read: {err}") from None
+        raise UserError(f"saved adversarial images {path} cannot be read: {err}") from None
     if absent:
-        raise ValueError(f"saved adversarial images {path}: no array {absent[0]!r} (not written "
+        raise UserError(f"saved adversarial images {path}: no array {absent[0]!r} (not written "
                          "by this version of save_adversarial)")  # fmt: skip
     try:
         meta = json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as err:
-        raise ValueError(f"saved adversarial images {path}: bad meta ({err})") from None
+        raise UserError(f"saved adversarial images {path}: bad meta ({err})") from None
     index, stored, changed = arrays["index"], arrays["x_adv"], arrays["changed"]
     problem = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -400,5 +401,5 @@ def load_adversarial(out_dir: str | os.PathLike, key: Mapping[str, Any] | str) -
     elif changed.dtype != np.uint8 or changed.shape != (len(stored), -(-stored[0].size // 8)):
         problem = f"changed {changed.dtype} {changed.shape} is not the packed bits of x_adv"
     if problem:
-        raise ValueError(f"saved adversarial images {path}: {problem}")
+        raise UserError(f"saved adversarial images {path}: {problem}")
     return SavedAdversarial(index, stored, changed, meta)

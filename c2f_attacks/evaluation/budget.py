@@ -42,8 +42,10 @@ import numpy as np
 import pandas as pd
 
 from c2f_attacks.attacks.registry import NORMS
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.exact import LEVEL, order_statistic_interval, share_interval
 from c2f_attacks.evaluation.records import check_records
+from c2f_attacks.validation import parse_number
 
 BUDGET_TOLERANCE = {"linf": 1e-6, "l2": 1e-4, "l0": 1e-7}
 
@@ -148,43 +150,33 @@ def budget_grids_for(shape: Sequence[int]) -> dict[str, tuple[float, ...]]:
 def _budget_value(item, norm: str, option: str) -> float:
     """One budget: a number or a fraction ``"a/b"`` (text), positive and finite."""
     where = f"{option} ({norm})"
-    if isinstance(item, str):
-        try:
-            parts = [float(part) for part in item.split("/")]
-        except ValueError:
-            parts = []
-        if not 1 <= len(parts) <= 2:
-            raise ValueError(f"{where}: {item!r} is not a number or a fraction like 8/255")
-        if len(parts) == 2 and parts[1] == 0:
-            raise ValueError(f"{where}: {item!r} divides by zero")
-        value = parts[0] / parts[1] if len(parts) == 2 else parts[0]
-    elif isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(item, bool):
-        value = float(item)
-    else:
-        raise ValueError(f"{where}: {item!r} is not a number")
+    value = parse_number(item, where)
     if math.isnan(value) or math.isinf(value) or value <= 0:
         problem = "NaN" if math.isnan(value) else "not positive" if value <= 0 else "infinite"
-        raise ValueError(f"{where}: {item!r} is {problem}; a budget is a positive number")
+        raise UserError(f"{where}: {item!r} is {problem}; a budget is a positive number")
     if norm == "l0" and value > 1:
-        raise ValueError(f"{where}: {item!r} exceeds 1; an l0 budget is a share of pixels")
+        raise UserError(f"{where}: {item!r} exceeds 1; an l0 budget is a share of pixels")
     return value
 
 
 def _checked_grid(items: Sequence, norm: str, option: str) -> tuple[float, ...]:
     _check_norm(norm)
     if not len(items):
-        raise ValueError(f"{option} ({norm}): no budget given")
+        raise UserError(f"{option} ({norm}): no budget given")
     return tuple(sorted({_budget_value(item, norm, option) for item in items}))
 
 
 def parse_budget_grid(budgets: str | Iterable, norm: str) -> tuple[float, ...]:
     """The budgets of ``--budgets`` for ``norm``, ascending and without repeats: a
-    comma-separated text (``"1/255, 2/255, 0.03"``) or a sequence of numbers and such texts.
-    ValueError naming ``--budgets`` and the value for anything not a positive finite number (or
-    an l0 share above 1)."""
-    items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
-    if isinstance(budgets, str) and not budgets.strip():
-        items = []
+    comma-separated text (``"1/255, 2/255, 0.03"``), a sequence of numbers and such texts, or
+    one number (a config file's ``linf = 0.03``). UserError naming ``--budgets`` and the value
+    for anything not a positive finite number (or an l0 share above 1)."""
+    if isinstance(budgets, str):
+        items = budgets.split(",") if budgets.strip() else []
+    elif isinstance(budgets, Iterable):
+        items = list(budgets)
+    else:
+        items = [budgets]
     return _checked_grid(items, norm, "--budgets")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from c2f_attacks._io import atomic_write_text
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import readable_name
 from c2f_attacks.hierarchy import Hierarchy
 
@@ -66,11 +67,11 @@ def read_class_names(out_dir: str | os.PathLike, model_hash: str) -> pd.DataFram
         raise FileNotFoundError(f"no class names for model {model_hash} in {out_dir}: {path}")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if tuple(table.columns) != CLASS_COLUMNS:
-        raise ValueError(f"{path}, line 1: expected the header {','.join(CLASS_COLUMNS)}")
+        raise UserError(f"{path}, line 1: expected the header {','.join(CLASS_COLUMNS)}")
     for column in ("fine_index", "coarse_index"):
         if not table[column].str.fullmatch(r"\d+").all():
             bad = int((~table[column].str.fullmatch(r"\d+")).to_numpy().argmax())
-            raise ValueError(f"{path}, line {bad + 2}, column {column!r}: not an index")
+            raise UserError(f"{path}, line {bad + 2}, column {column!r}: not an index")
         table[column] = table[column].astype("int64")
     return table
 
@@ -89,7 +90,7 @@ def name_records(records: pd.DataFrame, out_dir: str | os.PathLike) -> pd.DataFr
             indices = rows[column].astype("int64")
             unknown = sorted(set(indices) - set(words) - {-1})
             if unknown:
-                raise ValueError(
+                raise UserError(
                     f"records of model {model_hash}: {column} {unknown[0]} is not a class in "
                     f"{classes_path(out_dir, str(model_hash))}"
                 )

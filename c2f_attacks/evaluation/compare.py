@@ -32,6 +32,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.budget import BUDGET_TOLERANCE, censored_budgets, censored_median
 from c2f_attacks.evaluation.exact import (
     holm,
@@ -48,12 +49,10 @@ COLUMNS = ("metric", "a", "b", "difference", "estimate", "lo", "hi", "test", "p_
 def _one_row(records: pd.DataFrame, name: str) -> pd.DataFrame:
     check_records(records)
     if "row_id" in records.columns and records["row_id"].nunique() > 1:
-        raise ValueError(
-            f"{name} holds the records of {records['row_id'].nunique()} rows; pass one"
-        )
+        raise UserError(f"{name} holds the records of {records['row_id'].nunique()} rows; pass one")
     duplicated = records["index"][records["index"].duplicated()]
     if len(duplicated):
-        raise ValueError(f"{name} has image index {int(duplicated.iloc[0])} more than once")
+        raise UserError(f"{name} has image index {int(duplicated.iloc[0])} more than once")
     return records.set_index("index")
 
 
@@ -63,12 +62,12 @@ def _paired(records_a: pd.DataFrame, records_b: pd.DataFrame) -> tuple[pd.DataFr
     b = _one_row(records_b, "records_b")
     shared = a.index.intersection(b.index).sort_values()
     if not len(shared):
-        raise ValueError("the two rows share no image index: they attacked different images")
+        raise UserError("the two rows share no image index: they attacked different images")
     a, b = a.loc[shared], b.loc[shared]
     for column in ("clean_coarse", "clean_fine"):
         differ = a[column].to_numpy() != b[column].to_numpy()
         if differ.any():
-            raise ValueError(
+            raise UserError(
                 f"the rows disagree on {column} for {int(differ.sum())} of {len(shared)} shared "
                 f"images (first index {int(shared[differ.argmax()])}): not the same model or images"
             )

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.typed_csv import cell_text, read_records, typed_frame
 
 KEY: tuple[str, ...] = (
@@ -75,7 +76,7 @@ def _canon_number(value: Any, column: str) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"key column {column!r} must be a number, got {value!r}") from None
+        raise UserError(f"key column {column!r} must be a number, got {value!r}") from None
     if math.isnan(number):
         return ""
     if number.is_integer() and abs(number) < 1e15:
@@ -104,7 +105,7 @@ def check_records(records: pd.DataFrame) -> pd.DataFrame:
         raise TypeError(f"records must be a pandas DataFrame, got {type(records).__name__}")
     missing = [c for c in RECORD_COLUMNS if c not in records.columns]
     if missing:
-        raise ValueError(f"records lack the columns {missing}")
+        raise UserError(f"records lack the columns {missing}")
     return records
 
 
@@ -160,7 +161,7 @@ def read_records_file(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     header, rows = read_records(path, "records file")
     if tuple(header) != FILE_COLUMNS:
-        raise ValueError(
+        raise UserError(
             f"records file {path}, line 1: the header is not the records header "
             f"(expected {','.join(FILE_COLUMNS)})"
         )
@@ -169,22 +170,22 @@ def read_records_file(path: str | os.PathLike) -> pd.DataFrame:
         if kind == "int":
             if frame[column].isna().any():
                 line = rows[int(frame[column].isna().to_numpy().argmax())][0]
-                raise ValueError(f"records file {path}, line {line}, column {column!r}: empty")
+                raise UserError(f"records file {path}, line {line}, column {column!r}: empty")
             frame[column] = frame[column].astype(_RECORD_DTYPES[kind])
     expected = path.name.removesuffix(".csv.gz")
     ids = set(frame["row_id"])
     if ids - {expected}:
-        raise ValueError(
+        raise UserError(
             f"records file {path}: row_id {sorted(ids - {expected})} differs from the file's "
             f"name {expected!r}"
         )
     if rows and row_id(dict(zip(KEY, rows[0][1]))) != expected:
-        raise ValueError(
+        raise UserError(
             f"records file {path}, line {rows[0][0]}: the key does not hash to {expected}"
         )
     for line, cells in rows:  # every line carries the first line's key
         if cells[: len(KEY)] != rows[0][1][: len(KEY)]:
-            raise ValueError(f"records file {path}, line {line}: another key than line 2's")
+            raise UserError(f"records file {path}, line {line}: another key than line 2's")
     return frame
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from c2f_attacks.errors import UserError
+
 KINDS = ("text", "int", "float", "bool")
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?inf")
@@ -50,17 +52,17 @@ def read_records(path: Path, what: str) -> tuple[list[str], list[Record]]:
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
     except (OSError, EOFError) as err:
-        raise ValueError(f"{where} cannot be read: {err}") from err
+        raise UserError(f"{where} cannot be read: {err}") from err
     if not raw.strip():
-        raise ValueError(f"{where} is empty (no header line)")
+        raise UserError(f"{where} is empty (no header line)")
     if raw.startswith(_UTF8_BOM):
-        raise ValueError(f"{where}, line 1: starts with a byte-order mark; save it as plain UTF-8")
+        raise UserError(f"{where}, line 1: starts with a byte-order mark; save it as plain UTF-8")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise ValueError(
+        raise UserError(
             f"{where}, line {line}, character {column}: byte 0x{raw[err.start]:02x} is not UTF-8"
         ) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -71,26 +73,26 @@ def read_records(path: Path, what: str) -> tuple[list[str], list[Record]]:
         for cells in reader:
             line = reader.line_num
             if not cells:
-                raise ValueError(f"{where}, line {line}: blank line")
+                raise UserError(f"{where}, line {line}: blank line")
             if len(cells) != len(header):
-                raise ValueError(
+                raise UserError(
                     f"{where}, line {line}: {len(cells)} fields, the header has {len(header)}"
                 )
             records.append((line, cells))
     except csv.Error as err:
-        raise ValueError(f"{where}, line {reader.line_num}: not valid CSV ({err})") from None
+        raise UserError(f"{where}, line {reader.line_num}: not valid CSV ({err})") from None
     return header, records
 
 
 def _check_header(header: list[str], where: str) -> None:
     if len(header) == 1 and ";" in header[0]:
-        raise ValueError(f"{where}, line 1: fields are separated by ';'; expected ','")
+        raise UserError(f"{where}, line 1: fields are separated by ';'; expected ','")
     seen: set[str] = set()
     for name in header:
         if not name.strip() or name != name.strip():
-            raise ValueError(f"{where}, line 1: bad column name {name!r}")
+            raise UserError(f"{where}, line 1: bad column name {name!r}")
         if name in seen:
-            raise ValueError(f"{where}, line 1: column {name!r} appears twice")
+            raise UserError(f"{where}, line 1: column {name!r} appears twice")
         seen.add(name)
 
 
@@ -137,7 +139,7 @@ def typed_frame(
             try:
                 values.append(parse_cell(kind, text))
             except ValueError as err:
-                raise ValueError(f"{locate(line)}, column {name!r}: {err}") from None
+                raise UserError(f"{locate(line)}, column {name!r}: {err}") from None
         columns[name] = pd.Series(values, dtype=_DTYPES[kind])
     return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from torchvision.models import VGG16_Weights
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 
 _HERE = resources.files(__name__)
@@ -126,7 +127,7 @@ def list_hierarchies() -> list[str]:
 def get_hierarchy(name: str) -> Hierarchy:
     """The shipped hierarchy ``name`` (:func:`list_hierarchies`)."""
     if name not in _SHIPPED:
-        raise ValueError(f"unknown hierarchy {name!r}; known: {', '.join(list_hierarchies())}")
+        raise UserError(f"unknown hierarchy {name!r}; known: {', '.join(list_hierarchies())}")
     return _SHIPPED[name]()
 
 
@@ -148,11 +149,11 @@ def resolve_hierarchy(value: Hierarchy | str | os.PathLike) -> Hierarchy:
     if isinstance(value, str) and value in _SHIPPED:
         return get_hierarchy(value)
     if not isinstance(value, str | os.PathLike):
-        raise TypeError(
+        raise UserError(
             f"hierarchy must be a Hierarchy, a name or a JSON path, got {type(value).__name__}"
         )
     if not Path(value).exists():
-        raise ValueError(
+        raise UserError(
             f"unknown hierarchy {str(value)!r}: not a known name ({', '.join(list_hierarchies())}) "
             "and no file at that path"
         )

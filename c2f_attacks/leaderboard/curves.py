@@ -17,6 +17,7 @@ import pandas as pd
 from filelock import FileLock
 
 from c2f_attacks._io import atomic_write_text
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.budget import CURVE_COLUMNS
 from c2f_attacks.evaluation.typed_csv import read_records, typed_frame
 
@@ -31,12 +32,12 @@ def read_budget_curves(path: str | os.PathLike) -> pd.DataFrame:
         return typed_frame(CURVE_COLUMNS, [], SCHEMA, str)
     header, rows = read_records(path, "budget curves")
     if tuple(header) != CURVE_COLUMNS:
-        raise ValueError(f"budget curves {path}, line 1: the header is not "
+        raise UserError(f"budget curves {path}, line 1: the header is not "
                          f"{','.join(CURVE_COLUMNS)}")  # fmt: skip
     frame = typed_frame(header, rows, SCHEMA, lambda line: f"budget curves {path}, line {line}")
     for (line, _), row in zip(rows, frame.itertuples(index=False)):
         if not (math.isfinite(row.budget) and row.budget >= 0 and 0 <= row.fooling_ratio <= 1):
-            raise ValueError(f"budget curves {path}, line {line}: budget {row.budget!r} or "
+            raise UserError(f"budget curves {path}, line {line}: budget {row.budget!r} or "
                              f"fooling_ratio {row.fooling_ratio!r} out of range")  # fmt: skip
     return frame
 

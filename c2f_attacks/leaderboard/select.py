@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from c2f_attacks.errors import UserError
+
 FIELDS = ("attack", "mask", "stage", "protocol")
 GRAMMAR = "[MODEL/]attack:mask[:stage[:protocol]]"
 
@@ -31,7 +33,7 @@ def match_rows(board: pd.DataFrame, spec: str) -> np.ndarray:
         return np.zeros(len(board), dtype=bool)
     parts = [attack, *(rest[len(attack) + 1 :].split(":") if rest != attack else [])]
     if len(parts) > len(FIELDS) or "" in parts:
-        raise ValueError(f"row {spec!r}: give a row_id or {GRAMMAR}")
+        raise UserError(f"row {spec!r}: give a row_id or {GRAMMAR}")
     match = np.ones(len(board), dtype=bool)
     if model:
         match &= (board["model"] == model).to_numpy()
@@ -54,9 +56,9 @@ def select_one(board: pd.DataFrame, spec: str, where: str) -> pd.Series:
     if match.sum() == 1:
         return board[match].iloc[0]
     if not match.any():
-        raise ValueError(f"row {spec!r} matches no row of {where}; its rows: "
+        raise UserError(f"row {spec!r} matches no row of {where}; its rows: "
                          f"{'; '.join(describe(board))}")  # fmt: skip
-    raise ValueError(
+    raise UserError(
         f"row {spec!r} matches {int(match.sum())} rows of {where}: "
         f"{'; '.join(describe(board[match]))}; name one ({GRAMMAR} or a row_id)"
     )
@@ -72,6 +74,6 @@ def select_many(board: pd.DataFrame, specs: Sequence[str] | None, where: str) ->
         match = match_rows(board, spec)
         if not match.any():
             there = sorted(set(board["attack"] + ":" + board["mask"] + ":" + board["stage"]))
-            raise ValueError(f"row {spec!r} matches no row of {where}; it has {', '.join(there)}")
+            raise UserError(f"row {spec!r} matches no row of {where}; it has {', '.join(there)}")
         chosen |= match
     return board[chosen]

@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from c2f_attacks._io import atomic_write
+from c2f_attacks._io import atomic_write, check_writable
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.records import (
     KEY,
     KEY_KINDS,
@@ -148,7 +149,7 @@ def config_string(**settings: Any) -> str:
         value = settings[name]
         text = str(int(value)) if isinstance(value, bool) else cell_text(value)
         if any(ch in name + text for ch in ";="):
-            raise ValueError(f"config setting {name}={text!r} must not contain ';' or '='")
+            raise UserError(f"config setting {name}={text!r} must not contain ';' or '='")
         parts.append(f"{name}={text}")
     return ";".join(parts)
 
@@ -168,15 +169,15 @@ def _parse(
     for (line, _), row in zip(records, frame.to_dict("records")):
         empty = [c for c in (*REQUIRED, *table.extra) if c in row and is_missing(row[c])]
         if empty:
-            raise ValueError(f"{locate(line)}, column {empty[0]!r}: empty (a key value is needed)")
+            raise UserError(f"{locate(line)}, column {empty[0]!r}: empty (a key value is needed)")
         key = table.identity(row)
         if "row_id" in row and row["row_id"] != row_id(row):
-            raise ValueError(
+            raise UserError(
                 f"{locate(line)}, column 'row_id': {row['row_id']!r} does not match the row's key "
                 f"(expected {row_id(row)}); was the key edited by hand?"
             )
         if unique and key in seen:
-            raise ValueError(f"{locate(line)}: same key as line {seen[key]}")
+            raise UserError(f"{locate(line)}: same key as line {seen[key]}")
         seen[key] = line
     return frame
 
@@ -186,7 +187,7 @@ def _read(path: Path, table: _Table = _LEADERBOARD) -> tuple[list[str], list[Rec
     header, records = read_records(path, table.what)
     missing = [c for c in (*KEY, *table.extra, "row_id") if c not in header]
     if missing:
-        raise ValueError(f"{table.what} {path}, line 1: lacks the key columns {missing}")
+        raise UserError(f"{table.what} {path}, line 1: lacks the key columns {missing}")
     frame = _parse(header, records, lambda line: f"{table.what} {path}, line {line}", table=table)
     return header, records, frame
 
@@ -249,14 +250,7 @@ def check_leaderboard(
     ``key``: a derived table's key (module docstring)."""
     path, what = Path(path), _Table.of(key).what
     board = read_leaderboard(path, key=key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.check-"):
-            pass
-    except OSError as err:
-        raise OSError(
-            f"{what} folder {path.parent} is not writable: {err.strerror or err}"
-        ) from None
+    check_writable(path.parent, f"{what} folder {path.parent}")
     with _locked(path, timeout, what):
         pass
     return board

@@ -13,6 +13,7 @@ from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
 from c2f_attacks.lrp.check import check_explainable
 from c2f_attacks.lrp.composites import (
     COMPOSITES,
+    DEFAULT_COMPOSITE,
     Composite,
     attnlrp,
     epsilon,
@@ -22,6 +23,7 @@ from c2f_attacks.lrp.composites import (
     epsilon_plus_flat,
     gamma,
     get_composite,
+    register_composite,
 )
 from c2f_attacks.lrp.engine import lrp, stage_relevance
 from c2f_attacks.lrp.normalization import ConstantStd
@@ -38,9 +40,9 @@ from c2f_attacks.lrp.rules import (
 )
 
 __all__ = [
-    "COMPOSITES", "AlphaBeta", "AttentionRule", "AttnLRP", "CPAttention", "Composite",
-    "ConstantStd", "Epsilon", "Flat", "Gamma", "Norm", "Pass", "Rule", "SqueezeExcitation",
-    "ZBox", "ZPlus", "attnlrp", "check_explainable", "epsilon",
+    "COMPOSITES", "DEFAULT_COMPOSITE", "AlphaBeta", "AttentionRule", "AttnLRP", "CPAttention",
+    "Composite", "ConstantStd", "Epsilon", "Flat", "Gamma", "Norm", "Pass", "Rule",
+    "SqueezeExcitation", "ZBox", "ZPlus", "attnlrp", "check_explainable", "epsilon",
     "epsilon_alpha2_beta1_flat", "epsilon_gamma_box", "epsilon_plus_box", "epsilon_plus_flat",
-    "fold_batchnorm", "gamma", "get_composite", "lrp", "stage_relevance",
+    "fold_batchnorm", "gamma", "get_composite", "lrp", "register_composite", "stage_relevance",
 ]  # fmt: skip

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.rules import GradientEdits, Rule
 
 #: ``project(name, input, weight, bias)``: a projection's output with its LRP rule
@@ -151,7 +152,7 @@ def scaled_dot_product_attention(rule: AttentionRule, edits: GradientEdits, *arg
     p = bound.arguments
     q, k, v = p["query"], p["key"], p["value"]
     if p["dropout_p"]:
-        raise ValueError(
+        raise UserError(
             f"scaled_dot_product_attention with dropout_p={p['dropout_p']} in eval mode: an "
             "explanation needs a deterministic model"
         )
@@ -181,7 +182,7 @@ def multi_head_attention(
     p = bound.arguments
     extras = ("bias_k", "bias_v", "static_k", "static_v")
     if p["add_zero_attn"] or any(p[n] is not None for n in extras):
-        raise TypeError(
+        raise UserError(
             "MultiheadAttention with add_bias_kv, add_zero_attn or static keys has no LRP rule"
         )
     query, key, value = p["query"], p["key"], p["value"]

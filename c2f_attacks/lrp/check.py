@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.canonizers import SqueezeExcitation
 from c2f_attacks.lrp.composites import Composite
@@ -93,7 +94,7 @@ def _batchnorm_problem(module: nn.Module) -> str | None:
 
 
 def check_explainable(model: nn.Module, composite: Composite | None = None) -> None:
-    """Raise TypeError unless LRP has a rule for every layer of ``model``.
+    """Raise UserError unless LRP has a rule for every layer of ``model``.
 
     Every leaf module must be of a kind listed in :mod:`c2f_attacks.lrp.layers`, be named in
     ``composite``'s own layer map, or be a squeeze-excitation gate; every Conv/Linear must
@@ -129,7 +130,7 @@ def check_explainable(model: nn.Module, composite: Composite | None = None) -> N
             problem = "LRP has no rule for this layer type"
         if problem is not None:
             kind = f"{type(module).__module__}.{type(module).__qualname__}"
-            raise TypeError(
+            raise UserError(
                 f"cannot explain {type(model).__name__} with LRP: module {name or '(root)'!r} "
                 f"({kind}): {problem}. Replace the layer with a supported one (Conv/Linear, "
                 "BatchNorm, LayerNorm, attention, pooling, ReLU and element-wise activations, "

@@ -7,14 +7,20 @@ Every composite covers the non-linear layers of CNNs and transformers the same w
 map names them: proportional average pooling, pass-through for BatchNorm and activations
 (AttnLRP's identity rule for GELU and SiLU), the identity rule for LayerNorm and CP-LRP for
 attention.
+
+The named composites live in :data:`COMPOSITES` (a :class:`~c2f_attacks.registry.Registry`
+of factories, registered under their function names); :data:`DEFAULT_COMPOSITE` is the one
+every entry point uses unless told otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import wraps
 
 from torch import nn
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.attention import AttentionRule, AttnLRP, CPAttention
 from c2f_attacks.lrp.layers import (
     ATTENTION_NAMES,
@@ -29,6 +35,7 @@ from c2f_attacks.lrp.layers import (
 )
 from c2f_attacks.lrp.normalization import ConstantStd
 from c2f_attacks.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus
+from c2f_attacks.registry import Registry
 
 #: ``[(module types, rule), ...]``; a type may be given by its qualified name
 #: (``"package.module.Class"``), for layers of packages that need not be installed
@@ -110,16 +117,33 @@ class Composite:
         return f"Composite({self.name!r})"
 
 
+COMPOSITES: Registry[Callable[..., Composite]] = Registry("composite")
+
+
+def register_composite(factory: Callable[..., Composite]) -> Callable[..., Composite]:
+    """Decorator: register ``factory`` in :data:`COMPOSITES` under its function name, which is
+    also the ``name`` of every composite it builds."""
+
+    @wraps(factory)
+    def build(*args, **kwargs) -> Composite:
+        composite = factory(*args, **kwargs)
+        composite.name = factory.__name__
+        return composite
+
+    return COMPOSITES.register(factory.__name__, build)
+
+
+@register_composite
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Zennit's ``EpsilonPlusFlat``: flat on input layers, z+ on convolutions, epsilon on
     fully connected layers, proportional average pooling."""
     return Composite(
         [(CONV_TYPES, ZPlus(stabilizer)), ((nn.Linear,), Epsilon(epsilon))],
         [(LINEAR_TYPES, Flat(stabilizer))],
-        name="epsilon_plus_flat",
     )
 
 
+@register_composite
 def epsilon_plus_box(
     epsilon: float = 1e-6, stabilizer: float = 1e-6, low: float = 0.0, high: float = 1.0
 ) -> Composite:
@@ -130,26 +154,27 @@ def epsilon_plus_box(
         [(LINEAR_TYPES, ZBox(stabilizer))],
         low=low,
         high=high,
-        name="epsilon_plus_box",
     )
 
 
+@register_composite
 def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Zennit's ``EpsilonAlpha2Beta1Flat``: flat on input layers, alpha=2/beta=1 on
     convolutions, epsilon on fully connected layers."""
     return Composite(
         [(CONV_TYPES, AlphaBeta(2.0, 1.0, stabilizer)), ((nn.Linear,), Epsilon(epsilon))],
         [(LINEAR_TYPES, Flat(stabilizer))],
-        name="epsilon_alpha2_beta1_flat",
     )
 
 
+@register_composite
 def epsilon(epsilon: float = 1e-6) -> Composite:
     """Epsilon everywhere, input layers included (``epsilon=0``: LRP-0, which conserves
     relevance exactly when biases are zero)."""
-    return Composite([(LINEAR_TYPES, Epsilon(epsilon))], name="epsilon")
+    return Composite([(LINEAR_TYPES, Epsilon(epsilon))])
 
 
+@register_composite
 def epsilon_gamma_box(
     epsilon: float = 1e-6,
     gamma: float = 0.25,
@@ -165,34 +190,27 @@ def epsilon_gamma_box(
         [(CONV_TYPES, ZBox(stabilizer))],
         low=low,
         high=high,
-        name="epsilon_gamma_box",
     )
 
 
+@register_composite
 def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
     """Gamma on every convolution and fully connected layer, input layers included (LXT's
     recipe for vision transformers, with one gamma), CP-LRP attention."""
-    return Composite([(LINEAR_TYPES, Gamma(gamma, stabilizer))], name="gamma")
+    return Composite([(LINEAR_TYPES, Gamma(gamma, stabilizer))])
 
 
+@register_composite
 def attnlrp(epsilon: float = 1e-6) -> Composite:
     """AttnLRP: epsilon on every linear layer, the softmax's own rule and the uniform rule on
     the products inside attention."""
     return Composite(
-        [(LINEAR_TYPES, Epsilon(epsilon)), (ATTENTION_TYPES + ATTENTION_NAMES, AttnLRP())],
-        name="attnlrp",
+        [(LINEAR_TYPES, Epsilon(epsilon)), (ATTENTION_TYPES + ATTENTION_NAMES, AttnLRP())]
     )
 
 
-COMPOSITES: dict[str, Callable[[], Composite]] = {
-    "epsilon_plus_flat": epsilon_plus_flat,
-    "epsilon_plus_box": epsilon_plus_box,
-    "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
-    "epsilon_gamma_box": epsilon_gamma_box,
-    "epsilon": epsilon,
-    "gamma": gamma,
-    "attnlrp": attnlrp,
-}
+#: the composite of every entry point (attacks, metrics, figures, ``lrp``) unless told otherwise
+DEFAULT_COMPOSITE = "epsilon_plus_flat"
 
 
 def get_composite(composite: str | Composite) -> Composite:
@@ -200,10 +218,5 @@ def get_composite(composite: str | Composite) -> Composite:
     if isinstance(composite, Composite):
         return composite
     if isinstance(composite, str):
-        if composite not in COMPOSITES:
-            raise ValueError(
-                f"unknown composite {composite!r}; choose one of {sorted(COMPOSITES)} "
-                "or pass a Composite"
-            )
-        return COMPOSITES[composite]()
-    raise TypeError(f"composite must be a name or a Composite, got {type(composite).__name__}")
+        return COMPOSITES.get(composite)()
+    raise UserError(f"composite must be a name or a Composite, got {type(composite).__name__}")

@@ -28,12 +28,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._pytree import tree_map
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.lrp.attention import AttentionRule
 from c2f_attacks.lrp.cache import cached
 from c2f_attacks.lrp.canonizers import SqueezeExcitation, fold_batchnorm
 from c2f_attacks.lrp.check import check_explainable
-from c2f_attacks.lrp.composites import Composite, get_composite
+from c2f_attacks.lrp.composites import DEFAULT_COMPOSITE, Composite, get_composite
 from c2f_attacks.lrp.dataflow import DeferredLinear, InputLayers, Pending
 from c2f_attacks.lrp.functional import FunctionalRules
 from c2f_attacks.lrp.layers import (
@@ -259,7 +260,7 @@ class _Explanation:
             target = nn.Linear if isinstance(layer, nn.MultiheadAttention) else layer
             rule = self.composite.rule_for(target, is_input)
         if rule is None:
-            raise TypeError(
+            raise UserError(
                 f"{self.composite!r} has no rule for {type(layer).__name__} layers that are "
                 f"not input layers ({layer!r})"
             )
@@ -425,7 +426,7 @@ def lrp(
     module: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor | int | None = None,
-    composite: str | Composite = "epsilon_plus_flat",
+    composite: str | Composite = DEFAULT_COMPOSITE,
     *,
     init: str = "one_hot",
     create_graph: bool = False,
@@ -485,7 +486,7 @@ def stage_relevance(
     x: torch.Tensor,
     stage: str = "coarse",
     target: torch.Tensor | int | None = None,
-    composite: str | Composite = "epsilon_plus_flat",
+    composite: str | Composite = DEFAULT_COMPOSITE,
     *,
     init: str = "one_hot",
     create_graph: bool = False,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from c2f_attacks.lrp.composites import DEFAULT_COMPOSITE
 from c2f_attacks.lrp.engine import lrp, stage_relevance
-
-DEFAULT_COMPOSITE = "epsilon_plus_flat"
 
 
 def stage_relevance_of(

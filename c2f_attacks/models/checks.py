@@ -7,9 +7,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from c2f_attacks.errors import UserError
+
 
 def check_finite(weights: nn.Module | Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise ValueError naming ``source`` and the tensor when any weight is NaN or infinite.
+    """Raise :class:`~c2f_attacks.errors.UserError` naming ``source`` and the tensor when any
+    weight is NaN or infinite.
 
     ``weights``: a module (parameters and buffers) or a state dict. A NaN weight makes every
     output NaN, and every metric computed from it garbage, so it is refused before any use.
@@ -23,7 +26,7 @@ def check_finite(weights: nn.Module | Mapping[str, torch.Tensor], source: str) -
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
             bad = (~torch.isfinite(tensor.detach())).sum().item()
             if bad:
-                raise ValueError(
+                raise UserError(
                     f"{source}: weight {name!r} has {bad} NaN or infinite values "
                     f"(of {tensor.numel()}): corrupt weights or a diverged training"
                 )

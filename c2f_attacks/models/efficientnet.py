@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from c2f_attacks.errors import MissingExtraError, UserError
 from c2f_attacks.hierarchies import imagenet_class_index, imagenet_hierarchy
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.checks import check_finite
@@ -40,7 +41,7 @@ def _import_extra(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             f"the EfficientNet-Lite0 model needs the optional package {module!r}: {INSTALL_HINT}"
         ) from None
 
@@ -77,7 +78,7 @@ def lukemelas_to_timm(state_dict: dict[str, torch.Tensor], depths: list[int]) ->
             else:
                 new = [_TOP[parts[0]], *parts[1:]]
         except (KeyError, IndexError, ValueError):
-            raise ValueError(f"unexpected key {key!r} in the EfficientNet-Lite0 weights") from None
+            raise UserError(f"unexpected key {key!r} in the EfficientNet-Lite0 weights") from None
         out[".".join(new)] = value
     return out
 
@@ -94,7 +95,7 @@ def tf_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
         expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
-            raise ValueError(
+            raise UserError(
                 f"{path}: keys do not match timm's tf_efficientnet_lite0 "
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.base import C2FClassifier, Normalize
 
@@ -54,7 +55,7 @@ class InducedC2F(C2FClassifier):
     ):
         super().__init__(hierarchy)
         if class_index is not None and class_names is not None:
-            raise ValueError("give class_index or class_names, not both")
+            raise UserError("give class_index or class_names, not both")
         if class_index is None and class_names is None:
             class_names = getattr(flat, "class_names", None)
         # With names or the identity mapping the number of outputs is known: another width
@@ -72,12 +73,12 @@ class InducedC2F(C2FClassifier):
             )
         class_index = torch.as_tensor(class_index, dtype=torch.long)
         if class_index.shape != (hierarchy.num_fine,):
-            raise ValueError(
+            raise UserError(
                 f"class_index must give one flat index per fine class ({hierarchy.num_fine}), "
                 f"got shape {tuple(class_index.shape)}"
             )
         if len(set(class_index.tolist())) != hierarchy.num_fine:
-            raise ValueError("class_index maps two fine classes to the same flat output")
+            raise UserError("class_index maps two fine classes to the same flat output")
         self.flat = flat
         self.normalize = Normalize(tuple(mean), tuple(std)) if mean is not None else nn.Identity()
         self.input_size = input_size
@@ -87,12 +88,12 @@ class InducedC2F(C2FClassifier):
     def flat_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.flat(self.normalize(x))
         if logits.dim() != 2 or logits.shape[1] <= int(self.class_index.max()):
-            raise ValueError(
+            raise UserError(
                 f"flat model returned logits of shape {tuple(logits.shape)}, but the hierarchy "
                 f"needs output index {int(self.class_index.max())}"
             )
         if self._outputs is not None and logits.shape[1] != self._outputs[0]:
-            raise ValueError(
+            raise UserError(
                 f"flat model returned {logits.shape[1]} logits per image, but {self._outputs[1]}"
             )
         return logits

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import imagenet_class_index, imagenet_hierarchy
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.induced import InducedC2F
@@ -19,7 +20,7 @@ def load_torchvision_weights(arch: str, weights: str | None):
     try:
         return builder(weights=weights)
     except (ValueError, KeyError) as err:
-        raise ValueError(f"torchvision has no weights {weights!r} for {arch}: {err}") from None
+        raise UserError(f"torchvision has no weights {weights!r} for {arch}: {err}") from None
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         cache = torch.hub.get_dir() + "/checkpoints"
         raise RuntimeError(

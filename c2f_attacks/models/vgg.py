@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.models.base import C2FClassifier, Normalize
 
@@ -34,13 +35,13 @@ class VGGConfig:
 
     def __post_init__(self):
         if not self.width > 0:
-            raise ValueError(f"width must be positive, got {self.width}")
+            raise UserError(f"width must be positive, got {self.width}")
         if self.input_size < 32 or self.input_size % 32:
-            raise ValueError(
+            raise UserError(
                 f"input_size must be a multiple of 32 (five 2x2 poolings), got {self.input_size}"
             )
         if self.head_width is not None and self.head_width < 1:
-            raise ValueError(f"head_width must be positive, got {self.head_width}")
+            raise UserError(f"head_width must be positive, got {self.head_width}")
 
     @property
     def hidden(self) -> int:
@@ -55,7 +56,7 @@ class VGGConfig:
     def from_dict(cls, d: dict) -> VGGConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown VGG config fields: {sorted(unknown)}")
+            raise UserError(f"unknown VGG config fields: {sorted(unknown)}")
         d = dict(d)
         for key in ("mean", "std"):
             if key in d:

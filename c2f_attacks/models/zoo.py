@@ -1,5 +1,7 @@
 """Model registry (timm-style): names that build C2F classifiers with one call, and checkpoints.
 
+:data:`MODELS` (a :class:`~c2f_attacks.registry.Registry`) maps each name to its
+:class:`ModelEntry`; :func:`register_model` adds one, :func:`list_models` names them.
 ``load_model`` takes a registered name, a checkpoint path, or ``package.module:factory`` (your own
 model). A checkpoint is a ``torch.save`` dict that carries its architecture config and hierarchy,
 so ``load_model(path)`` needs nothing else; it is validated on load (NaN or infinite weights are
@@ -13,6 +15,7 @@ import os
 import pickle
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from c2f_attacks._io import atomic_write
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import resolve_hierarchy
 from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 from c2f_attacks.models.base import C2FClassifier
@@ -28,16 +32,27 @@ from c2f_attacks.models.efficientnet import induced_efficientnet_lite0
 from c2f_attacks.models.induced import InducedC2F
 from c2f_attacks.models.torchvision_vgg import induced_torchvision_vgg16
 from c2f_attacks.models.vgg import C2FVGG16, VGGConfig
+from c2f_attacks.registry import Registry
 
 CHECKPOINT_FORMAT = "c2f-attacks/checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or not a valid c2f-attacks checkpoint."""
 
 
-_REGISTRY: dict[str, tuple[Callable[..., C2FClassifier], bool]] = {}
+@dataclass(frozen=True)
+class ModelEntry:
+    """How a registered name builds its model. A ``regroupable`` builder (an induced model)
+    takes ``hierarchy=`` and regroups its classes; any other takes no argument and its model's
+    hierarchy is fixed."""
+
+    build: Callable[..., C2FClassifier]
+    regroupable: bool = False
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
 
 #: ``package.module:factory`` (dotted module path, colon, attribute name)
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -51,16 +66,15 @@ def register_model(name: str, regroupable: bool = False):
     """
 
     def wrap(fn: Callable[..., C2FClassifier]):
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = (fn, regroupable)
+        MODELS.register(name, ModelEntry(fn, regroupable))
         return fn
 
     return wrap
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered model names, sorted."""
+    return sorted(MODELS.names())
 
 
 def load_model(
@@ -86,21 +100,21 @@ def load_model(
     key = str(name_or_path)
     if hierarchy is not None:
         hierarchy = resolve_hierarchy(hierarchy)
-    if key in _REGISTRY:
-        build, regroupable = _REGISTRY[key]
-        if regroupable and hierarchy is not None:
+    if key in MODELS:
+        entry = MODELS.get(key)
+        if entry.regroupable and hierarchy is not None:
             try:
-                model = build(hierarchy=hierarchy)
-            except ValueError as err:  # e.g. a class the model cannot output
-                raise ValueError(f"model {key!r}: {err}") from None
+                model = entry.build(hierarchy=hierarchy)
+            except UserError as err:  # e.g. a class the model cannot output
+                raise UserError(f"model {key!r}: {err}") from None
         else:
-            model = build()
+            model = entry.build()
     elif Path(key).exists() or os.sep in key or key.endswith(".pt"):
         model = load_checkpoint(key, map_location=map_location)
     elif _FACTORY.match(key):
         model = _from_factory(key, hierarchy)
     else:
-        raise ValueError(
+        raise UserError(
             f"unknown model {key!r}: not a registered name ({', '.join(list_models())}), "
             "no file at that path, and not of the form package.module:factory"
         )
@@ -115,28 +129,28 @@ def _from_factory(spec: str, hierarchy: Hierarchy | None) -> C2FClassifier:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from None
+        raise UserError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         what = "has no attribute" if factory is None else "has a non-callable"
-        raise TypeError(f"model {spec!r}: module {module_name!r} {what} {attr!r}")
+        raise UserError(f"model {spec!r}: module {module_name!r} {what} {attr!r}")
     model = factory()
     if isinstance(model, C2FClassifier):
         return model
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise UserError(
             f"model {spec!r}: the factory returned a {type(model).__name__}; it must return a "
             "C2FClassifier or a flat classifier (torch.nn.Module) to use with a hierarchy"
         )
     if hierarchy is None:
-        raise ValueError(
+        raise UserError(
             f"model {spec!r} is a flat classifier ({type(model).__name__}): give the hierarchy "
             "that groups its classes (hierarchy= / --hierarchy FILE.json)"
         )
     try:  # outputs matched by the module's class_names when it has them
         return InducedC2F(model.eval(), hierarchy)
-    except ValueError as err:
-        raise ValueError(f"model {spec!r}: {err}") from None
+    except UserError as err:
+        raise UserError(f"model {spec!r}: {err}") from None
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -245,17 +259,26 @@ def shipped_checkpoint(name: str) -> Path:
     return Path(str(resources.files("c2f_attacks.checkpoints") / f"{name}.pt"))
 
 
-@register_model("shapes-vgg16")
-def shapes_vgg16() -> C2FClassifier:
-    """C2F-VGG16 trained on the procedural shapes data; shipped (``c2f-bench train`` made it)."""
-    return load_checkpoint(shipped_checkpoint("shapes-vgg16"))
+#: the checkpoints shipped in ``c2f_attacks/checkpoints/``, each registered under its name
+SHIPPED = {
+    "shapes-vgg16": "C2F-VGG16 trained on the procedural shapes data (``c2f-bench train`` made "
+    "it).",
+    "shapes-vgg16-at": "shapes-vgg16 fine-tuned with FGSM-with-random-start adversarial training "
+    "at eps 8/255 on both stages' losses (``c2f-bench train --init ... --adversarial fgsm_rs`` "
+    "made it; see :mod:`c2f_attacks.cli.train`).",
+}
 
 
-@register_model("shapes-vgg16-at")
-def shapes_vgg16_at() -> C2FClassifier:
-    """shapes-vgg16 fine-tuned with FGSM-with-random-start adversarial training at eps 8/255 on
-    both stages' losses; shipped (``scripts/train_at.py`` regenerates it)."""
-    return load_checkpoint(shipped_checkpoint("shapes-vgg16-at"))
+def _shipped_builder(name: str, doc: str) -> Callable[[], C2FClassifier]:
+    def build() -> C2FClassifier:
+        return load_checkpoint(shipped_checkpoint(name))
+
+    build.__doc__ = doc
+    return build
+
+
+for _name, _doc in SHIPPED.items():
+    register_model(_name)(_shipped_builder(_name, _doc))
 
 
 @register_model("imagenet-vgg16", regroupable=True)

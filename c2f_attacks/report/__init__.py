@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from c2f_attacks._io import atomic_write_text
+from c2f_attacks.errors import UserError
 from c2f_attacks.report import readme
 from c2f_attacks.report.findings import SECTIONS, Context, findings_markdown, section
 from c2f_attacks.report.headlines import HEADLINES, headline, headline_markdown
@@ -54,7 +55,7 @@ def render_file(results: Results, path: str | os.PathLike, kind: str | None = No
         return site_html(ctx, headline_markdown(ctx))
     if kind == "readme":
         if not path.is_file():
-            raise ValueError(f"{path} does not exist (--readme edits an existing file)")
+            raise UserError(f"{path} does not exist (--readme edits an existing file)")
         text = path.read_text(encoding="utf-8")
         return readme.replace_block(text, headline_markdown(ctx), str(path))
     raise ValueError(f"unknown report file kind {kind!r}")

@@ -18,7 +18,7 @@ from c2f_attacks.evaluation.records import is_missing
 from c2f_attacks.report import fmt
 from c2f_attacks.report.findings import Context
 from c2f_attacks.report.sources import Run
-from c2f_attacks.report.tables import protocol_of, row_label
+from c2f_attacks.report.tables import row_label
 
 Headline = Callable[[Context], "str | None"]
 HEADLINES: list[Headline] = []
@@ -40,12 +40,8 @@ Row = Mapping[str, Any]
 
 
 def _pick(board: list[Row], **match: Any) -> Row | None:
-    """The one row matching every ``column=value`` (``protocol`` matches ``mode`` in older
-    files); None when no row or several rows match."""
-    rows = [
-        r for r in board
-        if all((protocol_of(r) if c == "protocol" else r.get(c)) == v for c, v in match.items())
-    ]  # fmt: skip
+    """The one row matching every ``column=value``; None when no row or several rows match."""
+    rows = [r for r in board if all(r.get(c) == v for c, v in match.items())]
     return rows[0] if len(rows) == 1 else None
 
 
@@ -121,7 +117,7 @@ def _mask_headline(ctx: Context, lead: str, a_mask: str, b_mask: str) -> str | N
     if found is None:
         return None
     run, pairs = found
-    protocols = " / ".join(sorted({protocol_of(p.a) for p in pairs}))
+    protocols = " / ".join(sorted({str(p.a["protocol"]) for p in pairs}))
     numbers = "; ".join(p.text("linf_median") for p in pairs)
     return (
         f"**{lead}** Median l-inf, {_mask_name(a_mask)} vs {_mask_name(b_mask)} mask: "

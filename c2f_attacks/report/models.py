@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.report import fmt
 from c2f_attacks.report.sources import Results
 
@@ -118,7 +119,7 @@ def _robust_facts(data: Mapping[str, Any], shown: str) -> list[tuple[str, str]]:
     (its ``worst`` rows), else each attack."""
     robust = data.get("robust")
     if not isinstance(robust, list):
-        raise ValueError(f"{shown}: no 'robust' list")
+        raise UserError(f"{shown}: no 'robust' list")
     rows = [r for r in robust if r.get("attack") == "worst"] or robust
     attacks = sorted({str(r.get("attack")) for r in robust} - {"worst"})
     facts = []
@@ -129,7 +130,7 @@ def _robust_facts(data: Mapping[str, Any], shown: str) -> list[tuple[str, str]]:
             value = (f"{fmt.percent(r['acc'])} [{fmt.percent(r['lo'])}, {fmt.percent(r['hi'])}]"
                      f" on {r['n']} images")  # fmt: skip
         except KeyError as err:
-            raise ValueError(f"{shown}: a 'robust' entry has no {err.args[0]!r}") from None
+            raise UserError(f"{shown}: a 'robust' entry has no {err.args[0]!r}") from None
         label = "worst of " + ", ".join(attacks) if r.get("attack") == "worst" else r["attack"]
         facts.append((f"robust accuracy, {what}", f"{value} ({label})"))
     return facts

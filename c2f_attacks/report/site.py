@@ -38,7 +38,6 @@ from c2f_attacks.report.tables import (
     groups,
     ordered,
     present,
-    protocol_of,
     row_label,
     share_colour,
     sort_value,
@@ -108,15 +107,10 @@ def _norms(row: dict[str, Any]) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- leaderboard
 def _columns(boards: pd.DataFrame) -> list[Column]:
-    protocol = Column("protocol" if "protocol" in boards.columns else "mode", "protocol",
-                      protocol_of, numeric=False)  # fmt: skip
-    shown = [c for c in present(RESULT_COLUMNS, boards) if c.source not in ("mode", "protocol")]
     lead = [Column("run", "run", lambda r: r["run"], numeric=False),
             Column("model", "model", lambda r: str(r["model"]), numeric=False),
             Column("stage", "stage", lambda r: str(r["stage"]), numeric=False)]  # fmt: skip
-    attack_at = next(i for i, c in enumerate(shown) if c.source == "attack")
-    mask_at = next((i for i, c in enumerate(shown) if c.source == "mask"), attack_at)
-    return [*lead, *shown[: mask_at + 1], protocol, *shown[mask_at + 1 :]]
+    return [*lead, *present(RESULT_COLUMNS, boards)]
 
 
 def _detail(ctx: Context, run: Run, row: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.records import load_records
 from c2f_attacks.evaluation.typed_csv import read_records, typed_frame
 from c2f_attacks.leaderboard import read_leaderboard
@@ -43,7 +44,7 @@ def read_table(path: Path, what: str, schema: Mapping[str, str] | None = None) -
     header, rows = read_records(path, what)
     missing = [c for c in schema if c not in header]
     if missing:
-        raise ValueError(f"{what} {path}, line 1: no column {missing[0]!r}")
+        raise UserError(f"{what} {path}, line 1: no column {missing[0]!r}")
     return typed_frame(header, rows, schema, lambda line: f"{what} {path}, line {line}")
 
 
@@ -51,9 +52,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} cannot be read: {err}") from None
+        raise UserError(f"{path} cannot be read: {err}") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+        raise UserError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
 
 
 @dataclass
@@ -83,10 +84,9 @@ class Run:
 
     def figure(self, row: Mapping[str, Any]) -> Path | None:
         """The attack figure ``c2f-bench run`` drew for a leaderboard row, if it is there."""
-        from c2f_attacks.report.tables import protocol_of
         from c2f_attacks.runner.execute import figure_folder, file_name
 
-        parts = [row["attack"], row["stage"], protocol_of(row)]
+        parts = [row["attack"], row["stage"], str(row["protocol"])]
         if row["mask"] != "none":
             parts.append(row["mask"])
         path = (
@@ -104,7 +104,7 @@ def _check_records(run: Run, board_path: Path, shown: str) -> None:
     have = set(run.records["row_id"])
     for i, rid in enumerate(run.leaderboard["row_id"]):
         if rid not in have:
-            raise ValueError(
+            raise UserError(
                 f"leaderboard {shown}, line {i + 2}: row {rid} has no records file "
                 f"({shown.rsplit('/', 1)[0]}/records/{rid}.csv.gz); rerun it or remove the row"
             )
@@ -124,11 +124,11 @@ class Results:
         """The results folder at ``root``, every run in it read and checked."""
         path = Path(root)
         if not path.is_dir():
-            raise ValueError(f"results folder {root} does not exist or is not a folder")
+            raise UserError(f"results folder {root} does not exist or is not a folder")
         shown = PurePosixPath(*Path(os.path.normpath(root)).parts).as_posix()
         results = cls(path, shown)
         if not results.runs:
-            raise ValueError(
+            raise UserError(
                 f"{results.show(path / 'leaderboard.csv')} does not exist (nor a leaderboard.csv "
                 f"in a subfolder): run `c2f-bench run --out {shown}` first"
             )
@@ -169,7 +169,7 @@ class Results:
         shown = self.show(board_path)
         board = read_leaderboard(board_path)
         if not len(board):
-            raise ValueError(f"leaderboard {shown} has no rows")
+            raise UserError(f"leaderboard {shown} has no rows")
         name = PurePosixPath(*folder.relative_to(self.root).parts).as_posix()
         run = Run(folder, "" if name == "." else name, board, load_records(folder),
                   shown=self.show(folder) if folder != self.root else self.shown)  # fmt: skip
@@ -188,8 +188,8 @@ def _read_curves(path: Path, shown: str, row_ids: set[str]) -> pd.DataFrame:
     for i, row in enumerate(frame.itertuples(index=False)):
         where = f"budget curves {shown}, line {i + 2}"
         if row.row_id not in row_ids:
-            raise ValueError(f"{where}: row_id {row.row_id!r} is not a row of the leaderboard")
+            raise UserError(f"{where}: row_id {row.row_id!r} is not a row of the leaderboard")
         if not (math.isfinite(row.budget) and 0 <= row.fooling_ratio <= 1):
-            raise ValueError(f"{where}: budget {row.budget!r} or fooling_ratio "
+            raise UserError(f"{where}: budget {row.budget!r} or fooling_ratio "
                              f"{row.fooling_ratio!r} out of range")  # fmt: skip
     return frame

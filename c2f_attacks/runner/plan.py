@@ -62,7 +62,6 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +78,13 @@ from c2f_attacks.attacks import (
     attack_info,
     get_criterion,
 )
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.budget import parse_budget_grid
 from c2f_attacks.leaderboard import FORMATS, config_string
+from c2f_attacks.models.zoo import SHIPPED
 from c2f_attacks.registry import UnknownNameError
 from c2f_attacks.runner.memory import parse_size
+from c2f_attacks.validation import parse_number
 
 ATTACKS = ("fgsm", "pgd", "lrpc", "lrpf")
 BACKENDS = ("torch", "onnxruntime")
@@ -94,7 +96,7 @@ DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
 DEFAULT_EPS_MAX = {"linf": 64 / 255, "l2": 4.0}
 FINE_RULES = ("fine_changed_coarse_kept", "stage_changed")
 #: the models of ``c2f-bench run`` without ``--model``: the shipped ones, plain and defended
-DEFAULT_MODELS = ("shapes-vgg16", "shapes-vgg16-at")
+DEFAULT_MODELS = tuple(SHIPPED)
 # RunConfig fields whose CLI option has another name (a config file takes either).
 OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set"}
 #: run options handed to the attacks (every one: seed; the budgeted ones: search_steps; ours:
@@ -200,29 +202,29 @@ class RunConfig:
             parse_size(self.max_memory)
         for name in ("n", "batch_size", "search_steps"):
             if (name != "batch_size" or self.batch_size is not None) and getattr(self, name) < 1:
-                raise ValueError(f"{_option(name)} must be a positive integer, "
+                raise UserError(f"{_option(name)} must be a positive integer, "
                                  f"got {getattr(self, name)}")  # fmt: skip
         explicit = {"eps": _budgets("eps", self.eps), "eps-max": _budgets("eps-max", self.eps_max)}
         self.eps = {**DEFAULT_EPS, **explicit["eps"]}
         self.eps_max = {**DEFAULT_EPS_MAX, **explicit["eps-max"]}
         if not isinstance(self.budgets, Mapping):
-            raise ValueError(f"budgets must map a norm to its budgets, got {self.budgets!r}")
+            raise UserError(f"budgets must map a norm to its budgets, got {self.budgets!r}")
         for norm in self.budgets:
             if norm not in NORMS:
-                raise ValueError(f"--budgets: unknown norm {norm!r}; choose from "
-                                 f"{', '.join(NORMS)}")  # fmt: skip
+                raise UserError(f"--budgets: unknown norm {norm!r}; choose from "
+                                f"{', '.join(NORMS)}")  # fmt: skip
         self.budgets = {n: parse_budget_grid(g, n) for n, g in self.budgets.items()}
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model).strip():
-            raise TypeError(
+            raise UserError(
                 f"model must be one model name or path, got {self.model!r} (a run "
                 "over several models is one RunConfig per model: see expand())"
             )
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
-            raise ValueError("out must name a folder (got an empty path)")
+            raise UserError("out must name a folder (got an empty path)")
         for name in ("attacks", "masks", "stages", "protocols"):
             value = getattr(self, name)
             if isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+                raise UserError(f"{name} must be a non-empty list, got {value!r}")
         for name, given, known in (("backend", [self.backend], BACKENDS),
                                    ("memory-format", [self.memory_format], MEMORY_FORMATS),
                                    ("format", [self.format], FORMATS),
@@ -232,15 +234,15 @@ class RunConfig:
                                    ("protocol", self.protocols, PROTOCOLS)):  # fmt: skip
             _check_choices(name, given, known)
         if not isinstance(self.settings, Mapping):
-            raise TypeError(f"settings must be a mapping, got {type(self.settings).__name__}")
+            raise UserError(f"settings must be a mapping, got {type(self.settings).__name__}")
         self._plans = self._make_plans()
         used = {plan.norm for plan in self._plans if not plan.info.minimum_norm}
         for option, budgets in explicit.items():
             unused = [norm for norm in budgets if norm not in used]
             if unused:
-                raise ValueError(f"--{option} {unused[0]}={budgets[unused[0]]:g}: no attack of the "
-                                 f"run has an {unused[0]} budget (their norms: "
-                                 f"{', '.join(sorted(used)) or 'none'})")  # fmt: skip
+                raise UserError(f"--{option} {unused[0]}={budgets[unused[0]]:g}: no attack of the "
+                                f"run has an {unused[0]} budget (their norms: "
+                                f"{', '.join(sorted(used)) or 'none'})")  # fmt: skip
 
     def plans(self) -> list[Plan]:
         """The rows of this run, in the order they are run and shown."""
@@ -252,13 +254,13 @@ class RunConfig:
             try:
                 infos[name] = attack_info(name)
             except UnknownNameError as err:
-                raise ValueError(f"--attacks: {err}") from None
+                raise UserError(f"--attacks: {err}") from None
         shared, own = self._split_settings(infos)
         plans = []
         for name, info in infos.items():
             protocols = [p for p in self.protocols if p in info.protocols]
             if not protocols:
-                raise ValueError(f"--protocol: attack {name!r} cannot follow "
+                raise UserError(f"--protocol: attack {name!r} cannot follow "
                                  f"{', '.join(self.protocols)} (it follows "
                                  f"{', '.join(info.protocols)})")  # fmt: skip
             given = {k: v for k, v in shared.items() if k in info.settings}
@@ -275,7 +277,7 @@ class RunConfig:
                 for protocol, mask in itertools.product(protocols, masks):
                     plans.append(self._plan(info, stage, protocol, mask, rule, given))
         if not plans:
-            raise ValueError(
+            raise UserError(
                 f"nothing to run: no attack of {list(self.attacks)} attacks the stages "
                 f"{list(self.stages)} (LRPC attacks the coarse stage only, LRPF the fine stage "
                 "only)"
@@ -293,7 +295,7 @@ class RunConfig:
         budget, bound = self.eps.get(norm), self.eps_max.get(norm)
         needed = {"fixed": ("eps", budget), "minimal": ("eps-max", bound)}.get(protocol)
         if needed is not None and needed[1] is None and not info.minimum_norm:
-            raise ValueError(f"--{needed[0]}: attack {info.name!r} needs an {norm} budget "
+            raise UserError(f"--{needed[0]}: attack {info.name!r} needs an {norm} budget "
                              f"(e.g. --{needed[0]} {norm}=VALUE)")  # fmt: skip
         params.update(info.protocol_settings(protocol, budget, bound, params))
         # a minimum-norm attack's own search has no budget of the protocol's
@@ -314,20 +316,20 @@ class RunConfig:
                 try:
                     info = infos.get(name) or attack_info(name)
                 except UnknownNameError as err:
-                    raise ValueError(f"settings: {err}") from None
+                    raise UserError(f"settings: {err}") from None
                 unknown = sorted(set(value) - set(info.settings))
                 if unknown:
-                    raise ValueError(f"attack {name!r} has no setting {unknown[0]!r}; its "
+                    raise UserError(f"attack {name!r} has no setting {unknown[0]!r}; its "
                                      f"settings: {', '.join(info.settings)}")  # fmt: skip
                 own[name] = dict(value)
             elif any(name in info.settings for info in known.values()):
                 shared[name] = value
             else:
-                raise ValueError(f"setting {name!r}: no attack of the run or of this library "
+                raise UserError(f"setting {name!r}: no attack of the run or of this library "
                                  "has it")  # fmt: skip
         for name in (*_RUN_SETTINGS, "eps", "minimal_eps", "mask", "stage", "criterion"):
             if name in shared or any(name in v for v in own.values()):
-                raise ValueError(f"setting {name!r} is set by the run itself (its own option or "
+                raise UserError(f"setting {name!r} is set by the run itself (its own option or "
                                  "the protocol), not by --set")  # fmt: skip
         return shared, own
 
@@ -341,27 +343,13 @@ def _budgets(option: str, given: Any) -> dict[str, float]:
     budgets = {}
     for norm, value in given.items():
         if norm not in NORMS:
-            raise ValueError(f"--{option}: unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+            raise UserError(f"--{option}: unknown norm {norm!r}; choose from {', '.join(NORMS)}")
         number = parse_number(value, f"--{option} {norm}")
         if not 0 < number < math.inf or (norm != "l2" and number > 1):
             scale = "(0, inf)" if norm == "l2" else "(0, 1]"
-            raise ValueError(f"--{option} {norm} must be in {scale}, got {value!r}")
+            raise UserError(f"--{option} {norm} must be in {scale}, got {value!r}")
         budgets[norm] = number
     return budgets
-
-
-def parse_number(value: Any, what: str) -> float:
-    """A number, or text like "0.03" or "8/255", as a float; anything else is a ValueError
-    naming ``what`` and the value."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{what} must be a number or a fraction like 8/255, "
-                         f"got {value!r}") from None  # fmt: skip
 
 
 def _option(name: str) -> str:
@@ -370,13 +358,13 @@ def _option(name: str) -> str:
 
 def _check_type(name: str, value: Any, typ: type) -> None:
     if not isinstance(value, typ) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {value!r}")
 
 
 def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> None:
     for value in given:
         if value not in known:
-            raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
+            raise UserError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
 
 
 # ----------------------------------------------------------------------------- config files
@@ -395,17 +383,17 @@ def read_config(path: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"config file {path} does not exist") from None
+        raise UserError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"config file {path} cannot be read: {err}") from None
+        raise UserError(f"config file {path} cannot be read: {err}") from None
     fixed: dict[str, Any] = {}
     swept: list[tuple[tuple[str, ...], list]] = []  # (path of the value, its values)
     for key, value in data.items():
         option = key.replace("_", "-")
         if option == "modes":
-            raise ValueError(f"config file {path}: 'modes' is now 'protocols' (minimal, fixed)")
+            raise UserError(f"config file {path}: 'modes' is now 'protocols' (minimal, fixed)")
         if option not in _FIELDS:
-            raise ValueError(
+            raise UserError(
                 f"config file {path}: unknown key {key!r}; keys are the options of "
                 "c2f-bench run without '--' (e.g. num-images, eps-max)"
             )
@@ -438,7 +426,7 @@ def _collect(path: Path, where: tuple[str, ...], value: Any, fixed: dict, swept:
     """Keep a value at ``where``: a list is a sweep dimension, anything else fixed."""
     if isinstance(value, list):
         if not value:
-            raise ValueError(f"config file {path}: key {'.'.join(where)!r} is an empty list")
+            raise UserError(f"config file {path}: key {'.'.join(where)!r} is an empty list")
         swept.append((where, value))
     else:
         _put(fixed, where, value)
@@ -503,10 +491,10 @@ def _model_list(models: Any) -> list[Any]:
     is refused, since it would run nothing or overwrite its own rows."""
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if not models:
-        raise ValueError("model: give at least one model")
+        raise UserError("model: give at least one model")
     repeated = next((m for i, m in enumerate(models) if m in models[:i]), None)
     if repeated is not None:
-        raise ValueError(f"model {repeated!r} is given twice")
+        raise UserError(f"model {repeated!r} is given twice")
     return models
 
 

@@ -10,14 +10,14 @@ for file-system problems) naming what the user gave.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sized
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import c2f_attacks
+from c2f_attacks._io import check_writable
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import Hierarchy, check_same_hierarchy
 from c2f_attacks.leaderboard import check_leaderboard
 
@@ -42,28 +42,18 @@ def check_out_dir(out: str | Path, allow_results_dir: bool = False) -> Path:
     ``allow_results_dir``) the committed ``results/`` folder or anything inside it.
     """
     if not str(out).strip():
-        raise ValueError("--out must name a folder (got an empty path)")
+        raise UserError("--out must name a folder (got an empty path)")
     path = Path(out).expanduser().resolve()
     committed = next((r for r in COMMITTED_RESULTS if _inside(path, r)), None)
     if committed is not None and not allow_results_dir:
-        raise ValueError(
+        raise UserError(
             f"--out {out} is the committed results folder {committed}; it is regenerated only "
             "by the documented command (add --allow-results-dir); pick another folder"
         )
     if committed is None and _inside(path, _PACKAGE):
-        raise ValueError(f"--out {out} is inside the installed package {_PACKAGE}")
+        raise UserError(f"--out {out} is inside the installed package {_PACKAGE}")
     check_writable(path, f"output folder {out}")
     return path
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` and write (then remove) a file in it; OSError naming ``what``."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise OSError(f"{what} is not writable: {err.strerror or err}") from None
 
 
 def check_outputs(out: Path, figures: bool) -> None:
@@ -80,36 +70,29 @@ def check_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+            raise UserError(f"device {device!r} asked for, but this machine has no CUDA GPU")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise UserError(
                 f"device {device!r} asked for, but there are {torch.cuda.device_count()} GPUs"
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available")
+        raise UserError(f"device {device!r} asked for, but MPS is not available")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+        raise UserError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
     return dev
 
 
 def check_num_images(n: int, dataset: Sized | None, name: str, split: str) -> None:
     """``n`` is at most :data:`MAX_IMAGES` and at most the split's size (when it has one)."""
     if n > MAX_IMAGES:
-        raise ValueError(f"--num-images {n} is beyond the limit of {MAX_IMAGES:,} per run")
+        raise UserError(f"--num-images {n} is beyond the limit of {MAX_IMAGES:,} per run")
     if dataset is not None and n > len(dataset):
-        raise ValueError(
+        raise UserError(
             f"--num-images {n} is more than the {len(dataset):,} images of {name}/{split}"
         )
-
-
-def check_finite(model: nn.Module, name: str) -> None:
-    """Every parameter and buffer of ``model`` is finite (a NaN weight writes garbage rows)."""
-    for pname, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"model {name} has non-finite values in {pname}")
 
 
 def check_hierarchy(model: Hierarchy, data: Hierarchy, model_name: str, dataset: str) -> None:

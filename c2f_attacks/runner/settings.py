@@ -11,12 +11,13 @@ that reads, else the text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import Any
 
 from c2f_attacks.attacks import Setting, attack_info
+from c2f_attacks.errors import UserError
 from c2f_attacks.registry import UnknownNameError
 from c2f_attacks.runner.plan import ATTACKS
+from c2f_attacks.validation import parse_number
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -26,7 +27,7 @@ def parse_settings(
 ) -> dict[str, Any]:
     """``RunConfig.settings`` from ``(name, text)`` items; ``attacks`` are the run's (default:
     the default run's), whose settings give the types (then ours'). An unknown attack, or a
-    setting that none of them has, is a ValueError naming it."""
+    setting that none of them has, is a UserError naming it."""
     attacks = list(ATTACKS if attacks is None else attacks)
     settings: dict[str, Any] = {}
     for name, text in items:
@@ -35,9 +36,9 @@ def parse_settings(
             try:
                 info = attack_info(attack)
             except UnknownNameError as err:
-                raise ValueError(f"--set {name}: {err}") from None
+                raise UserError(f"--set {name}: {err}") from None
             if setting not in info.settings:
-                raise ValueError(f"--set {name}: attack {attack!r} has no setting {setting!r}; "
+                raise UserError(f"--set {name}: attack {attack!r} has no setting {setting!r}; "
                                  f"its settings: {', '.join(info.settings)}")  # fmt: skip
             settings.setdefault(attack, {})[setting] = parse_value(text, info.settings[setting])
             continue
@@ -45,8 +46,8 @@ def parse_settings(
         having = [attack_info(a).settings[setting] for a in candidates
                   if setting in attack_info(a).settings]  # fmt: skip
         if not having:
-            raise ValueError(f"--set {name}: no attack of the run ({', '.join(attacks)}) or of "
-                             f"this library has a setting {setting!r}")  # fmt: skip
+            raise UserError(f"--set {name}: no attack of the run ({', '.join(attacks)}) or of "
+                            f"this library has a setting {setting!r}")  # fmt: skip
         settings[setting] = parse_value(text, having[0])
     return settings
 
@@ -58,14 +59,15 @@ def parse_value(text: str, setting: Setting) -> Any:
     low = text.strip().lower()
     if low == "none" and (not kinds or "None" in kinds):
         return None
-    readers = {"bool": _bool, "int": int, "float": _number, "str": str}
-    order = [readers[k] for k in kinds if k in readers] or [int, _number, _bool, str]
+    number = lambda text: parse_number(text, f"--set {setting.name}")  # noqa: E731
+    readers = {"bool": _bool, "int": int, "float": number, "str": str}
+    order = [readers[k] for k in kinds if k in readers] or [int, number, _bool, str]
     for read in order:
         try:
             return read(text.strip())
         except (ValueError, ZeroDivisionError):
             continue
-    raise ValueError(f"--set {setting.name}={text!r}: expected {setting.type or 'a value'}")
+    raise UserError(f"--set {setting.name}={text!r}: expected {setting.type or 'a value'}")
 
 
 def _bool(text: str) -> bool:
@@ -73,7 +75,3 @@ def _bool(text: str) -> bool:
     if low in _TRUE or low in _FALSE:
         return low in _TRUE
     raise ValueError(text)
-
-
-def _number(text: str) -> float:
-    return float(Fraction(text))

@@ -40,6 +40,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from c2f_attacks._io import atomic_write, atomic_write_text
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.adversarial import AdversarialBatch
 from c2f_attacks.evaluation.records import RECORD_COLUMNS, RECORD_KINDS
 from c2f_attacks.runner.distributed import Ranks
@@ -153,7 +154,7 @@ class ConfigShards:
         paths = [self.path(row, b) for b in batches]
         missing = next((p for p in paths if not p.is_file()), None)
         if missing is not None:
-            raise ValueError(f"run state {self.folder}: batch file {missing.name} of row {row} "
+            raise UserError(f"run state {self.folder}: batch file {missing.name} of row {row} "
                              "is missing (a rank failed?); run again with --resume")  # fmt: skip
         return paths
 
@@ -163,7 +164,7 @@ class ConfigShards:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in (data.files if names is None else names)}
         except (OSError, ValueError, KeyError, EOFError) as err:
-            raise ValueError(
+            raise UserError(
                 f"run state: batch file {path} cannot be read ({err}); delete it and run again "
                 "with --resume to recompute that batch"
             ) from None
@@ -248,7 +249,7 @@ class RunState:
         saved = self.folder / "state.json"
         if resume:
             if not saved.is_file():
-                raise ValueError(self._no_resume_reason())
+                raise UserError(self._no_resume_reason())
             self.configs = self._read()["configs"]
             return
         stale = sum(1 for _ in self.folder.glob("*/*/*.npz"))
@@ -281,11 +282,11 @@ class RunState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise ValueError(f"run state {path} cannot be read: {err}") from None
+            raise UserError(f"run state {path} cannot be read: {err}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"run state {path} is not a {FORMAT} file")
+            raise UserError(f"run state {path} is not a {FORMAT} file")
         if data.get("version") != VERSION:
-            raise ValueError(f"run state {path} has version {data.get('version')!r}; this "
+            raise UserError(f"run state {path} has version {data.get('version')!r}; this "
                              f"library reads version {VERSION} (run without --resume)")  # fmt: skip
         return data
 

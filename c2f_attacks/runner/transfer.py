@@ -55,14 +55,19 @@ from onnx import numpy_helper
 
 from c2f_attacks.attacks.predictions import Predictions, predict
 from c2f_attacks.data import get_dataset
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation import KEY, bootstrap_ci, load_adversarial, read_records_file
 from c2f_attacks.evaluation.adversarial import ENCODING_ERROR, SavedAdversarial, adversarial_path
 from c2f_attacks.evaluation.records import records_path
-from c2f_attacks.exporters.cli import CHECK_IMAGES
 from c2f_attacks.exporters.evaluate import fooled_mask
 from c2f_attacks.exporters.quantize import CALIBRATION_IMAGES
 from c2f_attacks.exporters.runtime import CPU, OrtC2F
-from c2f_attacks.exporters.variants import VARIANTS, export_variants, variant_path
+from c2f_attacks.exporters.variants import (
+    CHECK_IMAGES,
+    VARIANTS,
+    export_variants,
+    variant_path,
+)
 from c2f_attacks.hierarchy import check_same_hierarchy
 from c2f_attacks.leaderboard import check_leaderboard, read_leaderboard, upsert_rows
 from c2f_attacks.leaderboard.select import select_many
@@ -124,7 +129,7 @@ def load_sources(run_dir: str | os.PathLike, rows: Sequence[str] | None = None) 
         )
     board = select_many(read_leaderboard(board_path), rows, str(board_path))
     if not len(board):
-        raise ValueError(f"--from {run_dir}: the leaderboard {board_path} has no rows")
+        raise UserError(f"--from {run_dir}: the leaderboard {board_path} has no rows")
     missing = [rid for rid in board["row_id"] if not adversarial_path(run_dir, rid).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -145,7 +150,7 @@ def _source(run_dir: Path, row: dict[str, Any]) -> SourceRow:
     adversarial = load_adversarial(run_dir, row["row_id"])
     same_images = np.array_equal(records["index"].to_numpy(), adversarial.index)
     if not same_images or len(records) != int(row["n"]):
-        raise ValueError(
+        raise UserError(
             f"row {row['row_id']} of {run_dir}: its records ({len(records)} images) and its "
             f"adversarial images ({len(adversarial)}) are not the same {row['n']} images"
         )
@@ -155,7 +160,7 @@ def _source(run_dir: Path, row: dict[str, Any]) -> SourceRow:
         fooled_mask(*recorded, source.stage, source.success_rule).numpy(),
         records["success"].to_numpy(bool),
     ):
-        raise ValueError(
+        raise UserError(
             f"row {row['row_id']} of {run_dir}: its records' success is not its success rule "
             f"{source.success_rule!r}"
         )
@@ -332,10 +337,10 @@ def evaluate_transfer(
     """
     targets = list(dict.fromkeys(targets))
     if not targets:
-        raise ValueError("--targets: give at least one target")
+        raise UserError("--targets: give at least one target")
     unknown = [t for t in targets if t.startswith(ONNX_PREFIX) and t not in ONNX_TARGETS]
     if unknown:
-        raise ValueError(f"unknown target {unknown[0]!r}: the ONNX targets are "
+        raise UserError(f"unknown target {unknown[0]!r}: the ONNX targets are "
                          f"{', '.join(ONNX_TARGETS)}")  # fmt: skip
     device = str(preflight.check_device(device))
     models: dict[tuple, C2FClassifier] = {}  # the source models: hierarchies, ONNX export (CPU)
@@ -360,7 +365,7 @@ def evaluate_transfer(
     variants = [t.removeprefix(ONNX_PREFIX) for t in targets if t.startswith(ONNX_PREFIX)]
     for (name, digest), model in models.items() if variants else ():
         if (now := model_hash(model)) != digest:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} now has weights of hash {now}, the run attacked "
                 f"{digest}: its ONNX variants would not be the attacked model's"
             )
@@ -409,7 +414,7 @@ def _check_clean(source: SourceRow, positions: slice, x: torch.Tensor) -> None:
     if bad.size:
         i = bad[0]
         name, split, n, seed = source.data
-        raise ValueError(
+        raise UserError(
             f"the clean images reloaded from {name}/{split} (n={n}, seed={seed}) are not the "
             f"ones row {source.row_id} attacked: image {source.adversarial.index[positions][i]} "
             f"is {linf[i]:.4g} (l-inf) from its saved adversarial image, the records say "

@@ -39,6 +39,7 @@ from c2f_attacks.attacks.external.base import (
     register_adapter,
 )
 from c2f_attacks.attacks.registry import Setting, settings_of
+from c2f_attacks.errors import MissingExtraError, UserError
 
 #: the norm chosen by ``norm=``, l-inf where adv-lib has no default
 _NORM = {"norm_setting": "norm", "norm": None, "defaults": MappingProxyType({"norm": math.inf})}
@@ -71,7 +72,7 @@ def _adv_lib():
             warnings.simplefilter("ignore", DeprecationWarning)
             import adv_lib.attacks
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "the adv_lib adapter needs adv-lib: pip install --no-deps 'adv-lib>=0.2.8'"
         ) from None
     finally:
@@ -128,7 +129,7 @@ class AdvLibAttack(ExternalAttack):
                       if p not in ("model", "inputs", "labels", "callback")}  # fmt: skip
         unknown = sorted(set(settings) - set(parameters))
         if unknown:
-            raise ValueError(f"{self.name} has no setting {unknown[0]!r}; its settings: "
+            raise UserError(f"{self.name} has no setting {unknown[0]!r}; its settings: "
                              f"{', '.join(parameters)}")  # fmt: skip
         if "targeted" in parameters and parameters["targeted"].default is inspect.Parameter.empty:
             settings.setdefault("targeted", False)
@@ -137,7 +138,7 @@ class AdvLibAttack(ExternalAttack):
         missing = [p for p, v in parameters.items()
                    if v.default is inspect.Parameter.empty and p not in settings]  # fmt: skip
         if missing:
-            raise ValueError(f"{self.name} needs {missing[0]}= (adv-lib gives it no default)")
+            raise UserError(f"{self.name} needs {missing[0]}= (adv-lib gives it no default)")
         return settings
 
     def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:

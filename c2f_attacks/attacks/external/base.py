@@ -45,6 +45,7 @@ from torch import nn
 from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed
 from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.registry import ATTACKS, AttackInfo, settings_of
+from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.registry import UnknownNameError
 
@@ -134,10 +135,10 @@ class ExternalAttack(Attack):
         self.norm = norm_of(type(self), name, settings)
         self._check_search_steps(search_steps)
         if minimal_eps and self.spec.kind != BUDGET:
-            raise ValueError(f"{self.name} searches its own minimal perturbation: it has no "
+            raise UserError(f"{self.name} searches its own minimal perturbation: it has no "
                              "minimal_eps mode")  # fmt: skip
         if minimal_eps and settings.get(self.spec.eps) is None:
-            raise ValueError(f"{self.name}: minimal_eps needs {self.spec.eps}=, the search's "
+            raise UserError(f"{self.name}: minimal_eps needs {self.spec.eps}=, the search's "
                              "upper bound")  # fmt: skip
         self.minimal_eps, self.search_steps = minimal_eps, search_steps
         self.stage_model = StageModel(model, stage)
@@ -191,7 +192,7 @@ class ExternalAttack(Attack):
         except Exception as err:  # any failure inside the library: one line that says where
             classes = self.num_classes() or "its"
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ValueError(
+            raise UserError(
                 f"{self.name} cannot run on {type(self.model).__name__} (stage {self.stage!r}, "
                 f"{classes} classes): {type(err).__name__}: {first_line}"
             ) from err
@@ -232,7 +233,7 @@ def norm_of(adapter: type[ExternalAttack], name: str, settings: Mapping[str, Any
     if value is None:
         value = adapter.default_setting(name, spec.norm_setting)
     if value not in adapter.NORM_NAMES:
-        raise ValueError(
+        raise UserError(
             f"{adapter.library}:{name}: {spec.norm_setting}={value!r} is not a norm "
             f"this library supports here ({', '.join(map(str, adapter.NORM_NAMES))})"
         )
@@ -253,7 +254,7 @@ def external_info(adapter: type[ExternalAttack], name: str) -> AttackInfo:
 
     def configure(protocol: str, budget_value: float, bound: float, given: Mapping[str, Any]):
         if protocol not in info.protocols:
-            raise ValueError(f"attack {info.name!r} cannot follow protocol {protocol!r} (it "
+            raise UserError(f"attack {info.name!r} cannot follow protocol {protocol!r} (it "
                              f"follows {', '.join(info.protocols)})")  # fmt: skip
         if not budget:  # its own search, bounded where it takes a bound
             return {spec.eps: bound} if spec.eps is not None else {}

@@ -36,6 +36,7 @@ from c2f_attacks.attacks.external.base import (
     register_adapter,
 )
 from c2f_attacks.attacks.registry import Setting, settings_of
+from c2f_attacks.errors import MissingExtraError, UserError
 
 _LINF, _L2 = ExternalSpec(BUDGET, "linf"), ExternalSpec(BUDGET, "l2")
 _NORMED = ExternalSpec(BUDGET, None, norm_setting="norm")
@@ -61,7 +62,7 @@ def _torchattacks():
     try:
         import torchattacks
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "the torchattacks adapter needs the optional torchattacks package: "
             "pip install c2f-attacks[baselines]"
         ) from None
@@ -125,7 +126,7 @@ class TorchattacksAttack(ExternalAttack):
         try:
             return cls(self.stage_model, **settings)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{self.name} cannot be built with {settings}: {err}") from None
+            raise UserError(f"{self.name} cannot be built with {settings}: {err}") from None
 
     def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
         attack = self.attack if settings is self.settings else self._build(settings)

@@ -1,6 +1,7 @@
-"""``c2f-bench report``: the argparse part of :mod:`c2f_attacks.report`.
+"""``c2f-bench report``: findings, the static results site and the README's headline block from
+a results folder (:mod:`c2f_attacks.report`).
 
-``add_report_parser(subparsers)`` registers the command. Writing: ``--out DIR`` (``index.html``
+Writing: ``--out DIR`` (``index.html``
 and ``findings.md``), ``--findings FILE`` (the findings elsewhere), ``--readme FILE`` (only the
 block between the markers). Checking: ``--check FILE ...`` exits 1 naming the first line of the
 first file that differs from what the command would write now, 0 when every file is current.
@@ -13,8 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from c2f_attacks.cli.options import add_allow_results_dir
+from c2f_attacks.errors import UserError
 
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
+
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="findings (Markdown), a static results site and the README's headline block",
@@ -34,20 +38,18 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
                    help="write nothing; exit 1 naming the first differing line when a FILE "
                         "(findings, page or a file with the README markers) is not what this "
                         "command writes now")  # fmt: skip
-    p.add_argument("--allow-results-dir", action="store_true",
-                   help="allow writing into the repository's committed results/")  # fmt: skip
-    p.set_defaults(func=_cmd_report)
-    return p
+    add_allow_results_dir(p, "the files written")
+    p.set_defaults(func=_report)
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace) -> int:
     from c2f_attacks.report import Results, first_difference, render, render_file, write
     from c2f_attacks.runner.preflight import check_out_dir
 
     writes = [args.out, args.findings, args.readme]
     if args.check:
         if any(w is not None for w in writes):
-            raise ValueError("--check writes nothing: give it without --out, --findings and "
+            raise UserError("--check writes nothing: give it without --out, --findings and "
                              "--readme")  # fmt: skip
         results = Results.open(args.results)
         for path in args.check:
@@ -59,7 +61,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"c2f-bench report: {', '.join(args.check)} up to date with {args.results}")
         return 0
     if all(w is None for w in writes):
-        raise ValueError("nothing to do: give --out DIR, --findings FILE, --readme FILE or "
+        raise UserError("nothing to do: give --out DIR, --findings FILE, --readme FILE or "
                          "--check FILE")  # fmt: skip
     for folder in [args.out, *(Path(f).parent for f in (args.findings, args.readme) if f)]:
         if folder is not None:

@@ -1,21 +1,25 @@
-"""``c2f-bench transfer``: the argparse part of :mod:`c2f_attacks.runner.transfer`.
-
-``add_transfer_parser(subparsers)`` registers the command; its ``func(args) -> int`` raises user
-errors (ValueError, OSError, ...) for ``c2f-bench`` to report in one line with exit status 2.
-"""
+"""``c2f-bench transfer``: a run's saved adversarial images evaluated on other models and ONNX
+deployment variants (:func:`c2f_attacks.runner.transfer.transfer`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
-from c2f_attacks.cli_types import list_option, positive_int
+from c2f_attacks.cli.options import (
+    add_allow_results_dir,
+    add_format_option,
+    default_of,
+    list_option,
+    positive_int,
+    reported_warnings,
+)
 
 
-def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
-    from c2f_attacks.leaderboard import FORMATS
+def add_parser(subparsers) -> None:
+    from c2f_attacks.runner.transfer import evaluate_transfer
 
+    seed = default_of(evaluate_transfer, "seed")
     p = subparsers.add_parser(
         "transfer",
         help="evaluate a run's saved adversarial images on other models and ONNX variants",
@@ -38,23 +42,20 @@ def add_transfer_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hierarchy", help="hierarchy JSON, as given to the run (flat models)")
     p.add_argument("--device", help="device of the PyTorch targets [cuda when available]")
     p.add_argument("--batch-size", type=positive_int, help="images per batch [the run's default]")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed [0]")
-    p.add_argument("--allow-results-dir", action="store_true",
-                   help="allow --out to be the repository's committed results/")  # fmt: skip
-    p.add_argument("--format", choices=FORMATS, default="table", help="how rows are printed")
-    p.set_defaults(func=_cmd_transfer)
-    return p
+    p.add_argument("--seed", type=int, default=seed, help=f"bootstrap seed [{seed}]")
+    add_allow_results_dir(p)
+    add_format_option(p, help="how rows are printed")
+    p.set_defaults(func=_transfer)
 
 
-def _cmd_transfer(args: argparse.Namespace) -> int:
+def _transfer(args: argparse.Namespace) -> int:
     from c2f_attacks.leaderboard import render_table
     from c2f_attacks.runner import RunConfig
     from c2f_attacks.runner.memory import DEFAULT_BATCH_SIZE
     from c2f_attacks.runner.transfer import HEADERS, TABLE_COLUMNS, transfer
 
     defaults = RunConfig()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with reported_warnings("transfer"):
         rows = transfer(
             args.source, list_option(args.targets),
             rows=list_option(args.rows) if args.rows else None,
@@ -63,8 +64,6 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE, seed=args.seed, root=args.root,
             hierarchy=args.hierarchy,
         )  # fmt: skip
-    for w in caught:
-        print(f"c2f-bench transfer: warning: {w.message}", file=sys.stderr)
     out = args.out or args.source
     info = sys.stdout if args.format == "table" else sys.stderr
     if args.format == "table":
