@@ -39,6 +39,8 @@ from c2f_attacks.validation import check_image_batch, check_labels
 VARIANTS = ("fp32", "fp16", "int8")
 #: the default floor: below it a variant no longer stands in for the PyTorch model
 MIN_AGREEMENT = 0.99
+#: the held-out (test-split) images each variant is checked on by default
+CHECK_IMAGES = 512
 
 
 class AgreementError(ValueError):

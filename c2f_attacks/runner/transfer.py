@@ -58,11 +58,10 @@ from c2f_attacks.data import get_dataset
 from c2f_attacks.evaluation import KEY, bootstrap_ci, load_adversarial, read_records_file
 from c2f_attacks.evaluation.adversarial import ENCODING_ERROR, SavedAdversarial, adversarial_path
 from c2f_attacks.evaluation.records import records_path
-from c2f_attacks.exporters.cli import CHECK_IMAGES
 from c2f_attacks.exporters.evaluate import fooled_mask
 from c2f_attacks.exporters.quantize import CALIBRATION_IMAGES
 from c2f_attacks.exporters.runtime import CPU, OrtC2F
-from c2f_attacks.exporters.variants import VARIANTS, export_variants, variant_path
+from c2f_attacks.exporters.variants import CHECK_IMAGES, VARIANTS, export_variants, variant_path
 from c2f_attacks.hierarchy import check_same_hierarchy
 from c2f_attacks.leaderboard import check_leaderboard, read_leaderboard, upsert_rows
 from c2f_attacks.leaderboard.select import select_many
