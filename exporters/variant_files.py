@@ -1,11 +1,12 @@
 """The deployment variants of a model built from a dataset, and kept as files.
 
-:func:`variant_images` takes from a dataset what :func:`~.variants.export_variants` needs: the
-first ``check_images`` images of its test split with their labels (accuracy and agreement) and,
-for INT8, the first ``calibration_images`` images of its training split (never the images a
-variant is evaluated on). The dataset is read as a run reads it: at the model's input size,
-labelled by the model's hierarchy where it takes its classes from one (image folders, ImageNet);
-its hierarchy must be the model's.
+:func:`variant_images` takes from a dataset what :func:`~.variants.export_variants` needs:
+``check_images`` images of its test split with their labels (accuracy and agreement) and, for
+INT8, ``calibration_images`` images of its training split (never the images a variant is
+evaluated on), as :func:`~c2f_attacks.data.get_dataset` picks ``n`` images (shapes: the first
+ones; file datasets: spread evenly over the classes). The dataset is read as a run reads it: at
+the model's input size, labelled by the model's hierarchy where it takes its classes from one
+(image folders, ImageNet); its hierarchy must be the model's.
 
 :func:`cached_variants` keeps the variants of one model under one FP32 path (the others beside
 it, :func:`~.variants.variant_path`) and reuses the files already there: FP32 and FP16 whenever
@@ -35,8 +36,6 @@ from c2f_attacks.exporters.variants import (
 from c2f_attacks.hierarchy import check_same_hierarchy
 from c2f_attacks.models.base import C2FClassifier
 
-Hierarchy = str | os.PathLike | None
-
 
 def split_images(
     model: C2FClassifier,
@@ -45,10 +44,10 @@ def split_images(
     n: int,
     *,
     root: str | os.PathLike | None = None,
-    hierarchy: Hierarchy = None,
+    hierarchy: str | os.PathLike | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, global fine labels) of the first ``n`` images of ``dataset``'s ``split``, read
-    for ``model`` (module docstring). ``hierarchy``: as given to ``c2f-bench run``."""
+    """(images, global fine labels) of ``n`` images of ``dataset``'s ``split``, read for
+    ``model`` (module docstring). ``hierarchy``: as given to ``c2f-bench run``."""
     labels = model.hierarchy if classes_from_hierarchy(dataset) else hierarchy
     data = get_dataset(dataset, split, n=n, root=root, hierarchy=labels, size=model.input_size)
     check_same_hierarchy(model.hierarchy, data.hierarchy, ("the model", f"dataset {dataset!r}"))
@@ -61,13 +60,12 @@ def variant_images(
     dataset: str,
     *,
     root: str | os.PathLike | None = None,
-    hierarchy: Hierarchy = None,
+    hierarchy: str | os.PathLike | None = None,
     check_images: int = CHECK_IMAGES,
     calibration_images: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(check images, their labels, calibration images or None): the first ``check_images``
-    of the test split and, when ``calibration_images`` is given, that many of the training
-    split."""
+    """(check images, their labels, calibration images or None): ``check_images`` of the test
+    split and, when ``calibration_images`` is given, that many of the training split."""
     where = {"root": root, "hierarchy": hierarchy}
     images, labels = split_images(model, dataset, "test", check_images, **where)
     calibration = None
@@ -83,7 +81,7 @@ def write_variants(
     dataset: str,
     *,
     root: str | os.PathLike | None = None,
-    hierarchy: Hierarchy = None,
+    hierarchy: str | os.PathLike | None = None,
     check_images: int = CHECK_IMAGES,
     calibration_images: int = CALIBRATION_IMAGES,
     min_agreement: float = MIN_AGREEMENT,
@@ -108,7 +106,7 @@ def cached_variants(
     dataset: str,
     *,
     root: str | os.PathLike | None = None,
-    hierarchy: Hierarchy = None,
+    hierarchy: str | os.PathLike | None = None,
     check_images: int = CHECK_IMAGES,
     calibration_images: int = CALIBRATION_IMAGES,
     batch_size: int = 256,

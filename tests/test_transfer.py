@@ -314,17 +314,17 @@ def _crafted_run(out, x_adv: torch.Tensor) -> dict:
 
 
 def test_an_int8_target_counts_the_images_its_input_quantization_erases(tmp_path, monkeypatch):
-    import c2f_attacks.runner.transfer as transfer_module
+    import c2f_attacks.exporters.variant_files as variant_files
 
     # INT8 calibrated on 16 images against the default agreement floor on 32 check images: a
     # CPU's integer kernels decide whether all 32 agree. The floor is test_variants' business;
     # here only the graph's input quantization counts.
-    export = transfer_module.export_variants
-    monkeypatch.setattr(
-        transfer_module,
-        "export_variants",
-        lambda *args, **kwargs: export(*args, **kwargs, min_agreement=0.0),
-    )
+    export = variant_files.export_variants
+
+    def without_floor(*args, **kwargs):
+        return export(*args, **{**kwargs, "min_agreement": 0.0})
+
+    monkeypatch.setattr(variant_files, "export_variants", without_floor)
     x = shapes_test(6)[0]
     x_adv = x.clone()  # 0, 1: unchanged; 2: one pixel moved by 1e-4; 3-5: moved by 0.05
     x_adv[2, 0, 5, 5] = (x_adv[2, 0, 5, 5] + 1e-4).clamp(0, 1)

@@ -70,6 +70,15 @@ def test_each_record_column_means_what_it_says():
     assert (quantized["row_id"] == row_id(_key())).all()
 
 
+def test_predictions_for_other_images_are_refused():
+    source = _source([True, False, False, True], [0] * 4, [0] * 4)
+    with pytest.raises(ValueError, match="3 clean and 4 adversarial predictions, 4 input"):
+        transfer_records(_key(), source, "t", "h", _pred([0] * 3, [0] * 3), _pred([0] * 4, [0] * 4))
+    with pytest.raises(ValueError, match="4 clean and 4 adversarial predictions, 2 input"):
+        transfer_records(_key(), source, "t", "h", _pred([0] * 4, [0] * 4),
+                         _pred([0] * 4, [0] * 4), same_input=np.ones(2, bool))  # fmt: skip
+
+
 def test_the_stopping_rule_comes_from_the_attack_registry():
     assert stopping_rule("lrpc") == stopping_rule("pgd") == "first_success"
     assert stopping_rule("torchattacks:APGD") == "own"  # external: its own iterations

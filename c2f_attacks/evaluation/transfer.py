@@ -81,9 +81,6 @@ TRANSFER_RECORD_KINDS: dict[str, str] = {
 }  # fmt: skip
 #: the columns of a transfer records file, and of :func:`load_transfer_records`'s frame
 TRANSFER_RECORD_COLUMNS: tuple[str, ...] = (*_LEAD_KINDS, *TRANSFER_RECORD_KINDS)
-#: the shares of :func:`transfer_summary`, each followed by its interval
-SHARES = ("transfer_fooling_ratio", "coarse_flipped", "fine_flipped", "source_fooling_ratio",
-          "survival", "clean_agreement")  # fmt: skip
 FOLDER = "transfer_records"
 
 
@@ -119,9 +116,10 @@ def transfer_records(
     clean, adv = (Predictions(getattr(p, stage), p.coarse, p.fine).cpu() for p in (clean, adv))
     source_clean = recorded_predictions(source_records, "clean", stage)
     n = len(source_records)
-    if len(clean.stage) != n or len(adv.stage) != n:
-        raise ValueError(f"target {target!r}: {len(clean.stage)} clean and {len(adv.stage)} "
-                         f"adversarial predictions for {n} images")  # fmt: skip
+    sizes = [len(clean.stage), len(adv.stage), n if same_input is None else len(same_input)]
+    if sizes != [n] * 3:
+        raise ValueError(f"target {target!r}: {sizes[0]} clean and {sizes[1]} adversarial "
+                         f"predictions, {sizes[2]} input checks for {n} images")  # fmt: skip
     if same_input is None:
         quantized = np.full(n, -1, dtype=np.int64)
     else:

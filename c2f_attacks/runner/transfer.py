@@ -159,7 +159,7 @@ def _source(run_dir: Path, row: dict[str, Any]) -> SourceRow:
             f"adversarial images ({len(adversarial)}) are not the same {row['n']} images"
         )
     source = SourceRow(key, row["row_id"], records, adversarial)
-    try:
+    try:  # the row's attack and success rule must be known before anything is evaluated
         stopping_rule(key["attack"])
         criterion = source.criterion
     except ValueError as err:
