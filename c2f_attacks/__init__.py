@@ -5,7 +5,7 @@ The names most users need are re-exported here; each lives in its own subpackage
 """
 
 from c2f_attacks.attacks import FGSM, LRPC, LRPF, PGD
-from c2f_attacks.evaluation import load_records
+from c2f_attacks.evaluation import load_records, load_transfer_records
 from c2f_attacks.hierarchies import get_hierarchy, list_hierarchies
 from c2f_attacks.hierarchy import Hierarchy
 from c2f_attacks.lrp import lrp, stage_relevance
@@ -27,6 +27,7 @@ __all__ = [
     "list_models",
     "load_model",
     "load_records",
+    "load_transfer_records",
     "lrp",
     "stage_relevance",
 ]

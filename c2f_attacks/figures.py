@@ -1,5 +1,5 @@
-"""Figures: attacks (image, perturbation, relevance before and after), plain explanations, and
-fooling ratio against budget.
+"""Figures: attacks (image, perturbation, relevance before and after), plain explanations,
+fooling ratio against budget, and transfer heatmaps (source rows against targets).
 
 Drawn on :class:`matplotlib.figure.Figure` with the Agg canvas: nothing here touches pyplot or
 the process-wide backend, so importing this module changes nothing for a caller's own plots.
@@ -169,6 +169,30 @@ def budget_figure(
     fig.suptitle(f"Fooling ratio against budget{f' ({stage} stage)' if stage else ''}")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def transfer_row_labels(table: pd.DataFrame) -> list[str]:
+    """A readable label per row of a transfer table, unique per source row: ``model
+    attack/protocol[/mask][ eps=k/255]`` (the row_id appended where two source rows would share
+    one)."""
+    labels = []
+    for row in table.to_dict("records"):
+        mask = "" if row["mask"] == "none" else f"/{row['mask']}"
+        eps = "" if pd.isna(row["eps"]) else f" eps={255 * row['eps']:.3g}/255"
+        labels.append(f"{row['model']} {row['attack']}/{row['protocol']}{mask}{eps}")
+    by_label = pd.Series(list(table["row_id"])).groupby(labels).nunique()
+    return [
+        f"{lab} {rid}" if by_label[lab] > 1 else lab for lab, rid in zip(labels, table["row_id"])
+    ]
+
+
+def transfer_matrix(table: pd.DataFrame, column: str = "transfer_fooling_ratio") -> pd.DataFrame:
+    """``column`` of a transfer table as a matrix: one row per source row (its
+    :func:`transfer_row_labels` label), one column per target, both in the table's order; NaN
+    where a pair is missing."""
+    labelled = table.assign(label=transfer_row_labels(table))
+    matrix = labelled.pivot(index="label", columns="target", values=column)
+    return matrix.reindex(index=labelled["label"].unique(), columns=labelled["target"].unique())
 
 
 def transfer_heatmap(ratios: pd.DataFrame, path: str | os.PathLike, stage: str = "") -> None:

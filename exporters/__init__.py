@@ -8,6 +8,7 @@ from c2f_attacks.exporters.parity import Parity, compare_outputs, torch_outputs
 from c2f_attacks.exporters.quantize import CALIBRATION_IMAGES
 from c2f_attacks.exporters.runtime import OrtC2F
 from c2f_attacks.exporters.variants import (
+    CHECK_IMAGES,
     MIN_AGREEMENT,
     VARIANTS,
     AgreementError,
@@ -18,6 +19,7 @@ from c2f_attacks.exporters.variants import (
 
 __all__ = [
     "CALIBRATION_IMAGES",
+    "CHECK_IMAGES",
     "IR_VERSION",
     "MIN_AGREEMENT",
     "OPSET",

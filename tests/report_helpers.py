@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from c2f_attacks.evaluation.records import KEY, RECORD_KINDS, write_records
+from c2f_attacks.evaluation.transfer import TRANSFER_KEY
 from c2f_attacks.leaderboard import upsert_rows
-from c2f_attacks.runner.transfer import TRANSFER_KEY
 
 N = 8
 

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from c2f_attacks.runner import DEFAULT_MODELS, RunConfig, expand, read_config
 from c2f_attacks.runner.plan import OPTION_NAMES
 from c2f_attacks.runner.settings import parse_settings
 from tests.conftest import small_c2f
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _labels(cfg: RunConfig) -> list[str]:
@@ -282,3 +285,12 @@ def test_a_budget_grid_is_checked_and_replaces_the_default_one(tmp_path):
         RunConfig(**point)
     point["budgets"].pop("l0")
     assert RunConfig(**point).budgets == {"linf": (0.03,)}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_committed_study_configs_plan_every_attack_they_name(path):
+    runs = expand(path, {})
+    assert [r.model for r in runs] == list(DEFAULT_MODELS)
+    for run in runs:
+        planned = {plan.attack for plan in run.plans()}
+        assert planned == set(run.attacks)  # every attack named has rows under some protocol

@@ -83,33 +83,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_variants(model, args: argparse.Namespace, dynamo: bool | None) -> int:
-    from c2f_attacks.exporters.variants import export_variants
+    from c2f_attacks.exporters.variant_files import write_variants
 
-    images, labels = _split(model, args, "test", args.check_images)
-    calibration = (
-        _split(model, args, "train", args.calibration_images)[0]
-        if "int8" in args.variants
-        else None
-    )
-    reports = export_variants(
-        model, args.out, calibration, images, labels, variants=args.variants,
+    reports = write_variants(
+        model, args.out, args.variants, args.dataset, root=args.root,
+        check_images=args.check_images, calibration_images=args.calibration_images,
         min_agreement=args.min_agreement, dynamo=dynamo,
     )  # fmt: skip
     for report in reports:
         print(f"wrote {report.path}: {report.summary()}")
     return 0
-
-
-def _split(model, args: argparse.Namespace, split: str, n: int):
-    """(images, global fine labels) of the first ``n`` images of the dataset's ``split``."""
-    import torch
-
-    from c2f_attacks.data.registry import get_dataset
-    from c2f_attacks.hierarchy import check_same_hierarchy
-
-    dataset = get_dataset(args.dataset, split=split, n=n, root=args.root)
-    check_same_hierarchy(
-        model.hierarchy, dataset.hierarchy, (f"model {args.model!r}", f"dataset {args.dataset!r}")
-    )
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])

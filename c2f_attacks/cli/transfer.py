@@ -9,24 +9,31 @@ import sys
 from c2f_attacks.cli.options import (
     add_allow_results_dir,
     add_format_option,
-    default_of,
     list_option,
     positive_int,
     reported_warnings,
 )
 
+#: what the printed table shows, and its short headers
+TABLE_COLUMNS = ("attack", "protocol", "mask", "target", "transfer_fooling_ratio",
+                 "transfer_fooling_ratio_lo", "transfer_fooling_ratio_hi", "source_fooling_ratio",
+                 "survival", "n_source_success", "quantized_away")  # fmt: skip
+HEADERS = {"transfer_fooling_ratio": "tFR", "transfer_fooling_ratio_lo": "lo",
+           "transfer_fooling_ratio_hi": "hi", "source_fooling_ratio": "src FR",
+           "survival": "surv", "n_source_success": "of", "quantized_away": "q-away"}  # fmt: skip
+
 
 def add_parser(subparsers) -> None:
-    from c2f_attacks.runner.transfer import evaluate_transfer
-
-    seed = default_of(evaluate_transfer, "seed")
     p = subparsers.add_parser(
         "transfer",
         help="evaluate a run's saved adversarial images on other models and ONNX variants",
-        description="For every row of the run in --from and every target: the transfer fooling "
-        "ratio (the row's own success rule on the target), coarse/fine flips, survival of the "
-        "source's successes, with 95% bootstrap CIs; upserted into <out>/transfer.csv, one "
-        "heatmap per stage in <out>/figures/transfer_<stage>.png. Lists take spaces or commas.",
+        description="For every row of the run in --from and every target: per-image transfer "
+        "records in <out>/transfer_records/ and their aggregates upserted into "
+        "<out>/transfer.csv: the transfer fooling ratio (the row's own success rule on the "
+        "target), coarse/fine flips, survival (the share of the source's successes that also "
+        "fool the target), clean agreement, each with its exact (Clopper-Pearson) 95% interval; "
+        "one heatmap per stage in <out>/figures/transfer_<stage>.png. Lists take spaces or "
+        "commas.",
     )
     p.add_argument("--from", dest="source", required=True, metavar="DIR",
                    help="the --out folder of a c2f-bench run")  # fmt: skip
@@ -42,7 +49,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--hierarchy", help="hierarchy JSON, as given to the run (flat models)")
     p.add_argument("--device", help="device of the PyTorch targets [cuda when available]")
     p.add_argument("--batch-size", type=positive_int, help="images per batch [the run's default]")
-    p.add_argument("--seed", type=int, default=seed, help=f"bootstrap seed [{seed}]")
     add_allow_results_dir(p)
     add_format_option(p, help="how rows are printed")
     p.set_defaults(func=_transfer)
@@ -52,7 +58,7 @@ def _transfer(args: argparse.Namespace) -> int:
     from c2f_attacks.leaderboard import render_table
     from c2f_attacks.runner import RunConfig
     from c2f_attacks.runner.memory import DEFAULT_BATCH_SIZE
-    from c2f_attacks.runner.transfer import HEADERS, TABLE_COLUMNS, transfer
+    from c2f_attacks.runner.transfer import transfer
 
     defaults = RunConfig()
     with reported_warnings("transfer"):
@@ -61,7 +67,7 @@ def _transfer(args: argparse.Namespace) -> int:
             rows=list_option(args.rows) if args.rows else None,
             out=args.out,
             allow_results_dir=args.allow_results_dir, device=args.device or defaults.device,
-            batch_size=args.batch_size or DEFAULT_BATCH_SIZE, seed=args.seed, root=args.root,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE, root=args.root,
             hierarchy=args.hierarchy,
         )  # fmt: skip
     out = args.out or args.source

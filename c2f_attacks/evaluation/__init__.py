@@ -1,5 +1,6 @@
 """Evaluation of attack runs: per-image records (the primary data), the leaderboard metrics
-aggregated from them, exact intervals and tests, budget curves and paired comparisons.
+aggregated from them, exact intervals and tests, budget curves, paired comparisons, and
+transfer records (a run's adversarial images on other models) with their aggregates.
 
 Metrics from saved tensors, without rerunning an attack::
 
@@ -56,6 +57,13 @@ from c2f_attacks.evaluation.records import (
 )
 from c2f_attacks.evaluation.stats import bootstrap_ci
 from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, aggregate
+from c2f_attacks.evaluation.transfer import (
+    TRANSFER_KEY,
+    TRANSFER_RECORD_COLUMNS,
+    load_transfer_records,
+    transfer_summary,
+    transfer_table,
+)
 
 __all__ = [
     "AdversarialBatch",
@@ -69,6 +77,8 @@ __all__ = [
     "NORMS",
     "RECORD_COLUMNS",
     "SavedAdversarial",
+    "TRANSFER_KEY",
+    "TRANSFER_RECORD_COLUMNS",
     "aggregate",
     "bootstrap_ci",
     "budget_at",
@@ -85,6 +95,7 @@ __all__ = [
     "holm",
     "load_adversarial",
     "load_records",
+    "load_transfer_records",
     "name_records",
     "order_statistic_interval",
     "paired_share_difference_interval",
@@ -98,6 +109,8 @@ __all__ = [
     "share_inside",
     "share_interval",
     "sign_test",
+    "transfer_summary",
+    "transfer_table",
     "write_class_names",
     "write_records",
 ]

@@ -7,7 +7,9 @@ maps to the same id and file, and leaderboard rows and their records join on ``r
 ``write_records(out_dir, key, records)`` writes ``out_dir/records/<row_id>.csv.gz`` with the key
 columns, ``row_id`` and ``RECORD_COLUMNS`` on every line, atomically, byte-identical for the same
 input. ``load_records(out_dir)`` reads every such file back strictly (types per column; a bad
-file is an error naming it) and concatenates them.
+file is an error naming it) and concatenates them. The file format (a gzip CSV whose lines
+each lead with the same key cells) is :func:`write_keyed_file` / :func:`read_keyed_file`, shared
+with the transfer records.
 
 Canonical key values: missing (None, NaN, empty) is ``""``; the numeric key columns
 (``NUMERIC_KEY``) compare at 10 significant digits, so that ``8/255`` read back from a CSV equals
@@ -28,7 +30,7 @@ import pandas as pd
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.errors import UserError
-from c2f_attacks.evaluation.typed_csv import cell_text, read_records, typed_frame
+from c2f_attacks.evaluation.typed_csv import Record, cell_text, read_records, typed_frame
 
 KEY: tuple[str, ...] = (
     "model", "model_hash", "dataset", "split", "n", "seed", "attack", "stage", "protocol", "mask",
@@ -51,13 +53,15 @@ RECORD_KINDS: dict[str, str] = {
     "object_share": "float",
 }  # fmt: skip
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_KINDS)
-_RECORD_DTYPES = {"int": "int64", "float": "float64", "bool": bool}
-#: the columns of a records file: the key, ``row_id``, then the per-image values ("eps" is both a
-#: key column (the row's budget) and a record column (the image's own); the file keeps the key's
-#: as ``key_eps``)
-FILE_COLUMNS: tuple[str, ...] = (
-    *(f"key_{c}" if c in RECORD_KINDS else c for c in KEY), "row_id", *RECORD_COLUMNS,
-)  # fmt: skip
+_VALUE_DTYPES = {"int": "int64", "float": "float64", "bool": bool}
+#: the leading columns of a records file, the same on every line: the key and ``row_id`` ("eps"
+#: is both a key column (the row's budget) and a record column (the image's own); the file keeps
+#: the key's as ``key_eps``)
+_LEAD_KINDS: dict[str, str] = {
+    **{(f"key_{c}" if c in RECORD_KINDS else c): k for c, k in KEY_KINDS.items()}, "row_id": "text",
+}  # fmt: skip
+#: the columns of a records file: the key, ``row_id``, then the per-image values
+FILE_COLUMNS: tuple[str, ...] = (*_LEAD_KINDS, *RECORD_COLUMNS)
 
 
 def is_missing(value: Any) -> bool:
@@ -126,52 +130,86 @@ def write_records(
     if unknown or absent:
         raise ValueError(f"records key: unknown fields {unknown}, missing fields {absent}")
     check_records(records)
-    frame = records.loc[:, list(RECORD_COLUMNS)].reset_index(drop=True)
-    for column, kind in RECORD_KINDS.items():  # what load_records will demand of every cell
+    lead = [cell_text(key[c]) for c in KEY] + [row_id(key)]
+    return write_keyed_file(records_path(out_dir, key), "records", dict(zip(_LEAD_KINDS, lead)),
+                            records, RECORD_KINDS)  # fmt: skip
+
+
+def write_keyed_file(
+    path: Path,
+    what: str,
+    lead: Mapping[str, str],
+    values: pd.DataFrame,
+    kinds: Mapping[str, str],
+) -> Path:
+    """Write a per-image gzip CSV atomically: the ``lead`` columns (name -> cell, the same on
+    every line: a key), then one line per row of ``values`` with its ``kinds`` columns (numbers
+    and booleans). The gzip header has no time stamp or file name: the same input gives the same
+    bytes. A column whose dtype is not of its kind is a TypeError naming it (``what``: the kind
+    of file, for messages)."""
+    frame = values.loc[:, list(kinds)].reset_index(drop=True)
+    for column, kind in kinds.items():  # what the reader will demand of every cell
         dtype = frame[column].dtype
         fits = {"int": pd.api.types.is_integer_dtype, "bool": pd.api.types.is_bool_dtype,
                 "float": pd.api.types.is_numeric_dtype}[kind](dtype)  # fmt: skip
         if not fits or (kind == "int" and frame[column].isna().any()):
-            raise TypeError(f"records column {column!r} must hold {kind} values, got {dtype}")
-    rid = row_id(key)
-    lines = [",".join(FILE_COLUMNS)]
-    prefix = [_csv_cell(cell_text(key[c])) for c in KEY] + [rid]
-    for values in frame.itertuples(index=False):
-        lines.append(",".join(prefix + [cell_text(v) for v in values]))
+            raise TypeError(f"{what} column {column!r} must hold {kind} values, got {dtype}")
+    lines = [",".join([*lead, *kinds])]
+    prefix = [_csv_cell(text) for text in lead.values()]
+    for row in frame.itertuples(index=False):
+        lines.append(",".join(prefix + [cell_text(v) for v in row]))
     data = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
-    return atomic_write(records_path(out_dir, key), lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _csv_cell(text: str) -> str:
-    """A key cell quoted as CSV needs (record values are numbers and booleans: never quoted)."""
+    """A lead cell quoted as CSV needs (values are numbers and booleans: never quoted)."""
     if any(ch in text for ch in ',"\n\r') or text != text.strip():
         return '"' + text.replace('"', '""') + '"'
     return text
 
 
-_FILE_KINDS = {
-    **{(f"key_{c}" if c in RECORD_KINDS else c): k for c, k in KEY_KINDS.items()},
-    "row_id": "text",
-    **RECORD_KINDS,
-}
+def read_keyed_file(
+    path: Path, what: str, lead_kinds: Mapping[str, str], kinds: Mapping[str, str]
+) -> tuple[pd.DataFrame, list[Record]]:
+    """A file of :func:`write_keyed_file` read strictly: its header is the ``lead_kinds``
+    columns then the ``kinds`` ones, every cell of its kind (``kinds`` ints never empty).
+    Returns the typed frame and the CSV records (line, cells) behind its rows, for the caller's
+    own checks, :func:`check_one_key` among them; ValueError naming the file, line and column
+    (``what``: the kind of file)."""
+    header, rows = read_records(path, f"{what} file")
+    if tuple(header) != (*lead_kinds, *kinds):
+        raise UserError(f"{what} file {path}, line 1: the header is not the {what} header "
+                         f"(expected {','.join([*lead_kinds, *kinds])})")  # fmt: skip
+    frame = typed_frame(header, rows, {**lead_kinds, **kinds},
+                        lambda line: f"{what} file {path}, line {line}")  # fmt: skip
+    for column, kind in kinds.items():
+        if kind == "int":
+            if frame[column].isna().any():
+                line = rows[int(frame[column].isna().to_numpy().argmax())][0]
+                raise UserError(f"{what} file {path}, line {line}, column {column!r}: empty")
+            frame[column] = frame[column].astype(_VALUE_DTYPES[kind])
+    return frame, rows
+
+
+def check_one_key(rows: list[Record], lead: int, where: str) -> None:
+    """Every record carries the first record's ``lead`` cells (its key); else ValueError
+    naming ``where`` (the file) and the line."""
+    for line, cells in rows:
+        if cells[:lead] != rows[0][1][:lead]:
+            raise UserError(f"{where}, line {line}: another key than line {rows[0][0]}'s")
+
+
+def empty_keyed_frame(lead_kinds: Mapping[str, str], kinds: Mapping[str, str]) -> pd.DataFrame:
+    """What :func:`read_keyed_file` gives for a file without lines: the columns, typed."""
+    frame = typed_frame([*lead_kinds, *kinds], [], {**lead_kinds, **kinds}, str)
+    return frame.astype({c: _VALUE_DTYPES[k] for c, k in kinds.items()})
 
 
 def read_records_file(path: str | os.PathLike) -> pd.DataFrame:
     """One records file, strictly typed; ValueError naming the file, line and column if bad."""
     path = Path(path)
-    header, rows = read_records(path, "records file")
-    if tuple(header) != FILE_COLUMNS:
-        raise UserError(
-            f"records file {path}, line 1: the header is not the records header "
-            f"(expected {','.join(FILE_COLUMNS)})"
-        )
-    frame = typed_frame(header, rows, _FILE_KINDS, lambda line: f"records file {path}, line {line}")
-    for column, kind in RECORD_KINDS.items():
-        if kind == "int":
-            if frame[column].isna().any():
-                line = rows[int(frame[column].isna().to_numpy().argmax())][0]
-                raise UserError(f"records file {path}, line {line}, column {column!r}: empty")
-            frame[column] = frame[column].astype(_RECORD_DTYPES[kind])
+    frame, rows = read_keyed_file(path, "records", _LEAD_KINDS, RECORD_KINDS)
     expected = path.name.removesuffix(".csv.gz")
     ids = set(frame["row_id"])
     if ids - {expected}:
@@ -180,12 +218,9 @@ def read_records_file(path: str | os.PathLike) -> pd.DataFrame:
             f"name {expected!r}"
         )
     if rows and row_id(dict(zip(KEY, rows[0][1]))) != expected:
-        raise UserError(
-            f"records file {path}, line {rows[0][0]}: the key does not hash to {expected}"
-        )
-    for line, cells in rows:  # every line carries the first line's key
-        if cells[: len(KEY)] != rows[0][1][: len(KEY)]:
-            raise UserError(f"records file {path}, line {line}: another key than line 2's")
+        raise UserError(f"records file {path}, line {rows[0][0]}: the key does not hash to "
+                         f"{expected}")  # fmt: skip
+    check_one_key(rows, len(_LEAD_KINDS), f"records file {path}")
     return frame
 
 
@@ -195,7 +230,5 @@ def load_records(out_dir: str | os.PathLike) -> pd.DataFrame:
     files = sorted((Path(out_dir) / "records").glob("*.csv.gz"))
     frames = [read_records_file(f) for f in files]
     if not frames:
-        return typed_frame(FILE_COLUMNS, [], _FILE_KINDS, str).astype(
-            {c: _RECORD_DTYPES[k] for c, k in RECORD_KINDS.items()}
-        )
+        return empty_keyed_frame(_LEAD_KINDS, RECORD_KINDS)
     return pd.concat(frames, ignore_index=True)

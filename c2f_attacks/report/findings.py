@@ -13,7 +13,6 @@ section is one decorated function::
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,46 +218,6 @@ def _robustness(ctx: Context, files: list[Path]) -> str:
                            rows, [False, True, False, True, True])
         )  # fmt: skip
     return "\n\n".join(parts)
-
-
-@section("Strong baselines at equal budgets", "baselines/summary.csv",
-         "python scripts/compare_baselines.py --out RESULTS_DIR/baselines")  # fmt: skip
-def _baselines(ctx: Context, files: list[Path]) -> str:
-    parts = []
-    for path in files:
-        table = read_table(
-            path,
-            "baselines summary",
-            {"model": "text", "stage": "text", "attack": "text", "mask": "text"},
-        )
-        at = sorted((c for c in table.columns if c.startswith("fr_") and "@" in c),
-                    key=lambda c: (c.split("@")[0], _fraction(c.split("@")[1])))  # fmt: skip
-        parts.append(
-            f"{ctx.source(path)} `FR` within each attack's own budget; `fr_<norm>@b`: "
-            "the share fooled within budget b of that norm, from the per-image norms."
-        )
-        for (model, stage), part in groups(table, ("model", "stage")):
-            part = part.sort_values(["attack", "mask", "budget"], kind="stable")
-            rows = [[r["attack"], "" if r["mask"] == "none" else r["mask"], fmt.budget(r["budget"]),
-                     fmt.column_interval(r, "fooling_ratio", 2),
-                     *(fmt.num(r[c], 2) for c in at),
-                     fmt.column_interval(r, "linf_median"), fmt.num(r.get("l0_median"), 2),
-                     fmt.count(r.get("queries_per_image"))]
-                    for r in part.to_dict("records")]  # fmt: skip
-            header = ["attack", "mask", "eps", "FR [95% CI]", *at, "median l-inf [95% CI]",
-                      "median l0", "mean queries"]  # fmt: skip
-            right = [False, False, True, *([True] * (len(header) - 3))]
-            parts.append(f"### {model}, {stage} stage ({fmt.count(part['n'].max())} images)\n\n"
-                         f"{fmt.md_table(header, rows, right)}")  # fmt: skip
-    return "\n\n".join(parts)
-
-
-def _fraction(text: str) -> float:
-    num, _, den = text.partition("/")
-    try:
-        return float(num) / float(den or 1)
-    except ValueError:
-        return math.inf
 
 
 @section("Real photos", "demo/demo_photos.csv",

@@ -26,9 +26,9 @@ import pandas as pd
 
 from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.records import load_records
+from c2f_attacks.evaluation.transfer import TRANSFER_KEY
 from c2f_attacks.evaluation.typed_csv import read_records, typed_frame
 from c2f_attacks.leaderboard import read_leaderboard
-from c2f_attacks.runner.transfer import TRANSFER_KEY
 
 #: the columns of ``budget_curves.csv`` (one row per leaderboard row, norm and budget)
 BUDGET_CURVE_SCHEMA: dict[str, str] = {

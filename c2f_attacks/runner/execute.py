@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from c2f_attacks.attacks import FGSM, MASK_SOURCES, Attack
 from c2f_attacks.attacks.base import model_channels
-from c2f_attacks.data import classes_from_hierarchy, get_dataset
+from c2f_attacks.data import classes_from_hierarchy, get_dataset, load_batch
 from c2f_attacks.evaluation import (
     AdversarialBatch,
     aggregate,
@@ -98,18 +98,6 @@ def figure_examples(records: pd.DataFrame) -> list[int]:
     hits = ordered.loc[ordered["success"], "index"].tolist()
     misses = ordered.loc[~ordered["success"], "index"].tolist()
     return (hits + misses)[:EXAMPLES]
-
-
-def load_batch(
-    dataset, batch: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(images, fine labels, object masks or None) of the dataset's items ``batch``."""
-    items = [dataset[i] for i in batch]
-    x = torch.stack([torch.as_tensor(img) for img, _ in items])
-    y = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
-    object_mask = getattr(dataset, "object_mask", None)
-    masks = torch.stack([object_mask(i) for i in batch]) if object_mask is not None else None
-    return x, y, masks
 
 
 def _attack(plan: Plan, atk: Attack, x, y, index, masks):

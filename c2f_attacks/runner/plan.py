@@ -167,7 +167,7 @@ class RunConfig:
     dataset: str = "shapes"
     split: str = "test"
     root: str | None = None
-    n: int = 32
+    n: int = 16
     attacks: Sequence[str] = ATTACKS
     masks: Sequence[str] = DEFAULT_MASKS
     stages: Sequence[str] = STAGES
