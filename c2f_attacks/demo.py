@@ -60,7 +60,10 @@ def _attacks(
             built["LRPF"] = (LRPF(model, **lrp_args), "fine")
         elif name == "pgd":
             for stage in ("coarse", "fine"):
-                pgd = PGD(model, eps=eps, alpha=alpha, steps=steps, stage=stage, early_stop=True)
+                # no random start: like LRPC/LRPF, PGD starts at the image and stops at its first
+                # success, so its l-inf is what the attack needed, not the start's amplitude
+                pgd = PGD(model, eps=eps, alpha=alpha, steps=steps, stage=stage, early_stop=True,
+                          random_start=False)  # fmt: skip
                 built[f"PGD-{stage}"] = (pgd, stage)
         else:
             raise UserError(f"unknown demo attack {name!r}; choose from {', '.join(DEMO_ATTACKS)}")

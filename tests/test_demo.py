@@ -103,3 +103,17 @@ def test_demo_photos_without_the_imagenet_extra_is_one_line(tmp_path, monkeypatc
     assert main(["demo", "photos", "--out", str(tmp_path), "--photos", "grace_hopper"]) == 2
     line = _error_line(capsys)
     assert line.startswith("c2f-bench demo: error: ") and "c2f-attacks[imagenet]" in line
+
+
+def test_demo_pgd_starts_at_the_image():
+    """No random start: after one step every pixel moved by exactly 0 or +-alpha (clipped at the
+    image's range), so its l-inf is what the attack needed, not a start's amplitude."""
+    from c2f_attacks.demo import _attacks
+
+    alpha = 2 / 255
+    attacks = _attacks(stand_in(), ["pgd"], ["lrp"], eps=8 / 255, steps=1, alpha=alpha,
+                       top_k=0.1, refresh=1)  # fmt: skip
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    for attack, _ in attacks.values():
+        delta = (attack(x).x_adv - x).abs()
+        assert torch.all((delta < 1e-6) | ((delta - alpha).abs() < 1e-6))
