@@ -148,12 +148,19 @@ def test_headline_verdicts_follow_the_numbers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     lower = headline_markdown(Context(Results.open(toy_run(Path("a"))), tmp_path))
     assert "LRPC on toy-model 0.100 [0.090, 0.110] vs 0.300 [0.290, 0.310]" in lower
-    assert "The LRP mask is lower in 1 of 1, with disjoint 95% intervals in 1 of 1" in lower
-    assert "The gradient mask is lower in 1 of 1, with disjoint 95% intervals in 0 of 1" in lower
+    # 8 images, every one lower: the sign test's p is 2 / 2**8
+    test = "(Holm over the 1, p < 0.05) finds it lower in 1 and higher in 0 (smallest adjusted p"
+    assert (
+        f"The LRP mask is lower in 1 of 1; the paired per-image sign test {test} 0.0078)" in lower
+    )
+    assert f"The gradient mask is lower in 1 of 1; the paired per-image sign test {test}" in lower
     higher = headline_markdown(
         Context(Results.open(toy_run(Path("b"), lrp=0.5, random=0.3)), tmp_path)
     )
-    assert "The LRP mask is lower in 0 of 1, with disjoint 95% intervals in 0 of 1" in higher
+    assert (
+        "The LRP mask is lower in 0 of 1; the paired per-image sign test (Holm over the 1, "
+        "p < 0.05) finds it lower in 0 and higher in 1" in higher
+    )
 
 
 def test_headlines_use_the_run_with_most_images_and_name_it(results, tmp_path):

@@ -69,3 +69,8 @@ def md_table(
     lines = [header, rule, *rows]
     return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |"
                      for line in lines)  # fmt: skip
+
+
+def p_value(p: float) -> str:
+    """A p-value to two significant digits (``4.2e-08``, ``0.031``)."""
+    return f"{p:.2g}"

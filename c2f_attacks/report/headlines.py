@@ -14,13 +14,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from c2f_attacks.evaluation.records import is_missing
+import numpy as np
+
+from c2f_attacks.evaluation.compare import compare_records
+from c2f_attacks.evaluation.exact import holm
 from c2f_attacks.report import fmt
 from c2f_attacks.report.findings import Context
 from c2f_attacks.report.sources import Run
 from c2f_attacks.report.tables import row_label
 
 Headline = Callable[[Context], "str | None"]
+#: the level of the headlines' paired tests (after Holm's adjustment)
+ALPHA = 0.05
 HEADLINES: list[Headline] = []
 
 
@@ -80,16 +85,28 @@ class Pair:
                 f"{fmt.column_interval(self.b, column, digits)}")  # fmt: skip
 
 
-def _verdict(pairs: Iterable[Pair], column: str, a_name: str) -> str:
-    """How often a's value is the smaller, and in how many pairs the intervals are disjoint."""
+def _verdict(run: Run, pairs: Iterable[Pair], column: str, a_name: str) -> str:
+    """How often a's value is the smaller, and in how many pairs a paired per-image sign test
+    (failures censored at +inf, Holm-adjusted over the pairs) finds a lower or higher."""
     pairs = list(pairs)
     smaller = [p for p in pairs if float(p.a[column]) < float(p.b[column])]
-    lo, hi = f"{column}_lo", f"{column}_hi"
-    disjoint = [p for p in smaller if not is_missing(p.a.get(hi)) and not is_missing(p.b.get(lo))
-                and float(p.a[hi]) < float(p.b[lo])]  # fmt: skip
+    tests = [
+        compare_records(run.records_of(p.a["row_id"]), run.records_of(p.b["row_id"]))
+        .set_index("metric")
+        .loc[column]
+        for p in pairs
+    ]
+    adjusted = holm(np.array([float(t["p_value"]) for t in tests]))
+    below = sum(
+        1 for p, q in zip(pairs, adjusted) if q < ALPHA and float(p.a[column]) < float(p.b[column])
+    )
+    above = sum(
+        1 for p, q in zip(pairs, adjusted) if q < ALPHA and float(p.a[column]) > float(p.b[column])
+    )
     return (
-        f"{a_name} is lower in {len(smaller)} of {len(pairs)}, with disjoint 95% intervals "
-        f"in {len(disjoint)} of {len(pairs)}"
+        f"{a_name} is lower in {len(smaller)} of {len(pairs)}; the paired per-image sign test "
+        f"(Holm over the {len(pairs)}, p < {ALPHA}) finds it lower in {below} and higher in "
+        f"{above} (smallest adjusted p {fmt.p_value(float(min(adjusted)))})"
     )
 
 
@@ -122,7 +139,7 @@ def _mask_headline(ctx: Context, lead: str, a_mask: str, b_mask: str) -> str | N
     return (
         f"**{lead}** Median l-inf, {_mask_name(a_mask)} vs {_mask_name(b_mask)} mask: "
         f"{numbers}. "
-        f"{_verdict(pairs, 'linf_median', f'The {_mask_name(a_mask)} mask')} "
+        f"{_verdict(run, pairs, 'linf_median', f'The {_mask_name(a_mask)} mask')} "
         f"{_source(ctx, run, 'leaderboard.csv', f', {protocols} rows')}."
     )
 
@@ -168,7 +185,7 @@ def dense_against_masked(ctx: Context) -> str | None:
     return (
         f"**Dense minimal-eps PGD against LRPC/LRPF with the LRP mask.** Median l-inf, PGD "
         f"vs the LRP-guided attack of the same stage: {numbers}. "
-        f"{_verdict(found_pairs, 'linf_median', 'PGD')}; PGD changes every pixel, the "
+        f"{_verdict(run, found_pairs, 'linf_median', 'PGD')}; PGD changes every pixel, the "
         f"LRP-guided attacks only their mask {_source(ctx, run, 'leaderboard.csv')}."
     )
 
