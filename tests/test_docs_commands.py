@@ -96,7 +96,12 @@ def _commands() -> list[Command]:
 
 
 def _argv(text: str) -> list[str]:
-    return [PLACEHOLDERS.get(token, token) for token in shlex.split(text)]
+    """The command's words, placeholders named as the sandbox names them, leading environment
+    assignments (``OMP_NUM_THREADS=1 pytest ...``) left out."""
+    words = shlex.split(text)
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+        words.pop(0)
+    return [PLACEHOLDERS.get(token, token) for token in words]
 
 
 def _is_reference(argv: list[str]) -> bool:

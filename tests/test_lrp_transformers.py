@@ -618,7 +618,7 @@ def test_composite_without_a_rule_for_a_layer_type_refused_before_the_first_pass
     wrapped = Counting(tv_vit())
     convs_only = Composite([((nn.Conv2d,), Epsilon())])
     with pytest.raises(
-        TypeError,
+        UserError,
         match=r"'inner\.encoder\.layers\.encoder_layer_0\."
         r"self_attention' .*no rule for its linear projections",
     ):
@@ -627,7 +627,7 @@ def test_composite_without_a_rule_for_a_layer_type_refused_before_the_first_pass
         [((nn.Conv2d,), Epsilon()), ((nn.MultiheadAttention,), CPAttention(projections=Epsilon()))]
     )
     with pytest.raises(
-        TypeError,
+        UserError,
         match=r"'inner\.encoder\.layers\.encoder_layer_0\.mlp\.0' "
         r"\(torch\.nn\.modules\.linear\.Linear\).*no rule",
     ):

@@ -112,6 +112,8 @@ def test_a_censored_infinite_median_reads_back_and_shows_as_inf(tmp_path):
             linf_median_hi=float("inf"))  # fmt: skip
     text = findings_markdown(Context(Results.open(folder), tmp_path))
     assert "| inf [0.100, inf] |" in text
+    site = render_file(Results.open(folder), tmp_path / "index.html", "site")  # JSON has no inf
+    assert "inf [0.100, inf]" in site
 
 
 def test_a_new_section_is_one_registered_function(results, tmp_path):

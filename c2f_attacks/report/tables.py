@@ -8,6 +8,7 @@ file lacks (an older or newer format) is left out, an unknown extra column never
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,15 +32,16 @@ def row_label(row: Mapping[str, Any]) -> str:
 
 
 def sort_value(value: Any) -> float | str | None:
-    """A cell's value for sorting: numbers as floats (inf kept), text as text, missing None."""
+    """A cell's value for sorting: numbers as floats, text as text, missing None. An infinite
+    number (a censored budget) becomes the largest float of its sign, which sorts the same and
+    fits JSON (which has no infinity)."""
     if is_missing(value):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return math.copysign(sys.float_info.max, number) if math.isinf(number) else number
 
 
 @dataclass(frozen=True)
