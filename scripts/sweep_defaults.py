@@ -242,7 +242,8 @@ def report(out: Path, argv: Sequence[str], threads: int) -> dict | None:
     meta = {
         "argv": " ".join(argv), "models": sorted({r["model"] for r in rows}),
         "model": ", ".join(sorted({r["model"] for r in rows})), "n": int(board["n"].max()),
-        "split_seed": SHAPES_SPLITS["val"], "search_steps": _config(board.iloc[0])["search_steps"],
+        "split_seed": SHAPES_SPLITS["val"], "reference": REFERENCE,
+        "search_steps": _config(board.iloc[0])["search_steps"],
         "defaults": {**LRPF_DEFAULTS, "steps": choice["steps"], "refresh": choice["refresh"],
                      "lam": choice["lam"]},
         "fixed": ", ".join(f"{k} {v:.4g}" for k, v in LRPF_DEFAULTS.items()

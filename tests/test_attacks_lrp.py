@@ -100,8 +100,8 @@ def test_results_do_not_depend_on_batch_composition(model, x):
 
 
 def test_refresh_every_step_equals_exact_relevance_gradient(model, x):
-    a = LRPC(model, refresh=1, relevance_grad="refresh", **FAST)(x[:4])
-    b = LRPC(model, refresh=1, relevance_grad="exact", **FAST)(x[:4])
+    a = LRPC(model, refresh=1, lam=1.0, relevance_grad="refresh", **FAST)(x[:4])
+    b = LRPC(model, refresh=1, lam=1.0, relevance_grad="exact", **FAST)(x[:4])
     assert torch.equal(a.x_adv, b.x_adv)
     assert torch.equal(a.backwards, b.backwards)
 
@@ -113,7 +113,8 @@ def test_cost_counts_lrp_passes(model, x):
     assert (
         plain.forwards.tolist() == [steps + 2] * 2 and plain.backwards.tolist() == [steps + 2] * 2
     )
-    diff = LRPC(model, refresh=2, **base)(x[:2])  # the differentiable pass adds a double backward
+    # with the relevance term on, the differentiable pass adds a double backward
+    diff = LRPC(model, refresh=2, lam=1.0, **base)(x[:2])
     assert diff.backwards.tolist() == [steps + 4] * 2
 
 

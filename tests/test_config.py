@@ -85,8 +85,8 @@ def test_settings_apply_to_every_attack_that_has_them_or_to_one():
     for plan in shared.plans():
         assert ("lam=0.5" in plan.key()["config"]) == (plan.attack != "pgd")
     assert "lam=0.5" not in base
-    own = RunConfig(attacks=["lrpc", "lrpf"], masks=["lrp"], settings={"lrpc": {"lam": 0}})
-    assert [dict(p.params)["lam"] for p in own.plans()] == [0, 0, 1.0, 1.0]
+    own = RunConfig(attacks=["lrpc", "lrpf"], masks=["lrp"], settings={"lrpc": {"lam": 0.5}})
+    assert [dict(p.params)["lam"] for p in own.plans()] == [0.5, 0.5, 0.0, 0.0]
     with pytest.raises(ValueError, match="setting 'lamda': no attack of the run or of this"):
         RunConfig(attacks=["pgd"], settings={"lamda": 1})
     with pytest.raises(ValueError, match="attack 'pgd' has no setting 'lam'"):

@@ -8,7 +8,7 @@ modes (unbounded, eps-constrained, minimal eps) and its cost are in
 :mod:`c2f_attacks.attacks.lrp_guided`.
 
 Defaults: :data:`LRPC_DEFAULTS` = the shared ``SHARED_DEFAULTS`` of
-:mod:`~c2f_attacks.attacks.lrp_guided` (k=0.1, alpha=4/255, steps=100, lambda=1, r=50).
+:mod:`~c2f_attacks.attacks.lrp_guided` (k=0.1, alpha=4/255, steps=20, lambda=0, r=5).
 """
 
 from __future__ import annotations

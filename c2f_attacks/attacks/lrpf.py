@@ -11,9 +11,9 @@ Success: the fine label changed *and* the coarse label did not; each image stops
 success. The scheme, its modes (unbounded, eps-constrained, minimal eps) and its cost are in
 :mod:`c2f_attacks.attacks.lrp_guided`.
 
-Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.1, alpha=4/255, steps=100, lambda=1, r=50) plus
-kappa=1, the margin the coarse decision keeps; ``scripts/sweep_defaults.py`` measures kappa = 0
-and 3 beside it on the validation split.
+Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.1, alpha=4/255, steps=20, lambda=0, r=5) plus
+kappa=1, the margin the coarse decision keeps (an earlier validation sweep found kappa = 0 and 3
+no different; the current sweep leaves it fixed).
 """
 
 from __future__ import annotations

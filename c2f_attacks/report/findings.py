@@ -258,33 +258,34 @@ def _photos(ctx: Context, files: list[Path]) -> str:
     return "\n\n".join(parts)
 
 
-@section("Hyperparameter sweeps (validation split)", "**/sweep_defaults.json",
-         "python scripts/sweep_defaults.py --out RESULTS_DIR")  # fmt: skip
+@section("Hyperparameter sweep (validation split)", "**/sweep_defaults.json",
+         "python scripts/sweep_defaults.py --out RESULTS_DIR/sweep")  # fmt: skip
 def _sweeps(ctx: Context, files: list[Path]) -> str:
     parts = []
     for path in files:
         data = ctx.results.json(path)
-        meta = data.get("meta", {})
-        defaults = ", ".join(f"{k} {fmt.budget(v) if k == 'alpha' else v}"
-                             for k, v in meta.get("defaults", {}).items())  # fmt: skip
-        rows = []
-        for r in data.get("rows", []):
-            value = r.get("value")
-            setting = (
-                "defaults"
-                if value is None
-                else (f"{r['knob']}={fmt.budget(value) if r['knob'] == 'alpha' else value}")
-            )
-            rows.append([str(r.get("attack")), setting, fmt.column_interval(r, "fooling_ratio", 3),
-                         fmt.column_interval(r, "linf_median"), fmt.num(r.get("l0_mean")),
-                         fmt.count(r.get("queries_per_image"))])  # fmt: skip
-        header = ["attack", "setting", "FR [95% CI]", "median l-inf [95% CI]", "mean l0",
+        meta, choice = data.get("meta", {}), data.get("choice", {})
+        rows = [
+            [str(r.get("model")), str(r.get("attack")),
+             str(r["knob"]) if not r.get("value") else f"{r['knob']} = {r['value']}",
+             fmt.column_interval(r, "fooling_ratio", 3), fmt.column_interval(r, "linf_median"),
+             fmt.count(r.get("queries_per_image"))]
+            for r in data.get("rows", [])
+        ]  # fmt: skip
+        header = ["model", "attack", "setting", "FR [95% CI]", "median l-inf [95% CI]",
                   "mean queries"]  # fmt: skip
+        chosen, reference = (
+            ", ".join(f"{k} {d[k]:g}" for k in ("steps", "refresh", "lam") if k in d)
+            for d in (choice, meta.get("reference", {}))
+        )
         parts.append(
-            f"### {ctx.results.show(path)}\n\n{ctx.source(path)} Model {meta.get('model')}, "
-            f"{meta.get('n')} validation images (seed {meta.get('split_seed')}), one setting "
-            f"changed per row around the defaults ({defaults}); device {meta.get('device')}.\n\n"
-            + fmt.md_table(header, rows, [False, False, True, True, True, True])
+            f"### {ctx.results.show(path)}\n\n{ctx.source(path)} Models "
+            f"{', '.join(meta.get('models', []))}, {meta.get('n')} validation images (seed "
+            f"{meta.get('split_seed')}), protocol minimal, one setting changed per row around "
+            f"the reference ({reference}); the median l-inf is censored "
+            f"(failures count as +inf). The rule fixed before the sweep (in the file) chose: "
+            f"**{chosen}**.\n\n"
+            + fmt.md_table(header, rows, [False, False, False, True, True, True])
         )  # fmt: skip
     return "\n\n".join(parts)
 
