@@ -299,3 +299,26 @@ def test_committed_findings_site_and_readme_are_current(monkeypatch, capsys):
     code = main(["report", "results", "--check", *files])
     assert code == 0, capsys.readouterr().err
     assert render_file(Results.open("results"), "docs/findings.md").count("Source: [results/") > 10
+
+
+def _sweep_file(folder: Path, chosen: float) -> None:
+    def row(lam: float, median: float) -> dict:
+        return {"model": "m", "attack": "LRPC", "knob": "reference" if lam == 0 else "lam",
+                "value": "" if lam == 0 else f"{lam:g}", "lam": lam, "linf_median": median,
+                "linf_median_lo": median - 0.01, "linf_median_hi": median + 0.01}  # fmt: skip
+
+    data = {"meta": {"n": 8}, "rows": [row(0.0, 0.1), row(1.0, 0.2)],
+            "choice": {"lam": chosen, "lam_below_zero_interval": {"1": []},
+                       "lam_above_zero_interval": {"1": ["m/LRPC"]}}}  # fmt: skip
+    (folder / "sweep").mkdir()
+    (folder / "sweep" / "sweep_defaults.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("chosen", [0.0, 1.0])
+def test_the_relevance_headline_reads_the_sweep(tmp_path, chosen):
+    folder = toy_run(tmp_path / "r")
+    _sweep_file(folder, chosen)
+    text = headline_markdown(Context(Results.open(folder), tmp_path))
+    assert "at lambda 0 / 1: LRPC on m 0.100 [0.090, 0.110] / 0.200 [0.190, 0.210]" in text
+    assert "of 1 cells: lambda 1: lower in 0, higher in 1" in text
+    assert ("LRP-masked signed gradient steps" in text) == (chosen == 0)

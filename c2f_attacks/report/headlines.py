@@ -191,6 +191,45 @@ def dense_against_masked(ctx: Context) -> str | None:
 
 
 @headline
+def relevance_term(ctx: Context) -> str | None:
+    """What the relevance weight lambda does to the minimal l-inf (the validation sweep)."""
+    paths = ctx.results.glob("**/sweep_defaults.json")
+    if not paths:
+        return None
+    path = paths[-1]
+    data = ctx.results.json(path)
+    rows = [r for r in data.get("rows", []) if r.get("knob") in ("reference", "lam")]
+    lams = sorted({float(r["lam"]) for r in rows})
+    cells = sorted({(r["model"], r["attack"]) for r in rows})
+    if len(lams) < 2 or not cells:
+        return None
+    text = "; ".join(
+        f"{attack} on {model} "
+        + " / ".join(
+            fmt.column_interval(r, "linf_median")
+            for lam in lams
+            for r in rows
+            if (r["model"], r["attack"], float(r["lam"])) == (model, attack, lam)
+        )
+        for model, attack in cells
+    )
+    choice = data.get("choice", {})
+    below, above = (choice.get(f"lam_{side}_zero_interval", {}) for side in ("below", "above"))
+    counts = ", ".join(
+        f"lambda {lam}: lower in {len(below.get(lam, []))}, higher in {len(above.get(lam, []))}"
+        for lam in below
+    )
+    chosen = float(choice.get("lam", float("nan")))
+    off = ", so LRPC/LRPF are LRP-masked signed gradient steps" if chosen == 0 else ""
+    return (
+        f"**The relevance term.** Censored median minimal l-inf on {data['meta'].get('n')} "
+        f"validation images per row at lambda {' / '.join(f'{lam:g}' for lam in lams)}: {text}. "
+        f"Beyond lambda 0's 95% interval, of {len(cells)} cells: {counts}. The defaults use "
+        f"lambda {chosen:g}{off} ({ctx.link(path)})."
+    )
+
+
+@headline
 def defended_model(ctx: Context) -> str | None:
     """Robust accuracy of an adversarially trained model, and PGD on both models."""
     parts, sources = [], []
