@@ -290,7 +290,7 @@ def test_a_budget_grid_is_checked_and_replaces_the_default_one(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_committed_study_configs_plan_every_attack_they_name(path):
     runs = expand(path, {})
-    assert [r.model for r in runs] == list(DEFAULT_MODELS)
+    assert runs
     for run in runs:
         planned = {plan.attack for plan in run.plans()}
         assert planned == set(run.attacks)  # every attack named has rows under some protocol
