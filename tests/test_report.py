@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from c2f_attacks.cli import main
@@ -322,3 +323,14 @@ def test_the_relevance_headline_reads_the_sweep(tmp_path, chosen):
     assert "at lambda 0 / 1: LRPC on m 0.100 [0.090, 0.110] / 0.200 [0.190, 0.210]" in text
     assert "of 1 cells: lambda 1: lower in 0, higher in 1" in text
     assert ("LRP-masked signed gradient steps" in text) == (chosen == 0)
+
+
+def test_rows_alike_but_for_a_setting_are_labelled_by_it():
+    from c2f_attacks.report.tables import row_label, with_labels
+
+    base = {"model": "m", "stage": "coarse", "attack": "lrpc", "mask": "lrp", "protocol": "minimal"}
+    frame = pd.DataFrame([{**base, "config": "lam=0.0;top_k=0.1"},
+                          {**base, "config": "lam=1.0;top_k=0.1"},
+                          {**base, "mask": "random", "config": "lam=0.0;top_k=0.1"}])  # fmt: skip
+    labels = [row_label(r) for r in with_labels(frame).to_dict("records")]
+    assert labels == ["lrpc lrp minimal lam=0.0", "lrpc lrp minimal lam=1.0", "lrpc random minimal"]

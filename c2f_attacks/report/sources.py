@@ -29,6 +29,7 @@ from c2f_attacks.evaluation.records import load_records
 from c2f_attacks.evaluation.transfer import TRANSFER_KEY
 from c2f_attacks.evaluation.typed_csv import read_records, typed_frame
 from c2f_attacks.leaderboard import read_leaderboard
+from c2f_attacks.report.tables import with_labels
 
 #: the columns of ``budget_curves.csv`` (one row per leaderboard row, norm and budget)
 BUDGET_CURVE_SCHEMA: dict[str, str] = {
@@ -167,7 +168,7 @@ class Results:
     def _read_run(self, folder: Path) -> Run:
         board_path = folder / "leaderboard.csv"
         shown = self.show(board_path)
-        board = read_leaderboard(board_path)
+        board = with_labels(read_leaderboard(board_path))
         if not len(board):
             raise UserError(f"leaderboard {shown} has no rows")
         name = PurePosixPath(*folder.relative_to(self.root).parts).as_posix()
@@ -179,7 +180,7 @@ class Results:
             run.budget_curves = _read_curves(curves, self.show(curves), set(board["row_id"]))
         transfer = folder / "transfer.csv"
         if transfer.is_file():
-            run.transfer = read_leaderboard(transfer, key=TRANSFER_KEY)
+            run.transfer = with_labels(read_leaderboard(transfer, key=TRANSFER_KEY))
         return run
 
 

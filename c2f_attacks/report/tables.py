@@ -20,7 +20,11 @@ from c2f_attacks.report import fmt
 
 
 def row_label(row: Mapping[str, Any]) -> str:
-    """A leaderboard row in a few words: ``lrpc lrp first_success``, ``pgd fixed 8/255``."""
+    """A leaderboard row in a few words: ``lrpc lrp minimal``, ``pgd fixed 8/255``, followed by
+    the settings that tell it apart from rows with the same words (``lrpc lrp minimal lam=1.0``)
+    where :func:`with_labels` gave it a ``label``."""
+    if not is_missing(row.get("label")):
+        return str(row["label"])
     parts = [str(row["attack"])]
     if not is_missing(row.get("mask")) and row["mask"] != "none":
         parts.append(str(row["mask"]))
@@ -29,6 +33,34 @@ def row_label(row: Mapping[str, Any]) -> str:
     if protocol == "fixed" and not is_missing(row.get("eps")):
         parts.append(fmt.budget(row["eps"]))
     return " ".join(parts)
+
+
+def _settings(row: Mapping[str, Any]) -> dict[str, str]:
+    """A row's settings: its ``config`` column (``name=value;...``) and its ``steps``."""
+    config = "" if is_missing(row.get("config")) else str(row["config"])
+    settings = dict(part.split("=", 1) for part in config.split(";") if "=" in part)
+    if not is_missing(row.get("steps")):
+        settings["steps"] = str(int(row["steps"]))
+    return settings
+
+
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a run's leaderboard or transfer table) with a ``label`` column: the row's
+    words (:func:`row_label`) plus, where rows of one model and stage share those words, the
+    settings in which they differ, so that no two rows of a run read alike."""
+    frame = frame.drop(columns="label", errors="ignore")
+    words = [row_label(r) for r in frame.to_dict("records")]
+    labels = pd.Series(words, index=frame.index, dtype=object)
+    for _, group in frame.assign(_words=words).groupby(["model", "stage", "_words"], sort=False):
+        settings = [_settings(r) for r in group.to_dict("records")]
+        differ = sorted(n for n in set().union(*settings)
+                        if len({s.get(n) for s in settings}) > 1)  # fmt: skip
+        if differ:
+            labels[group.index] = [
+                " ".join([w, *(f"{n}={s.get(n, '')}" for n in differ)])
+                for w, s in zip(group["_words"], settings)
+            ]
+    return frame.assign(label=labels)
 
 
 def sort_value(value: Any) -> float | str | None:
