@@ -56,6 +56,22 @@ def test_photo_folder_is_an_imagenet_folder_of_the_photo_classes(photos):
         write_photo_folder(photos.parent / "other", ["astronaut"])
 
 
+def test_the_photos_dataset_is_the_folder_without_files(photos):
+    """``--dataset photos``: the same images and labels as the photo folder, read in memory."""
+    h = photo_hierarchy()
+    ds, folder = get_dataset("photos", hierarchy=h), HierarchyFolder(photos, h)
+    assert sorted(ds.targets) == sorted(label for _, label in folder.samples)
+    for i, name in enumerate(ds.names):
+        x, label = ds[i]
+        assert h.fine_names[label] == PHOTO_SYNSETS[name] and x.shape == (3, 224, 224)
+        same = next(j for j, (path, _) in enumerate(folder.samples) if f"/{name}.png" in path)
+        assert torch.equal(x, folder[same][0])  # PNG is lossless: identical pixels
+    with pytest.raises(ValueError, match="none of the photos' ImageNet classes"):
+        get_dataset("photos", hierarchy=Hierarchy.from_dict({"a": ["x"], "b": ["y"]}))
+    with pytest.raises(ValueError, match="one test split"):
+        get_dataset("photos", split="val", hierarchy=h)
+
+
 def test_a_checkpoint_labels_its_folder_no_hierarchy_option_needed(tmp_path, photos):
     """The paper's construction (a separate VGG-16 per classifier) as a checkpoint: its
     hierarchy labels the folder, at its own input size (32 px here: the tiny test size)."""

@@ -96,7 +96,9 @@ def add_data_options(p: argparse.ArgumentParser, models: str | None = None) -> N
                    "[fine, ...]}: groups a flat model's classes or regroups an induced ImageNet "
                    "model; any other model's own hierarchy wins (a different one is refused); "
                    "the model's hierarchy labels imagefolder data")  # fmt: skip
-    p.add_argument("--dataset", help="shapes, cifar10, cifar100, imagenet or imagefolder:PATH")
+    p.add_argument(
+        "--dataset", help="shapes, cifar10, cifar100, imagenet, photos or imagefolder:PATH"
+    )
     p.add_argument("--split", help="dataset split (shapes: train, val, test; imagenet: val)")
     p.add_argument("--root", help="dataset folder (not needed for shapes)")
     # -n/--num-images, never --n: torchrun's parser takes "--n" for its --nnodes / --nproc-per-node

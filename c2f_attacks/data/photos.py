@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from c2f_attacks._io import atomic_write
 from c2f_attacks.data.folder import center_crop_transform
@@ -98,3 +99,28 @@ def photo_hierarchy(names: Sequence[str] = tuple(PHOTO_SYNSETS)) -> Hierarchy:
     groups = {coarse: [f for f in fines if f in keep]
               for coarse, fines in imagenet_hierarchy().to_dict().items()}  # fmt: skip
     return Hierarchy.from_dict({coarse: fines for coarse, fines in groups.items() if fines})
+
+
+class LabelledPhotos(Dataset):
+    """The photos of :data:`PHOTO_SYNSETS` as a dataset (``--dataset photos``): each photo
+    centre-cropped to ``size``, labelled with the global fine index of its ImageNet class in
+    ``hierarchy`` (a photo whose class the hierarchy lacks is left out)."""
+
+    def __init__(self, hierarchy: Hierarchy, size: int = 224):
+        index = {name: i for i, name in enumerate(hierarchy.fine_names)}
+        self.names = [name for name, synset in PHOTO_SYNSETS.items() if synset in index]
+        if not self.names:
+            raise UserError(
+                "dataset 'photos': the hierarchy has none of the photos' ImageNet classes "
+                f"({', '.join(PHOTO_SYNSETS.values())})"
+            )
+        self.hierarchy = hierarchy
+        self.targets = [index[PHOTO_SYNSETS[name]] for name in self.names]
+        self._transform = center_crop_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = Image.fromarray(photo_array(self.names[i])).convert("RGB")
+        return self._transform(image), self.targets[i]

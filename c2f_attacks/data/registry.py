@@ -1,4 +1,4 @@
-"""Datasets by name: ``get_dataset("shapes" | "cifar10" | "cifar100" | "imagenet" |
+"""Datasets by name: ``get_dataset("shapes" | "cifar10" | "cifar100" | "imagenet" | "photos" |
 "imagefolder:PATH", ...)``.
 
 :data:`DATASETS` (a :class:`~c2f_attacks.registry.Registry`) maps each name to a
@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset
 from c2f_attacks.data.cifar import cifar10, cifar100
 from c2f_attacks.data.folder import HierarchyFolder, even_subset
 from c2f_attacks.data.imagenet import imagenet
+from c2f_attacks.data.photos import LabelledPhotos
 from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchies import resolve_hierarchy
@@ -71,6 +72,14 @@ def _image_folder(path: str) -> DatasetEntry:
     return DatasetEntry(load, classes_from_hierarchy=True)
 
 
+def _photos(split, n, root, download, size, hierarchy) -> Dataset:
+    if split != "test":
+        raise UserError(f"the photos are one test split: use split='test', got {split!r}")
+    if hierarchy is None:
+        raise UserError("dataset 'photos' takes its labels from an ImageNet model's hierarchy")
+    return LabelledPhotos(hierarchy, size=size or 224)
+
+
 def _root(name: str, root: str | os.PathLike | None) -> str | os.PathLike:
     if root is None:
         raise UserError(f"dataset {name!r} needs a root folder (--root)")
@@ -82,6 +91,7 @@ DATASETS.register("shapes", DatasetEntry(_shapes))
 DATASETS.register("cifar10", DatasetEntry(_cifar("cifar10", cifar10)))
 DATASETS.register("cifar100", DatasetEntry(_cifar("cifar100", cifar100)))
 DATASETS.register("imagenet", DatasetEntry(_imagenet, classes_from_hierarchy=True))
+DATASETS.register("photos", DatasetEntry(_photos, classes_from_hierarchy=True))
 DATASETS.add_resolver("imagefolder", _image_folder, names=list)
 
 
@@ -104,6 +114,8 @@ def get_dataset(
     """``n`` images (all if None) of a dataset's split; ``.hierarchy`` is its grouping.
 
     - ``shapes`` needs no files; images ``0..n-1`` of the split.
+    - ``photos``: the offline photos with an ImageNet class (scikit-image, matplotlib), labelled
+      by ``hierarchy`` (an ImageNet model's, given by the run).
     - ``cifar10``, ``cifar100``, ``imagenet`` read ``root``; ``imagefolder:PATH`` reads PATH, one
       sub-folder per fine class of ``hierarchy`` (required). ``imagenet`` takes ``hierarchy`` to
       regroup or restrict its classes (synset ids), e.g. ``"breeds-living17"``.

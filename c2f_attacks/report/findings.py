@@ -21,7 +21,7 @@ from pathlib import Path
 from c2f_attacks.evaluation.records import is_missing
 from c2f_attacks.report import fmt
 from c2f_attacks.report.models import model_cards
-from c2f_attacks.report.sources import Results, Run, read_table
+from c2f_attacks.report.sources import Results, Run
 from c2f_attacks.report.tables import (
     BUDGET_COLUMNS,
     RESULT_COLUMNS,
@@ -217,44 +217,6 @@ def _robustness(ctx: Context, files: list[Path]) -> str:
             + fmt.md_table(["stage", "l-inf", "attack", "robust accuracy [95% CI]", "images"],
                            rows, [False, True, False, True, True])
         )  # fmt: skip
-    return "\n\n".join(parts)
-
-
-@section("Real photos", "demo/demo_photos.csv",
-         "c2f-bench demo photos --out RESULTS_DIR/demo")  # fmt: skip
-def _photos(ctx: Context, files: list[Path]) -> str:
-    parts = []
-    for path in files:
-        schema = {
-            "attack": "text",
-            "photo": "text",
-            "stage": "text",
-            "success": "bool",
-            "linf": "float",
-            "l2": "float",
-            "l0": "float",
-            "queries": "float",
-        }
-        table = read_table(path, "photo demo table", schema)
-        rows, constant = [], []
-        for (attack,), part in groups(table, ("attack",)):
-            fooled = part[part["success"]]
-            rows.append([attack, str(part["stage"].iloc[0]), f"{len(fooled)}/{len(part)}",
-                         *(fmt.num(fooled[c].median(), 4 if c == "linf" else 3)
-                           for c in ("linf", "l2", "l0")),
-                         fmt.num(part["queries"].mean(), 1)])  # fmt: skip
-            if len(fooled) > 1 and fooled["linf"].max() - fooled["linf"].min() < 1e-6:
-                constant.append((attack, fooled["linf"].iloc[0]))
-        table_text = fmt.md_table(
-            ["attack", "stage", "fooled", "median l-inf", "median l2", "median l0",
-             "mean queries"], rows, [False, False, True, True, True, True, True])  # fmt: skip
-        note = "".join(
-            f" {attack}: every fooled photo's l-inf is {fmt.num(value, 4)} ({fmt.budget(value)}), "
-            "the budget itself (PGD starts from a random point of the l-inf ball), so it says "
-            "nothing about how small a perturbation suffices."
-            for attack, value in constant
-        )
-        parts.append(f"{ctx.source(path)} Medians over the fooled photos.{note}\n\n{table_text}")
     return "\n\n".join(parts)
 
 
