@@ -66,6 +66,25 @@ def flat_vgg16(full_size: bool) -> torch.nn.Module:
                                torch.nn.Flatten(), torch.nn.Linear(32, 1000)).eval()  # fmt: skip
 
 
+class CoarseLogits(torch.nn.Module):
+    """The coarse stage as a flat classifier, for torchattacks."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).coarse_logits
+
+
+def forward_backward(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One forward and the input gradient of the target logits: the cost an LRP pass is
+    compared with."""
+    xg = x.detach().requires_grad_()
+    out = model(xg)
+    return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds (CUDA synchronized when available)."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)

@@ -36,7 +36,7 @@ import pytest
 import torch
 import torchattacks
 
-from bench.conftest import flat_vgg16, interleaved_medians
+from bench.conftest import CoarseLogits, flat_vgg16, forward_backward, interleaved_medians
 from bench.test_bench_lrp import _measure
 from c2f_attacks.attacks import LRPC, PGD
 from c2f_attacks.cli import main
@@ -51,17 +51,6 @@ pytest.importorskip("skimage")  # the photos
 
 STEPS = 10
 SIZES = (32, 64, 128, 224)
-
-
-class CoarseLogits(torch.nn.Module):
-    """The coarse stage as a flat classifier, for torchattacks."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).coarse_logits
 
 
 def _vgg16_c2f(full_size: bool) -> InducedC2F:
@@ -195,14 +184,8 @@ def test_bench_cost_growth_32_to_224(full_size, record_ratio, benchmark):
     for size in sizes:
         x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(size))
         target = torch.arange(batch)
-
-        def forward_backward(x=x, target=target):
-            xg = x.detach().requires_grad_()
-            out = model(xg)
-            return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
-
-        fns += [forward_backward, lambda x=x, target=target: lrp(model, x, target,
-                                                                   check_range=False)]  # fmt: skip
+        fns += [lambda x=x, target=target: forward_backward(model, x, target),
+                lambda x=x, target=target: lrp(model, x, target, check_range=False)]  # fmt: skip
     times = interleaved_medians(fns, repeats)
     table = {}
     for i, size in enumerate(sizes):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchattacks
 
-from bench.conftest import interleaved_medians, median_time
+from bench.conftest import CoarseLogits, interleaved_medians, median_time
 from c2f_attacks.attacks import LRPC, LRPF, PGD
 from c2f_attacks.attacks.layout import prefers_channels_last
 from c2f_attacks.attacks.lrp_guided import SHARED_DEFAULTS
@@ -18,17 +18,6 @@ from c2f_attacks.data.shapes import SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models import load_model
 
 STEPS = SHARED_DEFAULTS["refresh"]  # one full mask-refresh cycle of the LRP attacks
-
-
-class CoarseLogits(torch.nn.Module):
-    """The coarse stage as a flat classifier, for torchattacks."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).coarse_logits
 
 
 @pytest.fixture(scope="module")

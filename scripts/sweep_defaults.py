@@ -241,7 +241,7 @@ def report(out: Path, argv: Sequence[str], threads: int) -> dict | None:
     rule = __doc__[__doc__.index("The selection rule") :]
     meta = {
         "argv": " ".join(argv), "models": sorted({r["model"] for r in rows}),
-        "model": ", ".join(sorted({r["model"] for r in rows})), "n": int(board["n"].max()),
+        "n": int(board["n"].max()),
         "split_seed": SHAPES_SPLITS["val"], "reference": REFERENCE,
         "search_steps": _config(board.iloc[0])["search_steps"],
         "defaults": {**LRPF_DEFAULTS, "steps": choice["steps"], "refresh": choice["refresh"],
