@@ -6,7 +6,8 @@ scikit-image photos need the optional extra ``c2f-attacks[photos]``.
 
 :func:`write_photo_folder` lays the photos out as an ImageNet-style image folder (one folder per
 synset, :data:`PHOTO_SYNSETS`), real 224-px test data for ``--dataset imagefolder:PATH``;
-:func:`photo_hierarchy` is the shipped ImageNet grouping cut down to those photos' classes.
+:func:`photo_hierarchy` is the shipped ImageNet grouping cut down to those photos' classes;
+:class:`LabelledPhotos` is the same data without files (``--dataset photos``).
 """
 
 from __future__ import annotations
