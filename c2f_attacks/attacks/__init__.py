@@ -35,12 +35,13 @@ from c2f_attacks.attacks.registry import (
     create_attack,
     list_attacks,
 )
-from c2f_attacks.attacks.stage import STAGES
+from c2f_attacks.attacks.stage import STAGES, consistent_fine_logits
 
 __all__ = [
     "CRITERIA", "FGSM", "LRPC", "LRPC_DEFAULTS", "LRPF", "LRPF_DEFAULTS", "MASK_SOURCES",
     "MEMORY_FORMATS", "NORMS", "PGD", "PROTOCOLS", "STAGES", "AdvLibAttack", "Attack",
     "AttackInfo", "AttackResult", "AttackSanityError", "Criterion", "FineChangedCoarseKept",
     "Predictions", "Setting", "StageChanged", "TorchattacksAttack", "attack_info",
-    "create_attack", "get_criterion", "list_attacks", "predict", "predictions_of",
+    "consistent_fine_logits", "create_attack", "get_criterion", "list_attacks", "predict",
+    "predictions_of",
 ]  # fmt: skip
