@@ -20,7 +20,9 @@ An external attack sees one stage of a C2F model as a flat classifier (:class:`S
 ``config``. Success is always judged by the C2F model's predictions with the attack's
 criterion, never by the view. Labels: the attack gets the clean stage prediction (on C2F
 models; y on flat models, as in our own attacks), so it pushes away from what the model
-decides. The call goes through
+decides. A targeted call (``atk(x, target=T)``) hands the library T in its targeted mode
+(torchattacks' ``set_mode_targeted_by_function``, adv-lib's ``targeted=True``); an attack
+without one refuses it before any model call (``targetable``). The call goes through
 :class:`~c2f_attacks.attacks.base.Attack`: validation, eval mode, memory layout, success by the
 criterion against the clean predictions, ``misclassified`` for a given y, and the sanity checks
 (the budget in the attack's norm, when it has one).
@@ -70,13 +72,16 @@ class ExternalSpec:
     ``kind``: ``"budget"`` or ``"minimum_norm"`` (module docstring); ``norm``: its norm, or None
     when a setting chooses it (``norm_setting``, values mapped by the adapter's ``NORM_NAMES``);
     ``eps``: the name of its budget argument (a minimum-norm attack's optional search bound);
-    ``per_image_eps``: the library takes one budget per image (a tensor (N,))."""
+    ``per_image_eps``: the library takes one budget per image (a tensor (N,)); ``targetable``:
+    False where the library's targeted mode does nothing (adv-lib's DeepFool returns its inputs
+    with a warning), None to ask the library."""
 
     kind: str
     norm: str | None = "linf"
     eps: str | None = "eps"
     norm_setting: str | None = None
     per_image_eps: bool = False
+    targetable: bool | None = None
     #: settings the adapter fills where the library has no default (adv-lib's ``norm=``)
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -135,7 +140,7 @@ class ExternalAttack(Attack):
 
     Subclasses set ``library`` (the prefix of their registry names), ``SPECS`` (name ->
     :class:`ExternalSpec`), ``NORM_NAMES`` (a norm setting's value -> our norm name) and
-    implement :meth:`_load`, :meth:`_prepare` and :meth:`_run`."""
+    implement :meth:`_load`, :meth:`_prepare`, :meth:`_run` and :attr:`targetable`."""
 
     library: ClassVar[str]
     SPECS: ClassVar[Mapping[str, ExternalSpec]]
@@ -182,8 +187,21 @@ class ExternalAttack(Attack):
         objects), fill stage-dependent defaults; return the settings to run with."""
         raise NotImplementedError
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        """The library's adversarial images for ``x`` (labels: the stage's clean predictions)."""
+    def _run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        settings: dict[str, Any],
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The library's adversarial images for ``x``: away from ``labels`` (the stage's clean
+        predictions), or, in the library's targeted mode, toward ``target`` (the requested
+        classes; None: untargeted)."""
+        raise NotImplementedError
+
+    @property
+    def targetable(self) -> bool:
+        """Whether the library's attack has a targeted mode."""
         raise NotImplementedError
 
     # -- shared
@@ -209,9 +227,10 @@ class ExternalAttack(Attack):
         view.image_forwards = view.image_backwards = 0
         settings = self.settings if eps is None else {**self.settings, self.spec.eps: eps}
         x = batch.x[rows]
+        target = None if batch.target is None else batch.target[rows].clone()
         try:
             # copies: some libraries write into their inputs
-            x_adv = self._run(x.clone(), batch.target[rows].clone(), settings)
+            x_adv = self._run(x.clone(), batch.label[rows].clone(), settings, target)
         except Exception as err:  # any failure inside the library: one line that says where
             classes = self.num_classes() or "its"
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""

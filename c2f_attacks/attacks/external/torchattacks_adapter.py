@@ -13,7 +13,11 @@ VANILA and GN (no attack, noise), EADL1/EADEN (l1, a norm we do not measure), Mu
 (a combinator) and LGV (needs training data) are left out.
 
 Constructor arguments ``n_classes`` (FAB, APGDT, AutoAttack) default to the stage's number of
-classes rather than torchattacks' 10. The batch is handed over contiguous by default
+classes rather than torchattacks' 10. A targeted call runs the attack in
+``set_mode_targeted_by_function`` with the clean labels and a function returning the requested
+classes (``set_mode_targeted_by_label`` would hand FAB the targets as its clean labels, and FAB
+then attacks no image); attacks whose ``supported_mode`` lacks "targeted", such as DeepFool,
+APGD, AutoAttack and SparseFool, refuse ``target=``. The batch is handed over contiguous by default
 (``memory_format="contiguous"``): several torchattacks attacks (FAB, SparseFool) ``.view`` their
 inputs, which fails on channels-last tensors. torchattacks is an optional extra:
 ``pip install c2f-attacks[baselines]``.
@@ -128,8 +132,22 @@ class TorchattacksAttack(ExternalAttack):
         except (TypeError, ValueError) as err:
             raise UserError(f"{self.name} cannot be built with {settings}: {err}") from None
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        attack = self.attack if settings is self.settings else self._build(settings)
+    @property
+    def targetable(self) -> bool:
+        return "targeted" in self.attack.supported_mode
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        settings: dict[str, Any],
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if target is None:
+            attack = self.attack if settings is self.settings else self._build(settings)
+        else:  # a new object: torchattacks keeps the mode as state of the attack
+            attack = self._build(settings)
+            attack.set_mode_targeted_by_function(lambda images, labels: target, quiet=True)
         return attack(x, labels)
 
 
