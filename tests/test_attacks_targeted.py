@@ -349,3 +349,19 @@ def test_a_clean_target_is_refused_after_the_clean_forward_only():
                                         "coarse stage already decides"):  # fmt: skip
         PGD(model, stage="coarse", memory_format="contiguous")(x, target=clean.clone())
     assert len(calls) == 1  # the clean forward, no attack query
+
+
+def test_declared_targeted_modes_match_torchattacks_and_the_registry():
+    """TORCHATTACKS declares the attacks without a targeted mode (so that a run plans no
+    targeted row for them): exactly those whose supported_mode lacks 'targeted'."""
+    from c2f_attacks.attacks import attack_info
+    from c2f_attacks.attacks.external import TORCHATTACKS
+
+    model = small_cnn(0)
+    for name, spec in TORCHATTACKS.items():
+        cls = getattr(torchattacks, name)
+        kwargs = {"n_classes": 5} if "n_classes" in cls.__init__.__code__.co_varnames else {}
+        built = cls(model, **kwargs)
+        assert ("targeted" in built.supported_mode) == (spec.targetable is not False), name
+        assert attack_info(f"torchattacks:{name}").targetable == (spec.targetable is not False)
+    assert attack_info("pgd").targetable and attack_info("lrpf").targetable

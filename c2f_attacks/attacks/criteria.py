@@ -155,5 +155,6 @@ def get_criterion(
                              f"(it applies to: {', '.join(map(str, cls.stages))})")  # fmt: skip
         criterion = cls(stage)
     if target is not None and criterion.targeted:
-        criterion = criterion.aimed_at(torch.as_tensor(target))
+        copied = target.clone() if isinstance(target, torch.Tensor) else torch.tensor(target)
+        criterion = criterion.aimed_at(copied)
     return criterion

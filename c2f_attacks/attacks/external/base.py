@@ -73,8 +73,9 @@ class ExternalSpec:
     when a setting chooses it (``norm_setting``, values mapped by the adapter's ``NORM_NAMES``);
     ``eps``: the name of its budget argument (a minimum-norm attack's optional search bound);
     ``per_image_eps``: the library takes one budget per image (a tensor (N,)); ``targetable``:
-    False where the library's targeted mode does nothing (adv-lib's DeepFool returns its inputs
-    with a warning), None to ask the library."""
+    False where the library has no targeted mode or it does nothing (adv-lib's DeepFool returns
+    its inputs with a warning), None to ask the library (the registry then counts it
+    targetable)."""
 
     kind: str
     norm: str | None = "linf"
@@ -309,6 +310,7 @@ def external_info(adapter: type[ExternalAttack], name: str) -> AttackInfo:
         protocols=("minimal", "fixed") if budget else ("minimal",),
         criterion="stage_changed", settings=MappingProxyType(settings),
         library=adapter.library_version(), minimum_norm=not budget, first_success=False,
+        targetable=spec.targetable is not False,
         description=f"{adapter.library}'s {name}",
         factory=lambda model, **s: adapter(model, name, **s),
         configure=configure, norm_of=lambda s: norm_of(adapter, name, s),

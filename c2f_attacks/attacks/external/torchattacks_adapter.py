@@ -17,7 +17,9 @@ classes rather than torchattacks' 10. A targeted call runs the attack in
 ``set_mode_targeted_by_function`` with the clean labels and a function returning the requested
 classes (``set_mode_targeted_by_label`` would hand FAB the targets as its clean labels, and FAB
 then attacks no image); attacks whose ``supported_mode`` lacks "targeted", such as DeepFool,
-APGD, AutoAttack and SparseFool, refuse ``target=``. The batch is handed over contiguous by default
+APGD, AutoAttack and SparseFool, refuse ``target=`` (declared in :data:`TORCHATTACKS`, so
+that a run plans no targeted row for them; a test keeps the declarations in step with
+torchattacks). The batch is handed over contiguous by default
 (``memory_format="contiguous"``): several torchattacks attacks (FAB, SparseFool) ``.view`` their
 inputs, which fails on channels-last tensors. torchattacks is an optional extra:
 ``pip install c2f-attacks[baselines]``.
@@ -26,6 +28,7 @@ inputs, which fails on channels-last tensors. torchattacks is an optional extra:
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from importlib import metadata
 from types import MappingProxyType
 from typing import Any
@@ -45,17 +48,19 @@ from c2f_attacks.errors import MissingExtraError, UserError
 _LINF, _L2 = ExternalSpec(BUDGET, "linf"), ExternalSpec(BUDGET, "l2")
 _NORMED = ExternalSpec(BUDGET, None, norm_setting="norm")
 TORCHATTACKS = MappingProxyType({
-    **dict.fromkeys(("FGSM", "BIM", "RFGSM", "PGD", "EOTPGD", "FFGSM", "TPGD", "MIFGSM", "UPGD",
+    **dict.fromkeys(("FGSM", "BIM", "RFGSM", "PGD", "EOTPGD", "FFGSM", "MIFGSM", "UPGD",
                      "DIFGSM", "TIFGSM", "Jitter", "NIFGSM", "PGDRS", "SINIFGSM", "VMIFGSM",
                      "VNIFGSM", "SPSA"), _LINF),
-    "PIFGSM": ExternalSpec(BUDGET, "linf", eps="max_epsilon"),
+    "TPGD": replace(_LINF, targetable=False),
+    "PIFGSM": ExternalSpec(BUDGET, "linf", eps="max_epsilon", targetable=False),
     "PIFGSMPP": ExternalSpec(BUDGET, "linf", eps="max_epsilon"),
     **dict.fromkeys(("PGDL2", "PGDRSL2"), _L2),
-    **dict.fromkeys(("APGD", "APGDT", "Square", "AutoAttack"), _NORMED),
+    "Square": _NORMED,
+    **dict.fromkeys(("APGD", "APGDT", "AutoAttack"), replace(_NORMED, targetable=False)),
     "FAB": ExternalSpec(MINIMUM_NORM, None, norm_setting="norm"),
     "CW": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
-    "DeepFool": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
-    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
+    "DeepFool": ExternalSpec(MINIMUM_NORM, "l2", eps=None, targetable=False),
+    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False),
     "JSMA": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
     "OnePixel": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
     "Pixle": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
@@ -134,6 +139,8 @@ class TorchattacksAttack(ExternalAttack):
 
     @property
     def targetable(self) -> bool:
+        if self.spec.targetable is not None:
+            return self.spec.targetable
         return "targeted" in self.attack.supported_mode
 
     def _run(
