@@ -127,6 +127,34 @@ def test_external_attacks_follow_the_protocols_they_can():
     assert l2.plans()[0].key()["norm"] == "l2" and l2.plans()[0].key()["eps"] == 0.75
 
 
+def test_target_policies_make_rows_of_their_own():
+    """--target none random: a targeted row per policy beside the untargeted one, with the rule
+    target_reached and the policy in its config; attacks without a targeted form get the
+    untargeted rows only, and none at all is an error naming the attack."""
+    pytest.importorskip("torchattacks")
+    cfg = RunConfig(attacks=["pgd", "torchattacks:DeepFool"], stages=["fine"],
+                    protocols=["minimal"], targets=["none", "random"])  # fmt: skip
+    keys = {p.label: p.key() for p in cfg.plans()}
+    assert list(keys) == ["pgd/fine/minimal", "pgd/fine/minimal/target=random",
+                          "torchattacks:DeepFool/fine/minimal"]  # fmt: skip
+    aimed, plain = keys["pgd/fine/minimal/target=random"], keys["pgd/fine/minimal"]
+    assert aimed["success_rule"] == "target_reached"
+    assert plain["success_rule"] == "fine_changed_coarse_kept"
+    assert aimed["config"] == plain["config"] + ";target=random"
+    with pytest.raises(UserError, match="--target random: attack 'torchattacks:DeepFool' has no "
+                                        "targeted mode"):  # fmt: skip
+        RunConfig(attacks=["torchattacks:DeepFool"], targets=["random"])
+
+
+def test_targets_in_a_config_file_are_a_list_option(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('attacks = ["pgd"]\ntarget = ["none", "nearest"]\n')
+    (point,) = read_config(path)
+    assert point["targets"] == ["none", "nearest"]
+    args = build_parser().parse_args(["run", "--target", "random", "least_likely"])
+    assert args.targets == ["random", "least_likely"]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -146,6 +174,8 @@ def test_external_attacks_follow_the_protocols_they_can():
         ({"stages": "coarse"}, "stages must be a non-empty list"),
         ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
         ({"memory_format": "nhwc"}, "unknown memory-format 'nhwc'"),
+        ({"targets": ["closest"]}, "unknown target 'closest'; choose from none, random"),
+        ({"targets": "random"}, "targets must be a non-empty list"),
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(kwargs, message):

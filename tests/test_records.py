@@ -59,7 +59,7 @@ def made_up(n: int, seed: int = 0, **columns) -> pd.DataFrame:
         "eps": rng.random(n), "linf": rng.random(n), "l2": rng.random(n) * 5,
         "l0": rng.random(n), "queries": rng.integers(1, 100, n),
         "relevance_shift": rng.random(n), "perturbation_in_relevance": rng.random(n),
-        "object_share": rng.random(n),
+        "object_share": rng.random(n), "target_class": np.full(n, -1),
     })  # fmt: skip
     frame["misclassified"] = ~frame["correct"]
     for name, values in columns.items():
@@ -121,6 +121,22 @@ def test_write_and_load_round_trip(tmp_path):
     )  # no temporary files left
 
 
+def test_records_written_before_target_class_load_with_minus_one(tmp_path):
+    """An earlier file (no target_class column) reads as untargeted; any other header is
+    refused."""
+    path = write_records(tmp_path, key(), made_up(4, seed=3, target_class=[2, 0, 1, 5]))
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    earlier = [line.rsplit(",", 1)[0] for line in lines]  # target_class is the last column
+    path.write_bytes(gzip.compress(("\n".join(earlier) + "\n").encode(), mtime=0))
+    back = load_records(tmp_path)
+    assert list(back.columns) == list(FILE_COLUMNS) and back["target_class"].tolist() == [-1] * 4
+    assert str(back["target_class"].dtype) == "int64"
+    path.write_bytes(gzip.compress(("\n".join(line.rsplit(",", 2)[0] for line in lines) + "\n")
+                                   .encode(), mtime=0))  # fmt: skip
+    with pytest.raises(ValueError, match="the header is not the records header"):
+        load_records(tmp_path)
+
+
 def test_empty_and_key_checks(tmp_path):
     empty = load_records(tmp_path)
     assert empty.empty and list(empty.columns) == list(FILE_COLUMNS)
@@ -150,7 +166,7 @@ def _rewrite(path, edit) -> None:
     "edit, message",
     [
         (lambda t: t.replace(",True,", ",yes,", 1), "line 2, column '.*': 'yes' is not True or"),
-        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 41 fields, the"),
+        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 42 fields, the"),
         (lambda t: t.replace("object_share", "object"), "line 1: the header"),
         (lambda t: t.replace("\nsmall,", "\nother,", 1), "line 2: the key does not hash"),
         (lambda t: t + t.splitlines()[1].replace(",fine,", ",coarse,") + "\n", "line 32"),

@@ -209,6 +209,39 @@ def test_external_rows_take_their_settings_and_budget_from_the_config(tmp_path):
     assert records["success"].equals(records["fine_flipped_coarse_kept"])
 
 
+def test_targeted_rows_run_beside_untargeted_ones(tmp_path):
+    """--target none random: every targetable attack gets a row per policy (torchattacks'
+    DeepFool, which has no targeted mode, the untargeted one only); a targeted row's key,
+    records and figures follow its targets."""
+    pytest.importorskip("torchattacks")
+    cfg = RunConfig(out=str(tmp_path), **{**SMALL, "figures": True},
+                    attacks=["pgd", "lrpf", "torchattacks:DeepFool"], masks=["lrp"],
+                    stages=["fine"], protocols=["fixed", "minimal"], targets=["none", "random"],
+                    model="shapes-vgg16")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FigureWarning)
+        rows = run(cfg)
+    targeted = rows["config"].str.contains("target=random")
+    assert sorted(rows.loc[targeted, "attack"]) == ["lrpf", "lrpf", "pgd", "pgd"]
+    assert set(rows.loc[targeted, "success_rule"]) == {"target_reached"}
+    assert set(rows.loc[~targeted, "success_rule"]) == {"fine_changed_coarse_kept"}
+    assert len(rows) == 9 and rows["row_id"].nunique() == 9
+    records = load_records(tmp_path)
+    mine = records["config"].str.contains("target=random")
+    assert (records.loc[~mine, "target_class"] == -1).all()
+    aimed = records[mine]
+    assert (aimed["target_class"] != aimed["clean_fine"]).all()
+    assert aimed["success"].equals(aimed["adv_fine"] == aimed["target_class"])
+    # the same image gets the same target in every row
+    per_image = aimed.groupby("index")["target_class"].nunique()
+    assert (per_image == 1).all()
+    for rid, part in records.groupby("row_id"):
+        row = rows.set_index("row_id").loc[rid]
+        assert aggregate(part)["fooling_ratio"] == row["fooling_ratio"]
+    folder = figure_folder(tmp_path, "shapes-vgg16")
+    assert (folder / "pgd_fine_fixed_target_random.png").exists()
+
+
 # ------------------------------------------------------------------- memory budget, batch sizes
 def test_sizes_parse_in_powers_of_1024_and_bad_ones_name_the_text():
     assert memory.parse_size("4G") == 4 * 2**30 and memory.parse_size("512m") == 512 * 2**20

@@ -1,9 +1,11 @@
 """Adversarial attacks on flat and coarse-to-fine classifiers, torchattacks style.
 
-``atk = PGD(model, ...)``; ``res = atk(x, y=None, index=None, object_mask=None)`` ->
-:class:`AttackResult` with ``x_adv``, per-image ``success`` (by the attack's criterion against
+``atk = PGD(model, ...)``; ``res = atk(x, y=None, index=None, object_mask=None, target=None)``
+-> :class:`AttackResult` with ``x_adv``, per-image ``success`` (by the call's criterion against
 the clean predictions), ``misclassified``, clean/adversarial predictions, the cost, the budget
-and the first-success step. On C2F models ``y`` is the global fine label.
+and the first-success step. On C2F models ``y`` is the global fine label. ``target`` (requested
+classes in the stage's label space, or a policy of :data:`TARGET_POLICIES`) makes the call
+targeted: success is then ``target_reached``.
 
 Every attack is registered by name: ``list_attacks()``, ``attack_info(name)``,
 ``create_attack(name, model, **settings)``; ``torchattacks:NAME`` and ``adv_lib:NAME`` resolve
@@ -16,6 +18,7 @@ from c2f_attacks.attacks.criteria import (
     Criterion,
     FineChangedCoarseKept,
     StageChanged,
+    TargetReached,
     get_criterion,
 )
 from c2f_attacks.attacks.external import AdvLibAttack, TorchattacksAttack
@@ -35,12 +38,14 @@ from c2f_attacks.attacks.registry import (
     create_attack,
     list_attacks,
 )
-from c2f_attacks.attacks.stage import STAGES
+from c2f_attacks.attacks.stage import STAGES, consistent_fine_logits
+from c2f_attacks.attacks.targets import TARGET_POLICIES, choose_targets
 
 __all__ = [
     "CRITERIA", "FGSM", "LRPC", "LRPC_DEFAULTS", "LRPF", "LRPF_DEFAULTS", "MASK_SOURCES",
-    "MEMORY_FORMATS", "NORMS", "PGD", "PROTOCOLS", "STAGES", "AdvLibAttack", "Attack",
-    "AttackInfo", "AttackResult", "AttackSanityError", "Criterion", "FineChangedCoarseKept",
-    "Predictions", "Setting", "StageChanged", "TorchattacksAttack", "attack_info",
+    "MEMORY_FORMATS", "NORMS", "PGD", "PROTOCOLS", "STAGES", "TARGET_POLICIES", "AdvLibAttack",
+    "Attack", "AttackInfo", "AttackResult", "AttackSanityError", "Criterion",
+    "FineChangedCoarseKept", "Predictions", "Setting", "StageChanged", "TargetReached",
+    "TorchattacksAttack", "attack_info", "choose_targets", "consistent_fine_logits",
     "create_attack", "get_criterion", "list_attacks", "predict", "predictions_of",
 ]  # fmt: skip

@@ -1,23 +1,34 @@
 """The attack base class: validation, clean predictions, labels, cost counting and sanity checks.
 
-Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None, object_mask=None)``
-does the rest, like torchattacks' ``Attack.__call__``:
+Subclasses implement :meth:`Attack._perturb`; ``atk(x, y=None, index=None, object_mask=None,
+target=None)`` does the rest, like torchattacks' ``Attack.__call__``:
 
 1. validate the images (rank, the model's channel count (:func:`model_channels`) and size,
-   finite values in [0, 1], the model's dtype and device), the labels, the indices and the
-   object masks, before any model call;
+   finite values in [0, 1], the model's dtype and device), the labels, the indices, the object
+   masks and the targets, before any model call;
 2. put every submodule in eval mode for the call (each one's flag restored afterwards) and hand
    the model the batch in the chosen memory layout (:mod:`c2f_attacks.attacks.layout`);
-3. predict the clean batch. The loss target ``t`` (``res.y``) is, on a C2F model, the clean
-   stage prediction: the attack pushes away from what the model decides, whatever ``y`` says;
-   on a flat model it is ``y`` (torchattacks' convention), or the clean prediction without y;
-4. perturb; predict the adversarial batch; ``success`` = the attack's criterion
+3. predict the clean batch. The label ``t`` the loss moves away from (``res.y``) is, on a C2F
+   model, the clean stage prediction: the attack pushes away from what the model decides,
+   whatever ``y`` says; on a flat model it is ``y`` (torchattacks' convention), or the clean
+   prediction without y;
+4. perturb; predict the adversarial batch; ``success`` = the call's criterion
    (:mod:`c2f_attacks.attacks.criteria`) of the adversarial against the clean predictions;
    ``misclassified`` flags the images whose clean stage prediction differs from the stage label
    of the given y (all False without y);
 5. check the result (no NaN, pixels in [0, 1], ``max |delta| <= eps + tolerance`` when an eps is
    set, ``tolerance = max(1e-6, 4 * finfo(dtype).eps)``) and raise :class:`AttackSanityError`
    when a check fails.
+
+Targeted calls (:mod:`c2f_attacks.attacks.targets`): ``target`` is a tensor of requested classes
+in the stage's label space (coarse indices, global fine indices, or a flat model's classes), or
+a policy name (``"random"``, ``"least_likely"``, ``"nearest"``, ``"farthest"``) that chooses
+them from the clean predictions, seeded by ``(seed, index)``. The loss then moves toward the
+target and success, early stopping and the minimal-budget search follow ``target_reached``
+(``res.criterion``, holding the targets; ``res.target``). A target outside the label space, of
+the wrong shape or dtype is refused before any model call, and so is any target for an attack
+without a targeted form (``targetable``); a target equal to the clean decision after the clean
+forward, before the attack's first query. Each is a :class:`~c2f_attacks.errors.UserError`.
 
 Cost counts the model calls the attack itself makes to produce ``x_adv`` (the clean and final
 evaluation forwards are not counted): ``forwards[i]`` / ``backwards[i]`` per image, counting only
@@ -34,11 +45,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from c2f_attacks.attacks.criteria import Criterion, get_criterion
+from c2f_attacks.attacks.criteria import Criterion, TargetReached, get_criterion
 from c2f_attacks.attacks.layout import Layout
 from c2f_attacks.attacks.minimal_eps import bisect_eps
 from c2f_attacks.attacks.predictions import Predictions
 from c2f_attacks.attacks.stage import StageView
+from c2f_attacks.attacks.targets import (
+    TARGET_POLICIES,
+    check_not_clean,
+    check_target,
+    choose_targets,
+)
 from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.models.base import C2FOutput
@@ -55,17 +72,20 @@ class AttackResult:
     """What one attack call returns, per image of the batch of N."""
 
     x_adv: torch.Tensor  #: (N, C, H, W) adversarial images in [0, 1]
-    success: torch.Tensor  #: (N,) bool, the attack's criterion against the clean predictions
+    success: torch.Tensor  #: (N,) bool, the call's criterion against the clean predictions
     misclassified: torch.Tensor  #: (N,) bool, clean stage prediction != stage label of y
     clean: Predictions  #: predictions on the clean images
     adv: Predictions  #: predictions on the adversarial images
-    y: torch.Tensor  #: (N,) the labels the loss used, in the stage's index space
+    y: torch.Tensor  #: (N,) the labels the loss moved away from, in the stage's index space
     forwards: torch.Tensor  #: (N,) forward passes image i took part in
     backwards: torch.Tensor  #: (N,) backward passes image i took part in
     eps: torch.Tensor | None  #: (N,) l-inf budget per image (minimal eps: the one found)
     #: (N,) update steps taken when x_adv's path was first seen successful; -1 if not successful
     #: or not tracked
     first_success_step: torch.Tensor
+    #: the success rule of the call (a targeted call's holds its targets)
+    criterion: Criterion
+    target: torch.Tensor | None = None  #: (N,) requested classes of a targeted call, else None
 
     @property
     def queries(self) -> torch.Tensor:
@@ -95,21 +115,31 @@ class Perturbed:
 class Batch:
     """One call's inputs as the attack loops see them (all tensors have N rows).
 
-    ``target`` is the class the loss moves away from (stage index space), ``clean`` the clean
-    predictions, ``index`` the global image indices, ``object_mask`` (N, H, W) or None.
+    ``label`` is the class the loss moves away from (stage index space: the clean decision on
+    C2F models), ``clean`` the clean predictions, ``index`` the global image indices,
+    ``criterion`` the call's success rule, ``target`` the requested classes of a targeted call
+    (None otherwise), ``object_mask`` (N, H, W) or None.
     """
 
     x: torch.Tensor
-    target: torch.Tensor
+    label: torch.Tensor
     clean: Predictions
     index: torch.Tensor
+    criterion: Criterion
+    target: torch.Tensor | None = None
     object_mask: torch.Tensor | None = None
 
     def __getitem__(self, rows: torch.Tensor) -> Batch:
         return Batch(
-            self.x[rows], self.target[rows], self.clean[rows], self.index[rows],
+            self.x[rows], self.label[rows], self.clean[rows], self.index[rows],
+            self.criterion[rows], None if self.target is None else self.target[rows],
             None if self.object_mask is None else self.object_mask[rows],
         )  # fmt: skip
+
+    def success(self, rows, pred: Predictions) -> torch.Tensor:
+        """The criterion's verdict on ``pred``, the predictions of the batch rows ``rows`` (an
+        index tensor or ``slice(None)``)."""
+        return self.criterion[rows](self.clean[rows], pred)
 
 
 class CallCounter:
@@ -203,8 +233,8 @@ def sanity_check(x: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor | None)
 
 
 class Attack:
-    """Base class: ``res = atk(x, y=None, index=None, object_mask=None)``; see the module
-    docstring.
+    """Base class: ``res = atk(x, y=None, index=None, object_mask=None, target=None)``; see the
+    module docstring.
 
     A subclass declares what it is as class attributes, which the registry
     (:func:`~c2f_attacks.attacks.registry.register_attack`) reads: ``name``, the ``stages`` it
@@ -212,7 +242,8 @@ class Attack:
     ``default_criterion`` (the success rule when the caller names none) and whether it takes a
     mask source (``masked``). ``criterion=`` (a rule name or a
     :class:`~c2f_attacks.attacks.criteria.Criterion`) chooses another rule: success, early
-    stopping and the minimal-budget search all follow it.
+    stopping and the minimal-budget search all follow it. A targeted call judges by
+    ``target_reached`` instead; ``targetable`` says whether the attack has a targeted form.
     """
 
     name: ClassVar[str]
@@ -221,6 +252,8 @@ class Attack:
     protocols: ClassVar[tuple[str, ...]] = ("minimal", "fixed")
     default_criterion: ClassVar[str] = "stage_changed"
     masked: ClassVar[bool] = False
+    #: the attack accepts ``target=`` (external attacks: where their library has a targeted mode)
+    targetable: bool = True
     #: the number of update steps of a full run (first-success steps of images that succeed
     #: only at the end); None where not tracked
     steps: int | None = None
@@ -281,6 +314,7 @@ class Attack:
         y: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         object_mask: torch.Tensor | None = None,
+        target: torch.Tensor | str | None = None,
     ) -> AttackResult:
         check_image_batch(
             x, channels=model_channels(self.model), size=getattr(self.model, "input_size", None)
@@ -292,6 +326,7 @@ class Attack:
         self._check_call(x, object_mask)
         if y is not None and self.view.is_c2f:
             y = self.view.check_labels(y, n, -1).to(x.device)
+        self._check_target_call(target, n)
         caller_x = x.detach()
         with eval_mode(self.model):
             x = self._layout(self.model, caller_x)
@@ -302,15 +337,20 @@ class Attack:
                 logits, clean, out = self.view.forward(x_clean)
             if y is not None and not self.view.is_c2f:  # the class count is known now
                 y = self.view.check_labels(y, n, logits.shape[1]).to(x.device)
-            target = y if y is not None and not self.view.is_c2f else clean.stage
+            label = y if y is not None and not self.view.is_c2f else clean.stage
+            criterion = self.criterion
+            if target is not None:
+                target = self._targets(target, logits, out, clean, index)
+                criterion = TargetReached(self.stage, target)
             misclassified = torch.zeros(n, dtype=torch.bool, device=x.device)
             if y is not None:
                 misclassified = self.view.stage_labels(y) != clean.stage
             self._check_model(x)
             counter = CallCounter(n, x.device)
             self._clean_pass = (x_clean, logits, out, clean) if keep else None
+            batch = Batch(x, label, clean, index, criterion, target, object_mask)
             try:
-                done = self._perturb(Batch(x, target, clean, index, object_mask), counter)
+                done = self._perturb(batch, counter)
             finally:
                 self._clean_pass = None
             x_adv = done.x_adv.detach()
@@ -319,12 +359,48 @@ class Attack:
         if caller_x.is_contiguous():
             x_adv = x_adv.contiguous()
         sanity_check(x, x_adv, done.eps)
-        success = self.criterion(clean, adv)
+        success = criterion(clean, adv)
         return AttackResult(
             x_adv=x_adv, success=success, misclassified=misclassified, clean=clean, adv=adv,
-            y=target, forwards=counter.forwards, backwards=counter.backwards, eps=done.eps,
+            y=label, forwards=counter.forwards, backwards=counter.backwards, eps=done.eps,
             first_success_step=self._first_success(done.first_success_step, success),
+            criterion=criterion, target=target,
         )  # fmt: skip
+
+    def _check_target_call(self, target: object, n: int) -> None:
+        """Refuse, before any model call, a target this attack or call cannot take: a targeted
+        call of an attack without a targeted form, a bad policy name or tensor, or no target
+        for a targeted criterion."""
+        if target is None:
+            if self.criterion.targeted and getattr(self.criterion, "target", None) is None:
+                raise UserError(f"success rule {self.criterion.name!r} needs the requested "
+                                "classes: call atk(x, target=T)")  # fmt: skip
+            return
+        if not self.targetable:
+            raise UserError(f"{self.name} has no targeted mode: call it without target=")
+        if isinstance(target, str):
+            if target not in TARGET_POLICIES:
+                raise UserError(f"unknown target policy {target!r}; choose from "
+                                f"{', '.join(TARGET_POLICIES)} or pass a tensor")  # fmt: skip
+            if not self.view.is_c2f and target in ("nearest", "farthest"):
+                raise UserError(f"target policy {target!r} needs a hierarchy: use it on a C2F "
+                                "model")  # fmt: skip
+            return
+        hierarchy = self.model.hierarchy if self.view.is_c2f else None
+        classes = {"coarse": getattr(hierarchy, "num_coarse", None),
+                   "fine": getattr(hierarchy, "num_fine", None)}.get(self.stage)  # fmt: skip
+        check_target(target, n, classes, self.stage)
+
+    def _targets(self, target, logits, out, clean: Predictions, index) -> torch.Tensor:
+        """The requested classes (N,) of a targeted call, checked against the clean decision."""
+        if isinstance(target, str):
+            return choose_targets(target, self.view, logits.detach(), out, clean, index,
+                                  self.seed)  # fmt: skip
+        if not self.view.is_c2f:  # the class count is known now
+            check_target(target, len(target), logits.shape[1], None)
+        target = target.to(logits.device, torch.long)
+        check_not_clean(target, clean, self.stage)
+        return target
 
     def _first_success(self, seen: torch.Tensor | None, success: torch.Tensor) -> torch.Tensor:
         """Per image: the step its path was first seen successful, ``steps`` for a success seen
@@ -340,6 +416,23 @@ class Attack:
         rows: that call then reuses the forward that gave the clean predictions (FGSM, for one,
         makes two forwards instead of three)."""
         return False
+
+    def _objective(self, batch: Batch) -> tuple[torch.Tensor, Callable]:
+        """``(classes, loss_fn)`` of the update steps: the label and :meth:`_loss` (away from
+        it), or on a targeted call the targets and :meth:`_toward` (toward them)."""
+        if batch.target is None:
+            return batch.label, self._loss
+        return batch.target, self._toward
+
+    def _loss(self, logits: torch.Tensor, out: C2FOutput | None, t: torch.Tensor) -> torch.Tensor:
+        """Per-image loss away from the classes ``t`` (attacks that take gradient steps)."""
+        raise NotImplementedError
+
+    def _toward(
+        self, logits: torch.Tensor, out: C2FOutput | None, target: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-image loss toward the requested classes ``target`` (targeted calls)."""
+        raise NotImplementedError
 
     def _check_call(self, x: torch.Tensor, object_mask: torch.Tensor | None) -> None:
         """Hook for attacks with extra requirements on a call's inputs (mask sources)."""
@@ -403,7 +496,7 @@ class Attack:
                 with torch.no_grad():
                     _, pred, _ = self.view.forward(x_adv[unknown])
                 counter.add(rows[unknown], forwards=1, backwards=0)
-                success[unknown] = self.criterion(sub.clean[unknown], pred)
+                success[unknown] = sub.success(unknown, pred)
             return x_adv, success, self._first_success(seen, success)
 
         x_adv, eps, first = bisect_eps(run, batch.x.shape[0], eps_max, search_steps, batch.x.device)

@@ -8,17 +8,27 @@ adversarial predictions (c', f', s'):
 - ``stage_changed`` (:class:`StageChanged`): ``s' != s`` (coarse: ``c' != c``; fine:
   ``f' != f``, a coarse flip included; flat: the argmax changed);
 - ``fine_changed_coarse_kept`` (:class:`FineChangedCoarseKept`, fine stage only):
-  ``f' != f and c' == c`` (LRPF's rule: the mistake stays inside the superclass).
+  ``f' != f and c' == c`` (LRPF's rule: the mistake stays inside the superclass);
+- ``target_reached`` (:class:`TargetReached`, targeted calls): ``s' == T`` for the requested
+  class T of each image, in the stage's label space (coarse indices on the coarse stage, global
+  fine indices on the fine stage, class indices on a flat model).
 
 The fine stage has both rules; a run uses one rule per stage for every attack (the strict one on
 the fine stage by default) and records its name in the ``success_rule`` column, while the
 records keep both fine-stage verdicts for every image. ``get_criterion(name, stage)`` builds one;
 ``criterion(clean, adv) -> BoolTensor (N,)``.
+
+A targeted rule holds its per-image targets, as Foolbox's ``TargetedMisclassification`` does:
+``TargetReached(stage, target=T)`` (or ``get_criterion("target_reached", stage).aimed_at(T)``);
+``criterion[rows]`` is the rule for a subset of the images (the untargeted rules have no
+per-image state and return themselves). A targeted call of an attack (``atk(x, target=T)``)
+judges with ``TargetReached`` whatever its ``criterion=``, and returns that rule as
+``res.criterion``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -36,10 +46,16 @@ class Criterion:
     name: ClassVar[str]
     #: the stages (None: a flat model) the rule is defined for
     stages: ClassVar[tuple[str | None, ...]]
+    #: the rule judges against a requested class per image (:class:`TargetReached`)
+    targeted: ClassVar[bool] = False
     stage: str | None
 
     def __call__(self, clean: Predictions, adv: Predictions) -> torch.Tensor:
         raise NotImplementedError
+
+    def __getitem__(self, rows) -> Criterion:
+        """The rule for the images ``rows`` (index tensor, mask or slice) of the batch."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -75,22 +91,70 @@ class FineChangedCoarseKept(Criterion):
         return (adv.fine != clean.fine) & (adv.coarse == clean.coarse)
 
 
+@dataclass(frozen=True, eq=False)
+class TargetReached(Criterion):
+    """Fooled when the prediction of ``stage`` equals the requested class ``target[i]`` (N,):
+    coarse indices (coarse stage), global fine indices (fine stage) or class indices (flat).
+    Without ``target`` it names the rule only; calling it then is an error."""
+
+    name: ClassVar[str] = "target_reached"
+    stages: ClassVar[tuple[str | None, ...]] = (*STAGES, None)
+    targeted: ClassVar[bool] = True
+    stage: str | None = None
+    target: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.stage not in self.stages:
+            raise UserError(f"stage must be None, 'coarse' or 'fine', got {self.stage!r}")
+        if self.target is not None and (
+            not isinstance(self.target, torch.Tensor) or self.target.dim() != 1
+        ):
+            raise UserError("target must be a 1-D tensor of requested classes, one per image")
+
+    def aimed_at(self, target: torch.Tensor) -> TargetReached:
+        """The rule with the requested classes ``target`` (N,)."""
+        return replace(self, target=target)
+
+    def __getitem__(self, rows) -> TargetReached:
+        return self if self.target is None else replace(self, target=self.target[rows])
+
+    def __call__(self, clean: Predictions, adv: Predictions) -> torch.Tensor:
+        if self.target is None:
+            raise UserError(
+                "success rule 'target_reached' needs the requested classes: "
+                "TargetReached(stage, target=T), or call the attack as atk(x, target=T)"
+            )
+        if self.target.shape != adv.stage.shape:
+            raise UserError(f"target_reached holds {self.target.shape[0]} targets for "
+                            f"{adv.stage.shape[0]} images")  # fmt: skip
+        return adv.stage == self.target.to(adv.stage.device)
+
+
 CRITERIA: Registry[type[Criterion]] = Registry("success rule")
-for _rule in (StageChanged, FineChangedCoarseKept):
+for _rule in (StageChanged, FineChangedCoarseKept, TargetReached):
     CRITERIA.register(_rule.name, _rule)
 
 
-def get_criterion(rule: str | Criterion, stage: str | None) -> Criterion:
+def get_criterion(
+    rule: str | Criterion, stage: str | None, target: torch.Tensor | None = None
+) -> Criterion:
     """The criterion ``rule`` (a name of :data:`CRITERIA` or a Criterion) for ``stage``; a rule
-    that is not defined at that stage is a ValueError naming both."""
+    that is not defined at that stage is a ValueError naming both. ``target``: the requested
+    classes (N,) a targeted rule judges against (a row's ``target_class`` records), ignored by
+    the others."""
     if isinstance(rule, Criterion):
         if rule.stage != stage:
             raise UserError(f"success rule {rule.name!r} is for stage {rule.stage!r}, "
                              f"not {stage!r}")  # fmt: skip
-        return rule
-    cls = CRITERIA.get(rule)
-    if stage not in cls.stages:
-        where = "flat models" if stage is None else f"the {stage} stage"
-        raise UserError(f"success rule {rule!r} is not defined for {where} "
-                         f"(it applies to: {', '.join(map(str, cls.stages))})")  # fmt: skip
-    return cls(stage)
+        criterion = rule
+    else:
+        cls = CRITERIA.get(rule)
+        if stage not in cls.stages:
+            where = "flat models" if stage is None else f"the {stage} stage"
+            raise UserError(f"success rule {rule!r} is not defined for {where} "
+                             f"(it applies to: {', '.join(map(str, cls.stages))})")  # fmt: skip
+        criterion = cls(stage)
+    if target is not None and criterion.targeted:
+        copied = target.clone() if isinstance(target, torch.Tensor) else torch.tensor(target)
+        criterion = criterion.aimed_at(copied)
+    return criterion

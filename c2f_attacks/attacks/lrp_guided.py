@@ -30,6 +30,16 @@ differs from ``lrp`` in where it perturbs and in nothing else. It costs an LRP p
 refresh also for sources that need none for the mask; with ``lam=0`` or
 ``relevance_grad="none"`` it is off, and such sources then make no LRP pass at all.
 
+Targeted (``atk(x, target=T)``): ``margin`` becomes ``-margin_T``, the margin of the requested
+class T with its sign turned (LRPC: ``max_{j != T} C_j - C_T``; LRPF: ``max_{j in g(T), j != T}
+F_j - F_T`` inside T's own group, with the hinge keeping the coarse margin of T's group
+``g(T)`` at least kappa). It is negative exactly when the stage decides T (on the fine stage
+together with the hinge's coarse decision), as the untargeted margin is negative exactly when
+the stage leaves t. The mask and the relevance term stay those of the clean decision t: they
+say where the evidence for the current decision lies, which is the same whether the attack goes
+anywhere or to T, so a targeted row costs what an untargeted one does and differs from it only
+in where the steps lead. Success is then ``target_reached``.
+
 Relevance gradient (``relevance_grad``):
 
 - ``"refresh"`` (default): ``G_rel`` is the exact derivative (LRP's differentiable mode, one
@@ -166,6 +176,12 @@ class LRPGuidedAttack(Attack):
         penalty = self._penalty(out, t)
         return margin if penalty is None else margin + penalty
 
+    def _toward(self, logits: torch.Tensor, out, target: torch.Tensor) -> torch.Tensor:
+        """The targeted loss the steps descend: minus the margin of ``target`` (+ penalty)."""
+        margin = -self.view.margin(logits, target)
+        penalty = self._penalty(out, target)
+        return margin if penalty is None else margin + penalty
+
     def _margin_loss(self, logits: torch.Tensor, out, t: torch.Tensor) -> torch.Tensor:
         return self.view.margin(logits, t)
 
@@ -191,7 +207,8 @@ class LRPGuidedAttack(Attack):
         """The scheme on a (sub-)batch whose rows in the caller's batch are ``rows`` (None: all),
         with per-image budgets ``eps`` (n,) or None. Returns ``(x_adv, first-success step or
         -1)``; an image seen successful was frozen there."""
-        x, t = batch.x, batch.target
+        x = batch.x
+        t, loss = self._objective(batch)
         n = x.shape[0]
         x_adv = x.clone()
         mask = torch.zeros_like(x[:, :1])
@@ -202,11 +219,11 @@ class LRPGuidedAttack(Attack):
 
         for step in range(self.steps):
             grad, pred = self._stage_grad(
-                x_adv[active], t[active], self._loss, rows_of(rows, active), counter
+                x_adv[active], t[active], loss, rows_of(rows, active), counter
             )
             # the margin forward tells which iterates already succeed: freeze them first, so
             # that they pay for no further LRP pass
-            hit = self.criterion(batch.clean[active], pred)
+            hit = batch.success(active, pred)
             first[active[hit]] = step
             active, grad = active[~hit], grad[~hit]
             if active.numel() == 0:
@@ -241,7 +258,7 @@ class LRPGuidedAttack(Attack):
         into ``mask`` and ``relevance_grad``. One LRP pass serves both when both need it."""
         source = self.mask_source
         called = rows_of(rows, active)
-        x, t = x_adv[active].detach(), batch.target[active]
+        x, t = x_adv[active].detach(), batch.label[active]
         differentiable = self._uses_relevance_term
         relevance = None
         with torch.enable_grad():

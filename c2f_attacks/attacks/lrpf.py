@@ -8,7 +8,9 @@ hinge that keeps the coarse margin of c at least ``kappa``:
     penalty(x) = max(0, kappa - (C_c(x) - max_{j != c} C_j(x)))
 
 Success: the fine label changed *and* the coarse label did not; each image stops at its first
-success. The scheme, its modes (unbounded, eps-constrained, minimal eps) and its cost are in
+success. Targeted (``atk(x, target=T)``), the margin is T's inside T's group and the hinge keeps
+the coarse margin of T's group ``g(T)``, which for a T in another group pulls the coarse
+decision there. The scheme, its modes (unbounded, eps-constrained, minimal eps) and its cost are in
 :mod:`c2f_attacks.attacks.lrp_guided`.
 
 Defaults: :data:`LRPF_DEFAULTS` = LRPC's (k=0.1, alpha=4/255, steps=20, lambda=0, r=5) plus

@@ -13,6 +13,14 @@ pixel)``, so image i's start never depends on the rest of the batch. Every step'
 tells whether the iterate ``x_s`` already succeeds (``first_success_step`` = the first such s);
 ``early_stop`` freezes each image there. ``minimal_eps=True`` bisects a per-image eps in
 ``(0, eps]`` (see :mod:`c2f_attacks.attacks.minimal_eps`), scaling alpha with eps.
+
+Targeted (``atk(x, target=T)``): the same update ascends ``L = -CE(d, T)`` (``loss="ce"``) or
+``L = d_T - max_{j != T} d_j`` (``loss="margin"``) over the stage's decision logits d
+(:meth:`~c2f_attacks.attacks.stage.StageView.decision_logits`: the logits on the coarse stage
+and on flat models, the consistent fine view on the fine stage, so the loss moves the C2F
+decision toward T, its coarse class included). On a flat model with the exactness settings
+above this is torchattacks' targeted ``PGD``/``FGSM`` (``set_mode_targeted_by_label``), bit for
+bit.
 """
 
 from __future__ import annotations
@@ -114,6 +122,14 @@ class PGD(Attack):
             return self.view.cross_entropy(logits, t)
         return -self.view.margin(logits, t)
 
+    def _toward(self, logits: torch.Tensor, out, target: torch.Tensor) -> torch.Tensor:
+        """The targeted loss (ascended): toward the requested class ``target``."""
+        d = self.view.decision_logits(logits, out)
+        if self.loss == "ce":
+            return -nn.functional.cross_entropy(d, target, reduction="none")
+        others = d.scatter(1, target[:, None], float("-inf"))
+        return d.gather(1, target[:, None]).squeeze(1) - others.max(dim=1).values
+
     def _attack_rows(
         self,
         batch: Batch,
@@ -128,7 +144,8 @@ class PGD(Attack):
         eps); floats keep the step as cheap as torchattacks' (scalar clamps, no broadcasts).
         Returns ``(x_adv, first-success step or -1)``.
         """
-        x, t = batch.x, batch.target
+        x = batch.x
+        t, loss = self._objective(batch)
         eps, alpha = _per_image(eps, x.dtype), _per_image(alpha, x.dtype)
         first = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
@@ -139,10 +156,10 @@ class PGD(Attack):
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else slice(None)
         for step in range(self.steps):
             grad, pred = self._stage_grad(
-                x_adv[active], t[active], self._loss, rows_of(rows, active), counter
+                x_adv[active], t[active], loss, rows_of(rows, active), counter
             )
             # the forward just made tells which iterates already fool the stage
-            hit = self.criterion(batch.clean[active], pred)
+            hit = batch.success(active, pred)
             _record_first(first, active, hit, step)
             if self.early_stop:  # freeze them
                 active, grad = active[~hit], grad[~hit]

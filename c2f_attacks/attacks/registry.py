@@ -62,7 +62,7 @@ class AttackInfo:
     searches the smallest perturbation itself (the ``minimal`` protocol runs it once);
     ``masked``: it takes a mask source (``mask=``); ``first_success``: it stops each image at
     its first success inside a budget (ours do; external attacks follow their own stopping
-    rule)."""
+    rule); ``targetable``: it takes ``target=`` (:mod:`~c2f_attacks.attacks.targets`)."""
 
     name: str
     stages: tuple[str, ...]
@@ -74,6 +74,7 @@ class AttackInfo:
     masked: bool = False
     minimum_norm: bool = False
     first_success: bool = True
+    targetable: bool = True
     description: str = ""
     factory: Callable[..., Attack] = field(default=None, repr=False, compare=False)
     #: ``configure(protocol, budget, search_bound, settings) -> settings`` (see
@@ -141,7 +142,7 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
     info = AttackInfo(
         name=cls.name, stages=tuple(cls.stages), norm=cls.norm, protocols=tuple(cls.protocols),
         criterion=cls.default_criterion, settings=MappingProxyType(settings_of(cls.__init__)),
-        library="c2f-attacks", masked=cls.masked,
+        library="c2f-attacks", masked=cls.masked, targetable=cls.targetable,
         description=(inspect.getdoc(cls) or "").split("\n\n")[0], factory=cls,
         configure=cls.protocol_settings,
     )  # fmt: skip

@@ -7,6 +7,12 @@ returning logits ``(N, K)``).
 Labels: on a C2F model ``y`` is always the global fine label (what a dataset yields); the stage
 label is derived from it (coarse: ``fine_to_coarse[y]``; fine: ``y``). On a flat model ``y`` is
 the class index, as in torchattacks.
+
+Decision logits. The fine logits of a C2F model do not say what it decides: their argmax may lie
+outside the predicted coarse class. :func:`consistent_fine_logits` turns coarse and fine logits
+into one score per fine class whose argmax *is* the C2F fine decision, exactly; the fine
+stage's :meth:`StageView.decision_logits` are these (the coarse stage's and a flat model's are
+their logits). Targeted losses and external attacks read the fine stage through them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,46 @@ def check_stage(model: nn.Module, stage: str | None) -> None:
             f"stage={stage!r} needs a C2FClassifier; {type(model).__name__} is a flat classifier "
             "(use stage=None)"
         )
+
+
+def consistent_fine_logits(
+    coarse_logits: torch.Tensor,
+    fine_logits: torch.Tensor,
+    fine_to_coarse: torch.Tensor,
+    fine_pred: torch.Tensor,
+) -> torch.Tensor:
+    """(N, K) scores whose argmax is the C2F fine decision ``fine_pred``, exactly.
+
+    For fine class j of coarse class g = g(j), with C the coarse and F the fine logits:
+
+        d_j = (F_j - max_{i in g} F_i) + (C_g - max_h C_h)
+
+    Both terms are <= 0 and both are 0 only for the winner of the winning group, so
+    ``d_f = 0`` at the decision f and ``d_j < 0`` elsewhere: the first term is 0 for j only if
+    F_j ties its group's maximum, the second only if C_g ties the coarse maximum (in IEEE
+    arithmetic ``a - b == 0`` only when ``a == b``, and ``round(a + b) <= b < 0`` for
+    ``a <= 0 > b``). Ties, which the C2F argmax breaks by the first index, are broken the same
+    way: a tied class other than ``fine_pred`` gets ``-tiny``.
+
+    Differences are C2F margins, which is what a minimum-norm attack linearizes:
+    ``d_k - d_f = F_k - F_f`` inside the predicted group, ``C_h - C_c`` to the best class of
+    another group h, plus ``F_k - max_{i in h} F_i`` to its other classes. The gradient of d_j
+    reaches the coarse logits, so an attack on this view can move a class into another group.
+    (The log-probability view ``log p(g) + log p(j | g)`` normalizes by logsumexp instead of
+    max, and its argmax can leave the decided group: a group with a peaked fine softmax loses
+    less there.)
+    """
+    n, k = fine_logits.shape
+    groups = fine_to_coarse.to(fine_logits.device).expand(n, k)
+    group_max = torch.full_like(coarse_logits, float("-inf")).scatter_reduce(
+        1, groups, fine_logits, "amax", include_self=False
+    )
+    within = fine_logits - group_max.gather(1, groups)
+    coarse = coarse_logits - coarse_logits.amax(dim=1, keepdim=True)
+    scores = within + coarse.gather(1, groups)
+    decided = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, fine_pred[:, None], True)
+    tied = (scores >= 0) & ~decided
+    return scores.masked_fill(tied, -torch.finfo(scores.dtype).tiny)
 
 
 class StageView:
@@ -96,3 +142,12 @@ class StageView:
     def cross_entropy(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-image cross-entropy of class t over the allowed classes, shape (N,)."""
         return nn.functional.cross_entropy(self.restrict(logits, t), t, reduction="none")
+
+    def decision_logits(self, logits: torch.Tensor, out: C2FOutput | None) -> torch.Tensor:
+        """Stage scores whose argmax is the stage's decision: the fine stage's
+        :func:`consistent_fine_logits`, the logits themselves otherwise."""
+        if self.stage != "fine":
+            return logits
+        return consistent_fine_logits(
+            out.coarse_logits, logits, self.model.fine_to_coarse, out.fine_pred
+        )

@@ -38,7 +38,7 @@ def _setting_item(text: str) -> tuple[str, str]:
 def add_parser(subparsers) -> None:
     from c2f_attacks.attacks import MASK_SOURCES, MEMORY_FORMATS, PROTOCOLS
     from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, STAGES, RunConfig
-    from c2f_attacks.runner.plan import FINE_RULES
+    from c2f_attacks.runner.plan import FINE_RULES, TARGETS
 
     d = RunConfig()  # cheap: validation only
     p = subparsers.add_parser(
@@ -76,6 +76,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fine-rule", choices=FINE_RULES,
                    help=f"success rule of every attack on the fine stage "
                    f"[{d.fine_rule}]")  # fmt: skip
+    p.add_argument("--target", "--targets", dest="targets", nargs="+", metavar="TARGET",
+                   help=f"target policies, each row made once per policy: {', '.join(TARGETS)} "
+                   "(none: untargeted; a targeted row's success rule is target_reached) "
+                   f"[{' '.join(d.targets)}]")  # fmt: skip
     p.add_argument("--set", dest="settings", nargs="+", type=_setting_item,
                    metavar="[ATTACK.]NAME=VALUE",
                    help="an attack setting, for every attack that has it or for ATTACK only "
@@ -105,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
 
     fields = RunConfig.__dataclass_fields__
     overrides = {k: v for k, v in vars(args).items() if k in fields}
-    for name in ("model", "attacks", "masks", "stages", "protocols"):
+    for name in ("model", "attacks", "masks", "stages", "protocols", "targets"):
         if name in overrides:
             overrides[name] = list_option(overrides[name])
     for name in ("eps", "eps_max", "budgets"):

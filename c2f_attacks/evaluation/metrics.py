@@ -9,7 +9,10 @@ a time (memory bounded whatever N is) and returns one row per image (``RECORD_CO
 - ``success``: the row's success rule (``criterion``, a name or a
   :class:`~c2f_attacks.attacks.criteria.Criterion`; default ``stage_changed``: the stage
   prediction changed from the clean one; ``fine_changed_coarse_kept``, LRPF's: the fine one
-  changed and the coarse one did not). Never judged against ``y``.
+  changed and the coarse one did not; a targeted call's ``res.criterion``, ``target_reached``
+  holding the requested classes: the stage decides them). Never judged against ``y``.
+- ``target_class``: the class a targeted row asked each image's stage to decide (the targets of
+  a ``target_reached`` criterion, in the stage's label space); -1 on untargeted rows.
 - ``fine_flipped`` (f' != f), ``coarse_flipped`` (c' != c), ``fine_flipped_coarse_kept``
   (f' != f and c' == c): both fine-stage rules on every row (flat: the class changed; no coarse).
 - ``correct``: the clean stage prediction equals the stage label of ``y``; ``misclassified`` is
@@ -178,7 +181,7 @@ def per_image_records(
         part = slice(start, start + batch_size)
         chunks.append(
             _chunk(
-                model, criterion, c2f, stage, x[part].to(device), x_adv[part].to(device),
+                model, criterion[part], c2f, stage, x[part].to(device), x_adv[part].to(device),
                 y[part].to(device), None if masks is None else masks[part].to(device),
                 relevance, top_k, composite,
                 None if clean_heatmap is None else clean_heatmap[part].to(device),
@@ -242,6 +245,7 @@ def _chunk(
         per = {"clean_coarse": minus_one, "adv_coarse": minus_one, "clean_fine": clean.stage,
                "adv_fine": adv.stage}  # fmt: skip
     fine_flipped = per["adv_fine"] != per["clean_fine"]
+    per["target_class"] = criterion.target.to(y.device) if criterion.targeted else minus_one
     correct = clean.stage == stage_label
     per.update(
         y_fine=y, y_coarse=y_coarse, correct=correct, misclassified=~correct,

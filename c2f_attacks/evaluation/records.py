@@ -11,6 +11,10 @@ file is an error naming it) and concatenates them. The file format (a gzip CSV w
 each lead with the same key cells) is :func:`write_keyed_file` / :func:`read_keyed_file`, shared
 with the transfer records.
 
+Files written before the ``target_class`` column existed (:data:`ADDED_COLUMNS`) are read with
+that column -1 (unavailable: those rows were untargeted), so earlier runs stay loadable; any
+other header is an error.
+
 Canonical key values: missing (None, NaN, empty) is ``""``; the numeric key columns
 (``NUMERIC_KEY``) compare at 10 significant digits, so that ``8/255`` read back from a CSV equals
 ``8/255`` and ``10`` equals ``10.0``; text compares stripped.
@@ -26,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from c2f_attacks._io import atomic_write
@@ -50,9 +55,12 @@ RECORD_KINDS: dict[str, str] = {
     "fine_flipped": "bool", "fine_flipped_coarse_kept": "bool", "coarse_flipped": "bool",
     "first_success_step": "int", "eps": "float", "linf": "float", "l2": "float", "l0": "float",
     "queries": "int", "relevance_shift": "float", "perturbation_in_relevance": "float",
-    "object_share": "float",
+    "object_share": "float", "target_class": "int",
 }  # fmt: skip
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_KINDS)
+#: record columns added after the first records files were written: an older file lacks them
+#: and reads them as -1 (unavailable)
+ADDED_COLUMNS: tuple[str, ...] = ("target_class",)
 _VALUE_DTYPES = {"int": "int64", "float": "float64", "bool": bool}
 #: the leading columns of a records file, the same on every line: the key and ``row_id`` ("eps"
 #: is both a key column (the row's budget) and a record column (the image's own); the file keeps
@@ -170,17 +178,32 @@ def _csv_cell(text: str) -> str:
 
 
 def read_keyed_file(
-    path: Path, what: str, lead_kinds: Mapping[str, str], kinds: Mapping[str, str]
+    path: Path,
+    what: str,
+    lead_kinds: Mapping[str, str],
+    kinds: Mapping[str, str],
+    added: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, list[Record]]:
     """A file of :func:`write_keyed_file` read strictly: its header is the ``lead_kinds``
     columns then the ``kinds`` ones, every cell of its kind (``kinds`` ints never empty).
     Returns the typed frame and the CSV records (line, cells) behind its rows, for the caller's
     own checks, :func:`check_one_key` among them; ValueError naming the file, line and column
-    (``what``: the kind of file)."""
+    (``what``: the kind of file). ``added``: int columns of ``kinds`` that files written before
+    they existed lack; such a file reads them as -1."""
     header, rows = read_records(path, f"{what} file")
+    earlier = {c: k for c, k in kinds.items() if c not in added}
+    if added and tuple(header) == (*lead_kinds, *earlier):
+        frame, rows = _typed(path, what, header, rows, lead_kinds, earlier)
+        for column in added:
+            frame[column] = np.full(len(frame), -1, dtype=np.int64)
+        return frame[[*lead_kinds, *kinds]], rows
     if tuple(header) != (*lead_kinds, *kinds):
         raise UserError(f"{what} file {path}, line 1: the header is not the {what} header "
                          f"(expected {','.join([*lead_kinds, *kinds])})")  # fmt: skip
+    return _typed(path, what, header, rows, lead_kinds, kinds)
+
+
+def _typed(path, what, header, rows, lead_kinds, kinds) -> tuple[pd.DataFrame, list[Record]]:
     frame = typed_frame(header, rows, {**lead_kinds, **kinds},
                         lambda line: f"{what} file {path}, line {line}")  # fmt: skip
     for column, kind in kinds.items():
@@ -209,7 +232,7 @@ def empty_keyed_frame(lead_kinds: Mapping[str, str], kinds: Mapping[str, str]) -
 def read_records_file(path: str | os.PathLike) -> pd.DataFrame:
     """One records file, strictly typed; ValueError naming the file, line and column if bad."""
     path = Path(path)
-    frame, rows = read_keyed_file(path, "records", _LEAD_KINDS, RECORD_KINDS)
+    frame, rows = read_keyed_file(path, "records", _LEAD_KINDS, RECORD_KINDS, ADDED_COLUMNS)
     expected = path.name.removesuffix(".csv.gz")
     ids = set(frame["row_id"])
     if ids - {expected}:

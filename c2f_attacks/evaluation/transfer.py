@@ -113,7 +113,10 @@ def transfer_records(
     ``same_input`` (per image: the target's input quantization maps x_adv to x) for a target
     that quantizes its input, ``input_quantization`` what that quantization is."""
     stage = key["stage"]
-    criterion = get_criterion(key["success_rule"], stage)
+    # a targeted row's rule judges against each image's recorded target
+    targets = source_records.get("target_class")
+    criterion = get_criterion(key["success_rule"], stage,
+                              target=None if targets is None else targets.to_numpy())  # fmt: skip
     clean, adv = (Predictions(getattr(p, stage), p.coarse, p.fine).cpu() for p in (clean, adv))
     source_clean = recorded_predictions(source_records, "clean", stage)
     n = len(source_records)
@@ -213,6 +216,8 @@ def read_transfer_records_file(path: str | os.PathLike) -> pd.DataFrame:
         criterion = get_criterion(row["success_rule"], row["stage"])
     except ValueError as err:
         raise UserError(f"{where}, line {first}: {err}") from None
+    if criterion.targeted:  # the targets are in the source records, not here
+        return frame
     clean, adv = (_target_predictions(frame, which, row["stage"]) for which in ("clean", "adv"))
     verdict = criterion(clean, adv).numpy()
     bad(verdict != frame["target_success"].to_numpy(), "target_success",

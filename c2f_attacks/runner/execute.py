@@ -102,7 +102,8 @@ def figure_examples(records: pd.DataFrame) -> list[int]:
 
 def _attack(plan: Plan, atk: Attack, x, y, index, masks):
     needs_object = plan.mask != "none" and MASK_SOURCES.get(plan.mask).needs == "object"
-    return atk(x, y=y, index=index, **({"object_mask": masks} if needs_object else {}))
+    return atk(x, y=y, index=index, target=plan.call_target,
+               **({"object_mask": masks} if needs_object else {}))  # fmt: skip
 
 
 def _sync(device: str) -> None:
@@ -294,15 +295,16 @@ def _step(job: _Job, plan, atk, x, y, index, masks, batch_size, clean_heatmap, b
     res = _attack(plan, atk, x, y, index, masks)
     _sync(job.device)
     meta = {"seconds": time.perf_counter() - start}
+    # the call's rule: a targeted row's holds the batch's targets
     records = per_image_records(
-        job.model, x, res.x_adv, y, plan.stage, criterion=atk.criterion, masks=masks,
+        job.model, x, res.x_adv, y, plan.stage, criterion=res.criterion, masks=masks,
         queries=res.queries, first_success_step=res.first_success_step, eps=res.eps,
         index=index, batch_size=batch_size, clean_heatmap=clean_heatmap,
     )  # fmt: skip
     adversarial = AdversarialBatch.compact(job.model, x, res.x_adv, y, records, plan.stage,
-                                           atk.criterion, batch_size=batch_size)  # fmt: skip
+                                           res.criterion, batch_size=batch_size)  # fmt: skip
     if backend is not None:
-        fooled, agrees = backend.evaluate(x, res.x_adv, records, atk.criterion)
+        fooled, agrees = backend.evaluate(x, res.x_adv, records, res.criterion)
         meta.update(backend_fooled=int(fooled.sum()), backend_agree=int(agrees.sum()))
     return records, adversarial, meta
 
@@ -431,7 +433,11 @@ def _draw_figures(job: _Job, layout: Layout, shards: ConfigShards, ids, examples
         x = load_batch(job.dataset, examples[j])[0]
         batches = _row_batches(layout, plans[j].label, cfg.n)
         x_adv = read_back(shards.adversarial(ids[j], batches), examples[j], x)
-        draw.attack_figure(model=job.model, x=x, x_adv=x_adv, criterion=job.attacks[j].criterion,
+        criterion = job.attacks[j].criterion
+        if criterion.targeted:  # the examples' targets, as recorded
+            recorded = shards.records(ids[j], batches).set_index("index")["target_class"]
+            criterion = criterion.aimed_at(torch.tensor(recorded.loc[examples[j]].to_numpy()))
+        draw.attack_figure(model=job.model, x=x, x_adv=x_adv, criterion=criterion,
                            title=f"{plans[j].label} on {cfg.model}", path=path,
                            batch_size=layout.batch[plans[j].label])  # fmt: skip
 

@@ -26,6 +26,17 @@ on the fine stage ``fine_rule`` (default ``fine_changed_coarse_kept``, LRPF's: t
 prediction changed and the coarse one was kept; ``stage_changed``: any fine change). It is each
 row's ``success_rule`` key column; the records keep both fine-stage verdicts for every image.
 
+Targets: ``targets`` (``--target``, a list like ``masks``; default ``["none"]``: untargeted) are
+the target policies every row is made with: ``none``, or a policy of
+:data:`~c2f_attacks.attacks.TARGET_POLICIES` (``random``, ``least_likely``, ``nearest``,
+``farthest``: :mod:`~c2f_attacks.attacks.targets`, seeded by the run's seed and each image's
+index, so the same image gets the same target in every row and batch). A targeted row asks each
+image's stage to decide the chosen class: its success rule is ``target_reached`` and its
+``config`` names the policy (``target=random``), so it has a key of its own beside the
+untargeted row, and ``--target none random`` runs both. An attack without a targeted form
+(DeepFool, APGD, ...) gets the untargeted rows only, like an unmasked attack gets the mask
+``none``; with no ``none`` in ``targets`` it is an error.
+
 Settings: ``settings`` maps a setting name to a value for every attack of the run that has that
 setting (``top_k = 0.2``), or an attack name to a mapping of its own settings (``{"lrpc":
 {"lam": 0}}``, applied when the attack is in the run); a setting that no attack has is an
@@ -73,6 +84,7 @@ from c2f_attacks.attacks import (
     NORMS,
     PROTOCOLS,
     STAGES,
+    TARGET_POLICIES,
     Attack,
     AttackInfo,
     attack_info,
@@ -95,10 +107,13 @@ DEFAULT_PROTOCOLS = ("minimal", "fixed")
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
 DEFAULT_EPS_MAX = {"linf": 64 / 255, "l2": 4.0}
 FINE_RULES = ("fine_changed_coarse_kept", "stage_changed")
+#: ``--target``: untargeted, or a target policy
+TARGETS = ("none", *TARGET_POLICIES)
 #: the models of ``c2f-bench run`` without ``--model``: the shipped ones, plain and defended
 DEFAULT_MODELS = tuple(SHIPPED)
 # RunConfig fields whose CLI option has another name (a config file takes either).
-OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set"}
+OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set",
+                "targets": "target"}  # fmt: skip
 #: run options handed to the attacks (every one: seed; the budgeted ones: search_steps; ours:
 #: memory_format)
 _RUN_SETTINGS = ("seed", "memory_format", "search_steps")
@@ -106,7 +121,8 @@ _RUN_SETTINGS = ("seed", "memory_format", "search_steps")
 
 @dataclass(frozen=True)
 class Plan:
-    """One leaderboard row: an attack at one stage, under one protocol, with one mask.
+    """One leaderboard row: an attack at one stage, under one protocol, with one mask and one
+    target policy ("none": untargeted).
 
     ``params`` are the attack's constructor settings (sorted name/value pairs, every default
     filled in), so that the row's ``config`` names every setting that changes the numbers.
@@ -120,6 +136,7 @@ class Plan:
     norm: str
     eps: float | None  #: the budget (fixed), the search bound (minimal) or None
     params: tuple[tuple[str, Any], ...]
+    target: str = "none"  #: the target policy, "none" for an untargeted row
 
     @property
     def info(self) -> AttackInfo:
@@ -128,18 +145,33 @@ class Plan:
     @property
     def label(self) -> str:
         mask = "" if self.mask == "none" else f"/{self.mask}"
-        return f"{self.attack}/{self.stage}/{self.protocol}{mask}"
+        target = "" if self.target == "none" else f"/target={self.target}"
+        return f"{self.attack}/{self.stage}/{self.protocol}{mask}{target}"
+
+    @property
+    def call_target(self) -> str | None:
+        """What the attack's call takes as ``target=``: the policy, None when untargeted."""
+        return None if self.target == "none" else self.target
 
     def build(self, model) -> Attack:
-        """The attack object (its constructor validates the settings)."""
-        return self.info.create(model, stage=self.stage, criterion=self.success_rule,
-                                **dict(self.params))  # fmt: skip
+        """The attack object (its constructor validates the settings; a targeted row's attack
+        must have a targeted form; its rule, ``target_reached``, gets the targets with each
+        call)."""
+        atk = self.info.create(model, stage=self.stage, criterion=self.success_rule,
+                               **dict(self.params))  # fmt: skip
+        if self.target != "none" and not atk.targetable:
+            raise UserError(f"--target {self.target}: attack {self.attack!r} has no targeted "
+                            "mode")  # fmt: skip
+        return atk
 
     def key(self) -> dict[str, Any]:
         """The plan's leaderboard key columns: attack, stage, protocol, mask, norm,
-        success_rule, eps, steps, config (every other setting, ``name=value`` pairs)."""
+        success_rule, eps, steps, config (every other setting, ``name=value`` pairs, and a
+        targeted row's ``target=POLICY``)."""
         params = dict(self.params)
         shown = {k: v for k, v in params.items() if k not in ("eps", "steps", "seed")}
+        if self.target != "none":
+            shown["target"] = self.target
         return {
             "attack": self.attack,
             "stage": self.stage,
@@ -172,6 +204,7 @@ class RunConfig:
     masks: Sequence[str] = DEFAULT_MASKS
     stages: Sequence[str] = STAGES
     protocols: Sequence[str] = DEFAULT_PROTOCOLS
+    targets: Sequence[str] = ("none",)
     eps: Mapping[str, float] = field(default_factory=dict)
     eps_max: Mapping[str, float] = field(default_factory=dict)
     fine_rule: str = FINE_RULES[0]
@@ -221,7 +254,7 @@ class RunConfig:
             )
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
             raise UserError("out must name a folder (got an empty path)")
-        for name in ("attacks", "masks", "stages", "protocols"):
+        for name in ("attacks", "masks", "stages", "protocols", "targets"):
             value = getattr(self, name)
             if isinstance(value, str) or not value:
                 raise UserError(f"{name} must be a non-empty list, got {value!r}")
@@ -231,7 +264,8 @@ class RunConfig:
                                    ("fine-rule", [self.fine_rule], FINE_RULES),
                                    ("mask", self.masks, MASK_SOURCES.names()),
                                    ("stage", self.stages, STAGES),
-                                   ("protocol", self.protocols, PROTOCOLS)):  # fmt: skip
+                                   ("protocol", self.protocols, PROTOCOLS),
+                                   ("target", self.targets, TARGETS)):  # fmt: skip
             _check_choices(name, given, known)
         if not isinstance(self.settings, Mapping):
             raise UserError(f"settings must be a mapping, got {type(self.settings).__name__}")
@@ -271,11 +305,16 @@ class RunConfig:
             if info.library == "c2f-attacks":  # the adapters hand over contiguous batches
                 given["memory_format"] = self.memory_format
             masks = self.masks if info.masked else ["none"]
+            targets = [t for t in self.targets if t == "none" or info.targetable]
+            if not targets:
+                raise UserError(f"--target {' '.join(self.targets)}: attack {name!r} has no "
+                                "targeted mode (add 'none' to run it untargeted)")  # fmt: skip
             for stage in (s for s in self.stages if s in info.stages):
-                rule = "stage_changed" if stage == "coarse" else self.fine_rule
-                get_criterion(rule, stage)
-                for protocol, mask in itertools.product(protocols, masks):
-                    plans.append(self._plan(info, stage, protocol, mask, rule, given))
+                untargeted = "stage_changed" if stage == "coarse" else self.fine_rule
+                get_criterion(untargeted, stage)
+                for protocol, mask, target in itertools.product(protocols, masks, targets):
+                    rule = untargeted if target == "none" else "target_reached"
+                    plans.append(self._plan(info, stage, protocol, mask, rule, given, target))
         if not plans:
             raise UserError(
                 f"nothing to run: no attack of {list(self.attacks)} attacks the stages "
@@ -285,7 +324,7 @@ class RunConfig:
         return plans
 
     def _plan(self, info: AttackInfo, stage: str, protocol: str, mask: str, rule: str,
-              given: Mapping[str, Any]) -> Plan:  # fmt: skip
+              given: Mapping[str, Any], target: str = "none") -> Plan:  # fmt: skip
         params = {name: s.default for name, s in info.settings.items()
                   if not s.required and name not in ("stage", "criterion")}  # fmt: skip
         params.update(given)
@@ -301,7 +340,7 @@ class RunConfig:
         # a minimum-norm attack's own search has no budget of the protocol's
         eps = None if info.minimum_norm else {"fixed": budget, "minimal": bound}.get(protocol)
         return Plan(info.name, stage, protocol, mask, rule, norm, eps,
-                    tuple(sorted(params.items())))  # fmt: skip
+                    tuple(sorted(params.items())), target)  # fmt: skip
 
     def _split_settings(
         self, infos: Mapping[str, AttackInfo]
@@ -370,7 +409,7 @@ def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> Non
 # ----------------------------------------------------------------------------- config files
 _FIELDS = {name: f.name for f in dataclasses.fields(RunConfig)
            for name in (_option(f.name), f.name.replace("_", "-"))}  # fmt: skip
-_LIST_OPTIONS = ("attacks", "masks", "stages", "protocols", "protocol")
+_LIST_OPTIONS = ("attacks", "masks", "stages", "protocols", "protocol", "targets", "target")
 _TABLE_OPTIONS = ("eps", "eps-max", "settings", "set")
 
 
@@ -509,6 +548,7 @@ __all__ = [
     "FINE_RULES",
     "OPTION_NAMES",
     "STAGES",
+    "TARGETS",
     "Plan",
     "RunConfig",
     "expand",

@@ -89,8 +89,10 @@ class SourceRow:
 
     @property
     def criterion(self) -> Criterion:
-        """The row's success rule, as the run applied it."""
-        return get_criterion(self.key["success_rule"], self.key["stage"])
+        """The row's success rule, as the run applied it (a targeted row's with the recorded
+        targets)."""
+        return get_criterion(self.key["success_rule"], self.key["stage"],
+                             target=self.records["target_class"].to_numpy())  # fmt: skip
 
     @property
     def model(self) -> tuple[str, str]:

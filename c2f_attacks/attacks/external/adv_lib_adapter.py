@@ -10,7 +10,11 @@ round), and the minimum-norm attacks FMN and FAB (norm by ``norm=``), DeepFool (
 ``norm=``), SuperDeepFool (``sdf``), DDN and Carlini-Wagner (l2, l-inf), sigma-zero, VFGA and
 FGA (l0). adv-lib's ``norm=`` takes ``float('inf')`` (the default here where adv-lib has none),
 2 or 0 (1 is a norm we do not measure). Attacks whose ``targeted`` argument has no default get
-``targeted=False``.
+``targeted=False``; a targeted call (``atk(x, target=T)``) runs them with ``targeted=True`` and
+the requested classes as labels. FAB, DeepFool, SuperDeepFool and sigma-zero take
+``targeted=`` but are untargeted only (adv-lib returns their inputs with a warning): they refuse
+``target=``, as an attack without a ``targeted`` argument would.
+``targeted=True`` is not a setting: it would aim at the clean decision.
 
 adv-lib is installed without its dependencies (``pip install --no-deps adv-lib``): it declares
 visdom, a plotting server whose release cannot be built by current setuptools, and imports it
@@ -47,13 +51,13 @@ ADV_LIB = MappingProxyType({
     "apgd": ExternalSpec(BUDGET, eps="eps", per_image_eps=True, **_NORM),
     "pgd_linf": ExternalSpec(BUDGET, "linf", eps="ε", per_image_eps=True),
     "fmn": ExternalSpec(MINIMUM_NORM, eps=None, **_NORM),
-    "fab": ExternalSpec(MINIMUM_NORM, eps="ε", **_NORM),
-    "df": ExternalSpec(MINIMUM_NORM, eps=None, norm_setting="norm", norm=None),
-    "sdf": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
+    "fab": ExternalSpec(MINIMUM_NORM, eps="ε", targetable=False, **_NORM),
+    "df": ExternalSpec(MINIMUM_NORM, eps=None, norm_setting="norm", norm=None, targetable=False),
+    "sdf": ExternalSpec(MINIMUM_NORM, "l2", eps=None, targetable=False),
     "ddn": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
     "carlini_wagner_l2": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
     "carlini_wagner_linf": ExternalSpec(MINIMUM_NORM, "linf", eps=None),
-    "sigma_zero": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
+    "sigma_zero": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False),
     "vfga": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
     "fga": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
 })  # fmt: skip
@@ -131,6 +135,9 @@ class AdvLibAttack(ExternalAttack):
         if unknown:
             raise UserError(f"{self.name} has no setting {unknown[0]!r}; its settings: "
                              f"{', '.join(parameters)}")  # fmt: skip
+        if settings.get("targeted"):
+            raise UserError(f"{self.name}: targeted=True is not a setting; call the attack with "
+                            "target= (c2f-bench run --target) to make it targeted")  # fmt: skip
         if "targeted" in parameters and parameters["targeted"].default is inspect.Parameter.empty:
             settings.setdefault("targeted", False)
         if "seed" in parameters:
@@ -141,8 +148,22 @@ class AdvLibAttack(ExternalAttack):
             raise UserError(f"{self.name} needs {missing[0]}= (adv-lib gives it no default)")
         return settings
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        return getattr(_adv_lib(), self.attack_name)(self.stage_model, x, labels, **settings)
+    @property
+    def targetable(self) -> bool:
+        if self.spec.targetable is not None:
+            return self.spec.targetable
+        return "targeted" in inspect.signature(self._function(self.attack_name)).parameters
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        settings: dict[str, Any],
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if target is not None:  # adv-lib's labels are the targets in its targeted mode
+            labels, settings = target, {**settings, "targeted": True}
+        return self._function(self.attack_name)(self.stage_model, x, labels, **settings)
 
 
 register_adapter(AdvLibAttack, _installed)

@@ -4,15 +4,25 @@ counted model calls, the protocols, and one-line errors.
 An external attack sees one stage of a C2F model as a flat classifier (:class:`StageModel`):
 
 - coarse stage: the coarse logits C(x), (N, M);
-- fine stage: the full fine logits, (N, K): every fine head's logits at their global indices,
-  as the model returns them. Its argmax may lie outside the predicted coarse class (the C2F
-  fine prediction is the argmax inside it), so an attack that stops once the flat argmax leaves
-  the label may stop where the C2F prediction did not change; success is always judged by the
-  C2F model's predictions with the attack's criterion, never by the flat view;
-- flat model (``stage=None``): the model itself.
+- fine stage, setting ``fine_view="consistent"`` (the default): the consistent fine logits of
+  :func:`~c2f_attacks.attacks.stage.consistent_fine_logits`, (N, K), whose argmax is the C2F
+  fine decision exactly: a minimum-norm attack (DeepFool, FAB, ...) that stops once the argmax
+  leaves the label stops exactly when the C2F decision changes;
+- fine stage, ``fine_view="flat"``: the full fine logits as the model returns them, every fine
+  head's logits at their global indices. Their argmax may lie outside the predicted coarse class
+  (the C2F fine prediction is the argmax inside it), so an attack that stops once the flat
+  argmax leaves the label may stop where the C2F prediction did not change (kept for
+  comparison);
+- flat model (``stage=None``): the model itself (``fine_view`` is ignored, as on the coarse
+  stage).
 
-Labels: the attack gets the clean stage prediction (on C2F models; y on flat models, as in our
-own attacks), so it pushes away from what the model decides. The call goes through
+``fine_view`` is a setting of every external attack, so it is in every external row's
+``config``. Success is always judged by the C2F model's predictions with the attack's
+criterion, never by the view. Labels: the attack gets the clean stage prediction (on C2F
+models; y on flat models, as in our own attacks), so it pushes away from what the model
+decides. A targeted call (``atk(x, target=T)``) hands the library T in its targeted mode
+(torchattacks' ``set_mode_targeted_by_function``, adv-lib's ``targeted=True``); an attack
+without one refuses it before any model call (``targetable``). The call goes through
 :class:`~c2f_attacks.attacks.base.Attack`: validation, eval mode, memory layout, success by the
 criterion against the clean predictions, ``misclassified`` for a given y, and the sanity checks
 (the budget in the attack's norm, when it has one).
@@ -45,11 +55,14 @@ from torch import nn
 from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed
 from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.registry import ATTACKS, AttackInfo, settings_of
+from c2f_attacks.attacks.stage import consistent_fine_logits
 from c2f_attacks.errors import UserError
 from c2f_attacks.hierarchy import STAGES
 from c2f_attacks.registry import UnknownNameError
 
 BUDGET, MINIMUM_NORM = "budget", "minimum_norm"
+#: how an external attack sees the fine stage (module docstring)
+FINE_VIEWS = ("consistent", "flat")
 
 
 @dataclass(frozen=True)
@@ -59,24 +72,31 @@ class ExternalSpec:
     ``kind``: ``"budget"`` or ``"minimum_norm"`` (module docstring); ``norm``: its norm, or None
     when a setting chooses it (``norm_setting``, values mapped by the adapter's ``NORM_NAMES``);
     ``eps``: the name of its budget argument (a minimum-norm attack's optional search bound);
-    ``per_image_eps``: the library takes one budget per image (a tensor (N,))."""
+    ``per_image_eps``: the library takes one budget per image (a tensor (N,)); ``targetable``:
+    False where the library has no targeted mode or it does nothing (adv-lib's DeepFool returns
+    its inputs with a warning), None to ask the library (the registry then counts it
+    targetable)."""
 
     kind: str
     norm: str | None = "linf"
     eps: str | None = "eps"
     norm_setting: str | None = None
     per_image_eps: bool = False
+    targetable: bool | None = None
     #: settings the adapter fills where the library has no default (adv-lib's ``norm=``)
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class StageModel(nn.Module):
-    """A stage of a C2F model as a flat classifier (module docstring), counting the images it
-    runs forward and backward."""
+    """A stage of a C2F model as a flat classifier (module docstring; ``fine_view`` chooses the
+    fine stage's logits), counting the images it runs forward and backward."""
 
-    def __init__(self, model: nn.Module, stage: str | None):
+    def __init__(self, model: nn.Module, stage: str | None, fine_view: str = "consistent"):
         super().__init__()
-        self.model, self.stage = model, stage
+        if fine_view not in FINE_VIEWS:
+            raise UserError(f"fine_view must be one of {', '.join(FINE_VIEWS)}, got "
+                            f"{fine_view!r}")  # fmt: skip
+        self.model, self.stage, self.fine_view = model, stage, fine_view
         self.image_forwards = self.image_backwards = 0
         # torchattacks puts a model that was in training mode back into it after an attack
         # (model.train() reaches every submodule): a wrapper in eval mode is left alone
@@ -84,9 +104,16 @@ class StageModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
-        logits = out if self.stage is None else (
-            out.coarse_logits if self.stage == "coarse" else out.fine_logits
-        )  # fmt: skip
+        if self.stage is None:
+            logits = out
+        elif self.stage == "coarse":
+            logits = out.coarse_logits
+        elif self.fine_view == "flat":
+            logits = out.fine_logits
+        else:
+            logits = consistent_fine_logits(
+                out.coarse_logits, out.fine_logits, self.model.fine_to_coarse, out.fine_pred
+            )
         n = x.shape[0]
         self.image_forwards += n
         if logits.requires_grad:
@@ -108,12 +135,13 @@ def _spread(total: int, rows: torch.Tensor) -> torch.Tensor:
 
 class ExternalAttack(Attack):
     """Base of the adapters: ``Adapter(model, name, stage=None, *, minimal_eps=False,
-    search_steps=8, seed=0, memory_format="contiguous", criterion=None, **settings)`` runs the
-    library's attack ``name`` with ``settings`` on the stage view.
+    search_steps=8, seed=0, memory_format="contiguous", criterion=None,
+    fine_view="consistent", **settings)`` runs the library's attack ``name`` with ``settings``
+    on the stage view (``fine_view``: module docstring).
 
     Subclasses set ``library`` (the prefix of their registry names), ``SPECS`` (name ->
     :class:`ExternalSpec`), ``NORM_NAMES`` (a norm setting's value -> our norm name) and
-    implement :meth:`_load`, :meth:`_prepare` and :meth:`_run`."""
+    implement :meth:`_load`, :meth:`_prepare`, :meth:`_run` and :attr:`targetable`."""
 
     library: ClassVar[str]
     SPECS: ClassVar[Mapping[str, ExternalSpec]]
@@ -123,7 +151,7 @@ class ExternalAttack(Attack):
         self, model: nn.Module, name: str, stage: str | None = None, *,
         minimal_eps: bool = False, search_steps: int = 8, seed: int = 0,
         memory_format: str = "contiguous", criterion: str | Criterion | None = None,
-        **settings: Any,
+        fine_view: str = "consistent", **settings: Any,
     ):  # fmt: skip
         super().__init__(model, stage, seed, memory_format, criterion)
         module = self._load()
@@ -141,13 +169,14 @@ class ExternalAttack(Attack):
             raise UserError(f"{self.name}: minimal_eps needs {self.spec.eps}=, the search's "
                              "upper bound")  # fmt: skip
         self.minimal_eps, self.search_steps = minimal_eps, search_steps
-        self.stage_model = StageModel(model, stage)
+        self.stage_model = StageModel(model, stage, fine_view)
+        self.fine_view = fine_view
         self.settings = self._prepare(module, name, {**self.spec.defaults, **settings})
 
     def __repr__(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in sorted(self.settings.items()))
         return (f"{type(self).__name__}({self.attack_name!r}, stage={self.stage!r}{args}, "
-                f"memory_format={self.memory_format!r})")  # fmt: skip
+                f"fine_view={self.fine_view!r}, memory_format={self.memory_format!r})")  # fmt: skip
 
     # -- what subclasses provide
     def _load(self):
@@ -159,8 +188,21 @@ class ExternalAttack(Attack):
         objects), fill stage-dependent defaults; return the settings to run with."""
         raise NotImplementedError
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        """The library's adversarial images for ``x`` (labels: the stage's clean predictions)."""
+    def _run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        settings: dict[str, Any],
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The library's adversarial images for ``x``: away from ``labels`` (the stage's clean
+        predictions), or, in the library's targeted mode, toward ``target`` (the requested
+        classes; None: untargeted)."""
+        raise NotImplementedError
+
+    @property
+    def targetable(self) -> bool:
+        """Whether the library's attack has a targeted mode."""
         raise NotImplementedError
 
     # -- shared
@@ -186,9 +228,10 @@ class ExternalAttack(Attack):
         view.image_forwards = view.image_backwards = 0
         settings = self.settings if eps is None else {**self.settings, self.spec.eps: eps}
         x = batch.x[rows]
+        target = None if batch.target is None else batch.target[rows].clone()
         try:
             # copies: some libraries write into their inputs
-            x_adv = self._run(x.clone(), batch.target[rows].clone(), settings)
+            x_adv = self._run(x.clone(), batch.label[rows].clone(), settings, target)
         except Exception as err:  # any failure inside the library: one line that says where
             classes = self.num_classes() or "its"
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -267,6 +310,7 @@ def external_info(adapter: type[ExternalAttack], name: str) -> AttackInfo:
         protocols=("minimal", "fixed") if budget else ("minimal",),
         criterion="stage_changed", settings=MappingProxyType(settings),
         library=adapter.library_version(), minimum_norm=not budget, first_success=False,
+        targetable=spec.targetable is not False,
         description=f"{adapter.library}'s {name}",
         factory=lambda model, **s: adapter(model, name, **s),
         configure=configure, norm_of=lambda s: norm_of(adapter, name, s),

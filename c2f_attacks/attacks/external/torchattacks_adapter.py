@@ -13,7 +13,13 @@ VANILA and GN (no attack, noise), EADL1/EADEN (l1, a norm we do not measure), Mu
 (a combinator) and LGV (needs training data) are left out.
 
 Constructor arguments ``n_classes`` (FAB, APGDT, AutoAttack) default to the stage's number of
-classes rather than torchattacks' 10. The batch is handed over contiguous by default
+classes rather than torchattacks' 10. A targeted call runs the attack in
+``set_mode_targeted_by_function`` with the clean labels and a function returning the requested
+classes (``set_mode_targeted_by_label`` would hand FAB the targets as its clean labels, and FAB
+then attacks no image); attacks whose ``supported_mode`` lacks "targeted", such as DeepFool,
+APGD, AutoAttack and SparseFool, refuse ``target=`` (declared in :data:`TORCHATTACKS`, so
+that a run plans no targeted row for them; a test keeps the declarations in step with
+torchattacks). The batch is handed over contiguous by default
 (``memory_format="contiguous"``): several torchattacks attacks (FAB, SparseFool) ``.view`` their
 inputs, which fails on channels-last tensors. torchattacks is an optional extra:
 ``pip install c2f-attacks[baselines]``.
@@ -22,6 +28,7 @@ inputs, which fails on channels-last tensors. torchattacks is an optional extra:
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from importlib import metadata
 from types import MappingProxyType
 from typing import Any
@@ -41,17 +48,19 @@ from c2f_attacks.errors import MissingExtraError, UserError
 _LINF, _L2 = ExternalSpec(BUDGET, "linf"), ExternalSpec(BUDGET, "l2")
 _NORMED = ExternalSpec(BUDGET, None, norm_setting="norm")
 TORCHATTACKS = MappingProxyType({
-    **dict.fromkeys(("FGSM", "BIM", "RFGSM", "PGD", "EOTPGD", "FFGSM", "TPGD", "MIFGSM", "UPGD",
+    **dict.fromkeys(("FGSM", "BIM", "RFGSM", "PGD", "EOTPGD", "FFGSM", "MIFGSM", "UPGD",
                      "DIFGSM", "TIFGSM", "Jitter", "NIFGSM", "PGDRS", "SINIFGSM", "VMIFGSM",
                      "VNIFGSM", "SPSA"), _LINF),
-    "PIFGSM": ExternalSpec(BUDGET, "linf", eps="max_epsilon"),
+    "TPGD": replace(_LINF, targetable=False),
+    "PIFGSM": ExternalSpec(BUDGET, "linf", eps="max_epsilon", targetable=False),
     "PIFGSMPP": ExternalSpec(BUDGET, "linf", eps="max_epsilon"),
     **dict.fromkeys(("PGDL2", "PGDRSL2"), _L2),
-    **dict.fromkeys(("APGD", "APGDT", "Square", "AutoAttack"), _NORMED),
+    "Square": _NORMED,
+    **dict.fromkeys(("APGD", "APGDT", "AutoAttack"), replace(_NORMED, targetable=False)),
     "FAB": ExternalSpec(MINIMUM_NORM, None, norm_setting="norm"),
     "CW": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
-    "DeepFool": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
-    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
+    "DeepFool": ExternalSpec(MINIMUM_NORM, "l2", eps=None, targetable=False),
+    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False),
     "JSMA": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
     "OnePixel": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
     "Pixle": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
@@ -128,8 +137,24 @@ class TorchattacksAttack(ExternalAttack):
         except (TypeError, ValueError) as err:
             raise UserError(f"{self.name} cannot be built with {settings}: {err}") from None
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        attack = self.attack if settings is self.settings else self._build(settings)
+    @property
+    def targetable(self) -> bool:
+        if self.spec.targetable is not None:
+            return self.spec.targetable
+        return "targeted" in self.attack.supported_mode
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        settings: dict[str, Any],
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if target is None:
+            attack = self.attack if settings is self.settings else self._build(settings)
+        else:  # a new object: torchattacks keeps the mode as state of the attack
+            attack = self._build(settings)
+            attack.set_mode_targeted_by_function(lambda images, labels: target, quiet=True)
         return attack(x, labels)
 
 
