@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from c2f_attacks import runner
 from c2f_attacks.cli import build_parser
 from c2f_attacks.cli.options import list_option
 from c2f_attacks.errors import UserError
@@ -125,6 +126,26 @@ def test_external_attacks_follow_the_protocols_they_can():
     l2 = RunConfig(attacks=["torchattacks:APGD"], stages=["coarse"], protocols=["fixed"],
                    settings={"norm": "L2"}, eps={"l2": 0.75})  # fmt: skip
     assert l2.plans()[0].key()["norm"] == "l2" and l2.plans()[0].key()["eps"] == 0.75
+
+
+def test_external_n_classes_is_the_stages_class_count_in_a_run(shipped, tmp_path):
+    """torchattacks' FAB, APGDT and AutoAttack take n_classes (their own default: 10): a run
+    gives them the stage's number of classes (shapes: 4 coarse, 12 fine), the row's config shows
+    the value used, and a --set n_classes still wins."""
+    pytest.importorskip("torchattacks")
+    classes = {"coarse": 4, "fine": 12}
+    names = ["torchattacks:FAB", "torchattacks:APGDT", "torchattacks:AutoAttack"]
+    for plan in RunConfig(attacks=names, protocols=["minimal"]).plans():
+        assert plan.build(shipped).settings["n_classes"] == classes[plan.stage], plan.label
+    rows = runner.run(RunConfig(out=str(tmp_path / "run"), model="shapes-vgg16", n=2,
+                                attacks=["torchattacks:FAB"], protocols=["minimal"],
+                                figures=False, progress=False, settings={"steps": 1}))  # fmt: skip
+    for stage, config in zip(rows["stage"], rows["config"]):
+        assert f"n_classes={classes[stage]}" in config.split(";"), config
+    given = RunConfig(attacks=["torchattacks:FAB"], protocols=["minimal"], stages=["fine"],
+                      settings={"n_classes": 5})  # fmt: skip
+    (plan,) = given.plans()
+    assert plan.build(shipped).settings["n_classes"] == 5 and "n_classes=5" in plan.key()["config"]
 
 
 def test_target_policies_make_rows_of_their_own():

@@ -60,6 +60,7 @@ def made_up(n: int, seed: int = 0, **columns) -> pd.DataFrame:
         "l0": rng.random(n), "queries": rng.integers(1, 100, n),
         "relevance_shift": rng.random(n), "perturbation_in_relevance": rng.random(n),
         "object_share": rng.random(n), "target_class": np.full(n, -1),
+        "severity": rng.integers(0, 3, n),
     })  # fmt: skip
     frame["misclassified"] = ~frame["correct"]
     for name, values in columns.items():
@@ -73,6 +74,7 @@ def test_aggregate_definitions():
         8, success=success, linf=[0.4, 0.1, 0.3, 0.2, 0.01, 0.02, 0.5, 0.03],
         correct=np.array([1, 1, 0, 1, 1, 0, 1, 1], bool),
         coarse_flipped=np.array([1, 0, 0, 0, 1, 1, 0, 0], bool),
+        severity=[1, 2, 2, 1, 0, 0, 2, 0],
     )  # fmt: skip
     rec["misclassified"] = ~rec["correct"]
     row = aggregate(rec)
@@ -97,6 +99,9 @@ def test_aggregate_definitions():
     assert row["coarse_flip_share"] == 1 / 5
     assert row["queries_per_image"] == rec.queries.mean()
     assert row["object_share"] == pytest.approx(rec.object_share[success].mean())
+    # mistake severity over the 5 fooled images: heights 1 2 2 1 2
+    assert row["mistake_severity"] == 8 / 5 and row["severity_counts"] == "1:2 2:3"
+    assert 1 <= row["mistake_severity_lo"] <= 8 / 5 <= row["mistake_severity_hi"] <= 2
     empty = aggregate(made_up(0))
     assert empty["n"] == 0 and math.isnan(empty["fooling_ratio"])
     assert math.isnan(empty["fooling_ratio_lo"]) and math.isnan(empty["linf_median_hi"])
@@ -122,16 +127,16 @@ def test_write_and_load_round_trip(tmp_path):
 
 
 def test_records_written_before_target_class_load_with_minus_one(tmp_path):
-    """An earlier file (no target_class column) reads as untargeted; any other header is
-    refused."""
+    """An earlier file (no target_class column, nor severity, added after it) reads as
+    untargeted; any other header is refused."""
     path = write_records(tmp_path, key(), made_up(4, seed=3, target_class=[2, 0, 1, 5]))
     lines = gzip.decompress(path.read_bytes()).decode().splitlines()
-    earlier = [line.rsplit(",", 1)[0] for line in lines]  # target_class is the last column
+    earlier = [line.rsplit(",", 2)[0] for line in lines]  # target_class, severity: the last two
     path.write_bytes(gzip.compress(("\n".join(earlier) + "\n").encode(), mtime=0))
     back = load_records(tmp_path)
     assert list(back.columns) == list(FILE_COLUMNS) and back["target_class"].tolist() == [-1] * 4
-    assert str(back["target_class"].dtype) == "int64"
-    path.write_bytes(gzip.compress(("\n".join(line.rsplit(",", 2)[0] for line in lines) + "\n")
+    assert str(back["target_class"].dtype) == "int64" and back["severity"].tolist() == [-1] * 4
+    path.write_bytes(gzip.compress(("\n".join(line.rsplit(",", 3)[0] for line in lines) + "\n")
                                    .encode(), mtime=0))  # fmt: skip
     with pytest.raises(ValueError, match="the header is not the records header"):
         load_records(tmp_path)
@@ -166,7 +171,7 @@ def _rewrite(path, edit) -> None:
     "edit, message",
     [
         (lambda t: t.replace(",True,", ",yes,", 1), "line 2, column '.*': 'yes' is not True or"),
-        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 42 fields, the"),
+        (lambda t: t.replace("\n", ",0\n", 2).replace(",0", "", 1), "line 2: 43 fields, the"),
         (lambda t: t.replace("object_share", "object"), "line 1: the header"),
         (lambda t: t.replace("\nsmall,", "\nother,", 1), "line 2: the key does not hash"),
         (lambda t: t + t.splitlines()[1].replace(",fine,", ",coarse,") + "\n", "line 32"),
@@ -217,8 +222,10 @@ def test_leaderboard_row_recomputed_exactly_from_its_records(tmp_path):
     row = lb.read_leaderboard(board).iloc[0]
     saved = load_records(tmp_path)
     again = aggregate(saved[saved.row_id == row.row_id])
+    assert 0 < metrics["mistake_severity"] <= 2 and metrics["severity_counts"]
     for name in METRIC_COLUMNS:
-        assert (again[name] == row[name]) or (math.isnan(again[name]) and pd.isna(row[name])), name
+        missing = again[name] == "" if name == "severity_counts" else math.isnan(again[name])
+        assert (again[name] == row[name]) or (missing and pd.isna(row[name])), name
     with pytest.raises(ValueError, match="one row_id"):
         aggregate(pd.concat([saved, saved.assign(row_id="other")]))
 

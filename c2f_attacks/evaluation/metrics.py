@@ -13,6 +13,11 @@ a time (memory bounded whatever N is) and returns one row per image (``RECORD_CO
   holding the requested classes: the stage decides them). Never judged against ``y``.
 - ``target_class``: the class a targeted row asked each image's stage to decide (the targets of
   a ``target_reached`` criterion, in the stage's label space); -1 on untargeted rows.
+- ``severity``: the mistake severity of the fine prediction, the height in the hierarchy's tree
+  of the lowest common ancestor of the clean and the adversarial fine predictions
+  (:meth:`~c2f_attacks.Hierarchy.severity`; 0 where the fine prediction did not change; two
+  levels: 1 inside a coarse class, 2 across), on both stages of a C2F model; -1 on flat
+  models (no hierarchy).
 - ``fine_flipped`` (f' != f), ``coarse_flipped`` (c' != c), ``fine_flipped_coarse_kept``
   (f' != f and c' == c): both fine-stage rules on every row (flat: the class changed; no coarse).
 - ``correct``: the clean stage prediction equals the stage label of ``y``; ``misclassified`` is
@@ -246,6 +251,7 @@ def _chunk(
                "adv_fine": adv.stage}  # fmt: skip
     fine_flipped = per["adv_fine"] != per["clean_fine"]
     per["target_class"] = criterion.target.to(y.device) if criterion.targeted else minus_one
+    per["severity"] = model.hierarchy.severity(clean.fine, adv.fine) if c2f else minus_one
     correct = clean.stage == stage_label
     per.update(
         y_fine=y, y_coarse=y_coarse, correct=correct, misclassified=~correct,

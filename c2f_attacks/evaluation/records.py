@@ -11,9 +11,10 @@ file is an error naming it) and concatenates them. The file format (a gzip CSV w
 each lead with the same key cells) is :func:`write_keyed_file` / :func:`read_keyed_file`, shared
 with the transfer records.
 
-Files written before the ``target_class`` column existed (:data:`ADDED_COLUMNS`) are read with
-that column -1 (unavailable: those rows were untargeted), so earlier runs stay loadable; any
-other header is an error.
+Files written before a column of :data:`ADDED_COLUMNS` existed (``target_class``, then
+``severity``) are read with that column and every later one -1 (unavailable: those rows were
+untargeted, their mistake severity not recorded), so earlier runs stay loadable; any other
+header is an error.
 
 Canonical key values: missing (None, NaN, empty) is ``""``; the numeric key columns
 (``NUMERIC_KEY``) compare at 10 significant digits, so that ``8/255`` read back from a CSV equals
@@ -55,12 +56,13 @@ RECORD_KINDS: dict[str, str] = {
     "fine_flipped": "bool", "fine_flipped_coarse_kept": "bool", "coarse_flipped": "bool",
     "first_success_step": "int", "eps": "float", "linf": "float", "l2": "float", "l0": "float",
     "queries": "int", "relevance_shift": "float", "perturbation_in_relevance": "float",
-    "object_share": "float", "target_class": "int",
+    "object_share": "float", "target_class": "int", "severity": "int",
 }  # fmt: skip
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_KINDS)
-#: record columns added after the first records files were written: an older file lacks them
+#: record columns added after the first records files were written, in the order they were added
+#: (each appended to the file's columns): an older file lacks one of them and every later one,
 #: and reads them as -1 (unavailable)
-ADDED_COLUMNS: tuple[str, ...] = ("target_class",)
+ADDED_COLUMNS: tuple[str, ...] = ("target_class", "severity")
 _VALUE_DTYPES = {"int": "int64", "float": "float64", "bool": bool}
 #: the leading columns of a records file, the same on every line: the key and ``row_id`` ("eps"
 #: is both a key column (the row's budget) and a record column (the image's own); the file keeps
@@ -188,15 +190,18 @@ def read_keyed_file(
     columns then the ``kinds`` ones, every cell of its kind (``kinds`` ints never empty).
     Returns the typed frame and the CSV records (line, cells) behind its rows, for the caller's
     own checks, :func:`check_one_key` among them; ValueError naming the file, line and column
-    (``what``: the kind of file). ``added``: int columns of ``kinds`` that files written before
-    they existed lack; such a file reads them as -1."""
+    (``what``: the kind of file). ``added``: int columns of ``kinds`` in the order they were
+    added; a file written before one of them existed lacks it and every later one, and reads
+    them as -1."""
     header, rows = read_records(path, f"{what} file")
-    earlier = {c: k for c, k in kinds.items() if c not in added}
-    if added and tuple(header) == (*lead_kinds, *earlier):
-        frame, rows = _typed(path, what, header, rows, lead_kinds, earlier)
-        for column in added:
-            frame[column] = np.full(len(frame), -1, dtype=np.int64)
-        return frame[[*lead_kinds, *kinds]], rows
+    for first in range(len(added)):  # a file of an earlier version: added[first:] are new
+        missing = added[first:]
+        earlier = {c: k for c, k in kinds.items() if c not in missing}
+        if tuple(header) == (*lead_kinds, *earlier):
+            frame, rows = _typed(path, what, header, rows, lead_kinds, earlier)
+            for column in missing:
+                frame[column] = np.full(len(frame), -1, dtype=np.int64)
+            return frame[[*lead_kinds, *kinds]], rows
     if tuple(header) != (*lead_kinds, *kinds):
         raise UserError(f"{what} file {path}, line 1: the header is not the {what} header "
                          f"(expected {','.join([*lead_kinds, *kinds])})")  # fmt: skip

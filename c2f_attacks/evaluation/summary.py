@@ -22,6 +22,11 @@ leaderboard can be recomputed exactly from the saved records. For N images (reco
   ``relevance_shift``, ``perturbation_in_relevance`` (circular for LRP masks: see
   :mod:`.metrics`) and ``object_share`` (the headline explanation metric).
 - ``queries_per_image``: mean queries over all N images (NaN if any image has none recorded).
+- Mistake severity over the fooled images (:mod:`.severity`, :data:`SEVERITY_COLUMNS`):
+  ``mistake_severity``, the mean of the records' ``severity``, with its percentile bootstrap
+  interval ``mistake_severity_lo/_hi`` (seeded: the same records give the same interval), and
+  ``severity_counts``, the fooled images per height as text (``"1:12 2:30"``); NaN and empty
+  where the records have no severities (flat models, records written before the column).
 
 Statistics over an empty set are NaN.
 """
@@ -34,6 +39,7 @@ import pandas as pd
 from c2f_attacks.evaluation.budget import NORMS, budget_at, censored_median
 from c2f_attacks.evaluation.exact import share_interval
 from c2f_attacks.evaluation.records import check_records
+from c2f_attacks.evaluation.severity import SEVERITY_COLUMNS, severity_metrics
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "n", "clean_acc_coarse", "clean_acc_fine", "fooling_ratio", "fooling_ratio_lo",
@@ -43,10 +49,12 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "linf_median_lo", "linf_median_hi", "l2_mean", "l2_median", "l2_median_lo", "l2_median_hi",
     "l0_mean", "linf_at_fr50", "linf_at_fr90", "l2_at_fr50", "l2_at_fr90", "l0_at_fr50",
     "l0_at_fr90", "relevance_shift", "perturbation_in_relevance", "object_share",
-    "queries_per_image",
+    "queries_per_image", *SEVERITY_COLUMNS,
 )  # fmt: skip
-#: metric columns that count images (whole numbers); the others are floats
+#: metric columns that count images (whole numbers)
 COUNT_COLUMNS: tuple[str, ...] = ("n", "misclassified")
+#: metric columns that hold text (``severity_counts``); the others are floats
+TEXT_COLUMNS: tuple[str, ...] = ("severity_counts",)
 #: the fine-stage success rules reported on every C2F row, and the record flag each counts
 _FINE_RULES = {"fr_fine_any": "fine_flipped", "fr_fine_coarse_kept": "fine_flipped_coarse_kept"}
 
@@ -68,7 +76,7 @@ def _no_share(name: str) -> dict[str, float]:
 
 def aggregate(records: pd.DataFrame) -> dict[str, float]:
     """Every metric column of one leaderboard row from its records (module docstring); nothing
-    here is random."""
+    here is random (the one resampled interval, ``mistake_severity``'s, has a fixed seed)."""
     check_records(records)
     if "row_id" in records.columns and records["row_id"].nunique() > 1:
         raise ValueError(
@@ -101,4 +109,5 @@ def aggregate(records: pd.DataFrame) -> dict[str, float]:
         out[name] = _mean(col[name].astype(np.float64)[success])
     queries = col["queries"]
     out["queries_per_image"] = _mean(queries) if (queries >= 0).all() else np.nan
+    out |= severity_metrics(records)
     return {name: out[name] for name in METRIC_COLUMNS}

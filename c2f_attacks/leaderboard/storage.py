@@ -55,7 +55,7 @@ from c2f_attacks.evaluation.records import (
     is_missing,
     row_id,
 )
-from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS
+from c2f_attacks.evaluation.summary import COUNT_COLUMNS, METRIC_COLUMNS, TEXT_COLUMNS
 from c2f_attacks.evaluation.typed_csv import Record, cell_text, read_records, typed_frame
 from c2f_attacks.leaderboard.environment import ENVIRONMENT_COLUMNS
 
@@ -73,9 +73,11 @@ COLUMNS: tuple[str, ...] = (
     "config",
     "row_id",
 )
+_METRIC_KINDS = {c: "int" if c in COUNT_COLUMNS else "text" if c in TEXT_COLUMNS else "float"
+                 for c in METRIC_COLUMNS}  # fmt: skip
 #: column -> kind (see c2f_attacks.evaluation.typed_csv); unknown columns are kept as extras
 SCHEMA: dict[str, str] = {
-    **{c: ("int" if c in COUNT_COLUMNS else "float") for c in METRIC_COLUMNS},
+    **_METRIC_KINDS,
     "ms_per_image": "float",
     "images_per_s": "float",
     "backend_fooling_ratio": "float",

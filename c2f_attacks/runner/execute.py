@@ -191,6 +191,8 @@ def _prepare(cfg: RunConfig, ranks: Ranks) -> _Job:
                       f"{cfg.model}")  # fmt: skip
     plans = cfg.plans()
     attacks = [plan.build(model) for plan in plans]  # constructors validate every setting
+    # the rows' config: with the settings the attacks filled in from the model
+    plans = [plan.as_built(atk) for plan, atk in zip(plans, attacks)]
     return _Job(cfg, out, device, dataset, model, plans, attacks, model_hash(model))
 
 

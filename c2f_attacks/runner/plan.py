@@ -164,6 +164,15 @@ class Plan:
                             "mode")  # fmt: skip
         return atk
 
+    def as_built(self, atk: Attack) -> Plan:
+        """The plan with each setting it leaves None that ``atk``, built from it, fills in from
+        the model (an external attack's ``n_classes``: the stage's number of classes) set to the
+        value ``atk`` runs with, so that the row's ``config`` shows it."""
+        used = getattr(atk, "settings", None) or {}  # the external adapters' settings
+        params = {k: used.get(k) if v is None and used.get(k) is not None else v
+                  for k, v in self.params}  # fmt: skip
+        return dataclasses.replace(self, params=tuple(sorted(params.items())))
+
     def key(self) -> dict[str, Any]:
         """The plan's leaderboard key columns: attack, stage, protocol, mask, norm,
         success_rule, eps, steps, config (every other setting, ``name=value`` pairs, and a

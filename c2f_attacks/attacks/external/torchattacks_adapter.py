@@ -13,7 +13,9 @@ VANILA and GN (no attack, noise), EADL1/EADEN (l1, a norm we do not measure), Mu
 (a combinator) and LGV (needs training data) are left out.
 
 Constructor arguments ``n_classes`` (FAB, APGDT, AutoAttack) default to the stage's number of
-classes rather than torchattacks' 10. A targeted call runs the attack in
+classes rather than torchattacks' 10: the registry declares their default None, which the
+adapter fills in when it is built (``settings["n_classes"]``; a flat model keeps torchattacks'
+default), so a run's row records the count used. A targeted call runs the attack in
 ``set_mode_targeted_by_function`` with the clean labels and a function returning the requested
 classes (``set_mode_targeted_by_label`` would hand FAB the targets as its clean labels, and FAB
 then attacks no image); attacks whose ``supported_mode`` lacks "targeted", such as DeepFool,
@@ -105,7 +107,11 @@ class TorchattacksAttack(ExternalAttack):
     def external_settings(cls, name: str) -> dict[str, Setting]:
         if not _installed():
             return {}
-        return settings_of(cls._class(name).__init__, skip=("self", "model"))
+        settings = settings_of(cls._class(name).__init__, skip=("self", "model"))
+        if "n_classes" in settings:  # None: the stage's number of classes, filled in _prepare
+            settings["n_classes"] = replace(settings["n_classes"], type="int | None",
+                                            default=None)  # fmt: skip
+        return settings
 
     @classmethod
     def default_setting(cls, name: str, setting: str) -> Any:
@@ -123,8 +129,10 @@ class TorchattacksAttack(ExternalAttack):
     def _prepare(self, module, name: str, settings: dict[str, Any]) -> dict[str, Any]:
         cls = getattr(module, name)
         parameters = inspect.signature(cls).parameters
-        if "n_classes" in parameters and self.num_classes() is not None:
-            settings.setdefault("n_classes", self.num_classes())
+        if "n_classes" in parameters and settings.get("n_classes") is None:
+            settings.pop("n_classes", None)  # a flat model: torchattacks' default
+            if self.num_classes() is not None:
+                settings["n_classes"] = self.num_classes()
         if "seed" in parameters:  # the run's seed, not torchattacks' fixed default
             settings.setdefault("seed", self.seed)
         self.attack = self._build(settings)  # validates the settings once, before any image
