@@ -7,9 +7,10 @@ levels: 1 inside a coarse class, 2 across). Per row, over the fooled images only
 an image that was not fooled made no new mistake):
 
 - ``mistake_severity``: the mean severity, with the 95% percentile bootstrap interval
-  ``mistake_severity_lo`` / ``_hi`` (:mod:`.stats`, the same seeded resampling of all N images as
-  every other interval on the leaderboard; an image not fooled does not enter a sample's mean,
-  so the number of fooled images varies as it does between runs). Why this interval: severities
+  ``mistake_severity_lo`` / ``_hi`` (:mod:`.stats`: a fixed-seed resampling of all N images, so
+  the interval recomputes exactly from the records; an image not fooled does not enter a
+  sample's mean, so the number of fooled images varies as it does between runs). The shares on
+  the leaderboard have exact intervals instead; a mean of heights has no exact one. Why this interval: severities
   are a few small integers in lumpy, skewed proportions, so a normal (t) interval is off for
   small counts and can leave the possible range; the percentile interval stays inside the
   observed values. It says nothing where there is nothing random: when every fooled image has
