@@ -201,7 +201,9 @@ def run_all(configs: Sequence[RunConfig]) -> pd.DataFrame:
     return their rows. Every config is pre-flighted first, so a bad second model fails in
     seconds instead of after the first model's attacks; each model is loaded again for its
     run, so that memory holds one model at a time. The run's state (``resume``) covers every
-    config that writes into the same ``out``."""
+    config that writes into the same ``out``. Memory freed by a batch goes back to the system
+    (:func:`~c2f_attacks.runner.memory.hand_back_freed_memory`), so a long run stays flat."""
+    memory.hand_back_freed_memory()
     fingerprints: dict[Path, list[dict]] = {}
     for cfg in configs:
         job = _prepare(cfg, Ranks.from_env(cfg.device))
@@ -406,6 +408,8 @@ def _attack_all(job: _Job, layout: Layout, shards: ConfigShards, ids, backend, r
                 clean_heatmaps[plan.stage][part], backend,
             )  # fmt: skip
             shards.write(ids[j], batch, records, adversarial, {**meta, "rank": ranks.rank})
+            del records, adversarial
+            memory.release_freed_memory()
             bar.update(len(batch) / len(plans))
 
 

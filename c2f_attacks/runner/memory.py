@@ -31,11 +31,24 @@ Batch sizes change no decision (success, predictions, norms, budgets, queries: t
 their noise per image, :mod:`~c2f_attacks.attacks.noise`); LRP maps computed for one image can
 differ from those computed in a batch in the last float32 bit (other kernels), which moves
 ``relevance_shift`` by about 1e-7. A resumed run keeps the batch sizes of the interrupted one.
+
+**Freed memory goes back.** glibc's allocator keeps the heap pages a batch freed for later
+requests; after the first large block is freed it raises its mmap threshold (up to 32 MB), so
+the batches' tensors then come from the heap, whose free pages fragment and stay resident. Without
+help the resident memory of a long run creeps up with every batch although nothing stays alive
+(one FGSM row on shapes-vgg16: +130 MB over 1,024 images). :func:`hand_back_freed_memory`,
+called once when a run starts, fixes the threshold at :data:`MMAP_THRESHOLD` (larger blocks are
+mapped and unmapped on their own), and :func:`release_freed_memory`, called after every batch,
+trims what the heap holds free (``malloc_trim``). Both are no-ops where the C library is not
+glibc.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import os
 import re
 import sys
@@ -48,6 +61,35 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from c2f_attacks.errors import UserError
+
+#: allocations from this size on are mapped on their own (glibc's default, before it adapts)
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (glibc has both)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return None
+    return libc
+
+
+def hand_back_freed_memory() -> None:
+    """Keep large blocks out of the heap from now on (module docstring)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def release_freed_memory() -> None:
+    """Return the heap pages freed so far to the operating system (module docstring)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
 
 #: the batch size when nothing else limits it (and the largest one chosen automatically)
 DEFAULT_BATCH_SIZE = 64
