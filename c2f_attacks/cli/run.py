@@ -103,7 +103,7 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from c2f_attacks.leaderboard import render_table
+    from c2f_attacks.leaderboard import render_table, target_policy
     from c2f_attacks.runner import RunConfig, expand, run_all
     from c2f_attacks.runner.settings import parse_settings
 
@@ -126,15 +126,19 @@ def _run(args: argparse.Namespace) -> int:
     fmt = configs[0].format
     # Machine formats keep stdout parseable; the where-to-find lines go to stderr.
     info = sys.stdout if fmt == "table" else sys.stderr
-    # One table per data set and protocol; a model column when it holds several models' rows.
-    for (dataset, split, n, protocol), part in rows.groupby(
-        ["dataset", "split", "n", "protocol"], sort=False
+    # One table per data set, protocol and target policy; a model column when it holds several
+    # models' rows.
+    rows = rows.assign(_target=[target_policy(c) for c in rows["config"]])
+    for (dataset, split, n, protocol, target), part in rows.groupby(
+        ["dataset", "split", "n", "protocol", "_target"], sort=False
     ):
+        part = part.drop(columns="_target")
         if fmt == "table":
             models = ", ".join(dict.fromkeys(part["model"]))
             rules = "; ".join(f"{stage}: {rule}" for stage, rule in dict.fromkeys(
                 zip(part["stage"], part["success_rule"])))  # fmt: skip
-            print(f"{models} on {dataset}/{split}, {n} images, protocol {protocol} "
+            aimed = "" if target == "none" else f", {target} targets"
+            print(f"{models} on {dataset}/{split}, {n} images, protocol {protocol}{aimed} "
                   f"(success: {rules}):")  # fmt: skip
         print(render_table(part, fmt=fmt))
     for out in dict.fromkeys(str(Path(c.out)) for c in configs):
