@@ -128,6 +128,26 @@ def test_the_default_run_covers_both_shipped_models(tmp_path):
     assert board["model"].tolist() == ["shapes-vgg16", "shapes-vgg16-at"]
 
 
+def test_the_default_run_adds_its_targeted_part_until_options_choose_the_rows(monkeypatch):
+    """`c2f-bench run` alone: the untargeted part and the random-target part for every model,
+    into one folder; --model applies to both; --attacks (or --config) runs what it chooses."""
+    calls = []
+    monkeypatch.setattr("c2f_attacks.runner.run_all",
+                        lambda configs: calls.append(configs) or pd.DataFrame())  # fmt: skip
+    assert main(["run", "-n", "2", "--out", "o"]) == 0
+    parts = [(c.model, tuple(c.targets), len(c.plans()), c.out, c.n) for c in calls[-1]]
+    assert parts == [("shapes-vgg16", ("none",), 20, "o", 2),
+                     ("shapes-vgg16-at", ("none",), 20, "o", 2),
+                     ("shapes-vgg16", ("random",), 4, "o", 2),
+                     ("shapes-vgg16-at", ("random",), 4, "o", 2)]  # fmt: skip
+    assert main(["run", "--model", "shapes-vgg16-at"]) == 0
+    assert [(c.model, tuple(c.targets)) for c in calls[-1]] == [
+        ("shapes-vgg16-at", ("none",)), ("shapes-vgg16-at", ("random",))]  # fmt: skip
+    assert main(["run", "--attacks", "fgsm", "pgd", "lrpc", "lrpf"]) == 0
+    assert [(c.model, tuple(c.targets), len(c.plans())) for c in calls[-1]] == [
+        ("shapes-vgg16", ("none",), 20), ("shapes-vgg16-at", ("none",), 20)]  # fmt: skip
+
+
 def test_targeted_rows_print_apart_and_are_selected_by_their_target(tmp_path, capsys):
     rows = ("--attacks", "pgd", "--stages", "coarse", "--protocol", "minimal", "--no-figures")
     board = _run(tmp_path, *rows, "--target", "none", "random")

@@ -35,6 +35,18 @@ def _setting_item(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _targeted_part() -> str:
+    """The default run's targeted rows in words, from :data:`~c2f_attacks.runner.DEFAULT_RUN`."""
+    from c2f_attacks.runner.plan import DEFAULT_RUN
+
+    return "; ".join(
+        " ".join(f"--{option} {' '.join(part[name])}" for name, option in
+                 (("targets", "target"), ("protocols", "protocol"), ("attacks", "attacks"),
+                  ("masks", "masks")) if name in part)
+        for part in DEFAULT_RUN[1:]
+    )  # fmt: skip
+
+
 def add_parser(subparsers) -> None:
     from c2f_attacks.attacks import MASK_SOURCES, MEMORY_FORMATS, PROTOCOLS
     from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, STAGES, RunConfig
@@ -46,7 +58,10 @@ def add_parser(subparsers) -> None:
         argument_default=argparse.SUPPRESS,  # only given options override RunConfig/--config
         description="Defaults: RunConfig's (shown in brackets); a --config file's values; "
         "options given here override both. Lists take spaces or commas. Attack names and "
-        "settings: c2f-bench attacks.",
+        "settings: c2f-bench attacks. Without --config, --attacks, --masks, --stages, "
+        "--protocol and --target, the default run adds targeted rows to RunConfig's: "
+        f"{_targeted_part()}, into the same --out; any of those options runs only the rows it "
+        "chooses.",
     )  # fmt: skip
     add_data_options(p, models=" ".join(DEFAULT_MODELS))
     p.add_argument("--attacks", nargs="+", metavar="ATTACK",
