@@ -14,6 +14,8 @@ import torch
 
 from c2f_attacks.cli import main
 from c2f_attacks.interrupts import Interrupted
+from c2f_attacks.leaderboard import read_leaderboard
+from c2f_attacks.leaderboard.select import select_one
 from c2f_attacks.models import load_model
 from c2f_attacks.models.zoo import save_checkpoint
 from c2f_attacks.runner.preflight import COMMITTED_RESULTS
@@ -124,6 +126,44 @@ def test_the_default_run_covers_both_shipped_models(tmp_path):
     assert main(["run", *ONE_ROW, "--no-figures", "--out", str(tmp_path)]) == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert board["model"].tolist() == ["shapes-vgg16", "shapes-vgg16-at"]
+
+
+def test_the_default_run_adds_its_targeted_part_until_options_choose_the_rows(monkeypatch):
+    """`c2f-bench run` alone: the untargeted part and the random-target part for every model,
+    into one folder; --model applies to both; --attacks (or --config) runs what it chooses."""
+    calls = []
+    monkeypatch.setattr("c2f_attacks.runner.run_all",
+                        lambda configs: calls.append(configs) or pd.DataFrame())  # fmt: skip
+    assert main(["run", "-n", "2", "--out", "o"]) == 0
+    parts = [(c.model, tuple(c.targets), len(c.plans()), c.out, c.n) for c in calls[-1]]
+    assert parts == [("shapes-vgg16", ("none",), 20, "o", 2),
+                     ("shapes-vgg16-at", ("none",), 20, "o", 2),
+                     ("shapes-vgg16", ("random",), 4, "o", 2),
+                     ("shapes-vgg16-at", ("random",), 4, "o", 2)]  # fmt: skip
+    assert main(["run", "--model", "shapes-vgg16-at"]) == 0
+    assert [(c.model, tuple(c.targets)) for c in calls[-1]] == [
+        ("shapes-vgg16-at", ("none",)), ("shapes-vgg16-at", ("random",))]  # fmt: skip
+    assert main(["run", "--attacks", "fgsm", "pgd", "lrpc", "lrpf"]) == 0
+    assert [(c.model, tuple(c.targets), len(c.plans())) for c in calls[-1]] == [
+        ("shapes-vgg16", ("none",), 20), ("shapes-vgg16-at", ("none",), 20)]  # fmt: skip
+
+
+def test_targeted_rows_print_apart_and_are_selected_by_their_target(tmp_path, capsys):
+    rows = ("--attacks", "pgd", "--stages", "coarse", "--protocol", "minimal", "--no-figures")
+    board = _run(tmp_path, *rows, "--target", "none", "random")
+    assert board["success_rule"].tolist() == ["stage_changed", "target_reached"]
+    out = capsys.readouterr().out
+    assert "6 images, protocol minimal (success: coarse: stage_changed):" in out
+    assert "6 images, protocol minimal, random targets (success: coarse: target_reached):" in out
+    # a selector without a target names the untargeted row; ":random" the targeted one
+    specs = ["pgd:none", "shapes-vgg16/pgd:none:coarse:minimal:random"]
+    stored = read_leaderboard(tmp_path / "leaderboard.csv")
+    assert [select_one(stored, s, "board")["row_id"] for s in specs] == board["row_id"].tolist()
+    assert main(["compare", str(tmp_path), *specs, "--format", "csv"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path), "pgd:none:coarse:minimal:nearest", "pgd:none"]) == 2
+    line = _error_line(capsys)
+    assert "matches no row" in line and "shapes-vgg16/pgd:none:coarse:minimal:random (" in line
 
 
 @pytest.mark.parametrize("second, message", [("missing.pt", "missing.pt"),

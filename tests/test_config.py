@@ -274,15 +274,52 @@ def test_minimal_pgd_keeps_the_step_to_budget_ratio_of_the_fixed_row():
 
 def test_the_default_run_covers_both_shipped_models_one_config_each():
     assert DEFAULT_MODELS == ("shapes-vgg16", "shapes-vgg16-at")
-    assert [r.model for r in expand(None, {})] == list(DEFAULT_MODELS)
+    # its untargeted part for every model, then its targeted part
+    assert [r.model for r in expand(None, {})] == list(DEFAULT_MODELS) * 2
     assert RunConfig().model == "shapes-vgg16"  # one RunConfig, one model
+
+
+def test_the_default_run_adds_random_target_rows_and_only_those():
+    """Per model the 20 untargeted rows and 4 targeted ones: random targets, minimal protocol,
+    PGD at both stages, LRPC and LRPF with the lrp mask; 48 rows in all, into one folder."""
+    runs = expand(None, {"n": 2, "out": "somewhere"})
+    plans = [(r.model, p) for r in runs for p in r.plans()]
+    assert len(plans) == 48 and {r.out for r in runs} == {"somewhere"}
+    targeted = [(model, p) for model, p in plans if p.target != "none"]
+    assert [p.label for model, p in targeted if model == "shapes-vgg16"] == [
+        "pgd/coarse/minimal/target=random", "pgd/fine/minimal/target=random",
+        "lrpc/coarse/minimal/lrp/target=random", "lrpf/fine/minimal/lrp/target=random"]  # fmt: skip
+    assert len(targeted) == 8 and {p.success_rule for _, p in targeted} == {"target_reached"}
+    untargeted = [p.label for model, p in plans if p.target == "none" and model == "shapes-vgg16"]
+    assert untargeted == _labels(RunConfig())
+    # the other options apply to both parts
+    assert all(r.n == 2 for r in runs)
+    assert len(expand(None, {"seed": 3, "eps": {"linf": 0.01}})) == 4
+
+
+CHOSEN_ROWS = [{"attacks": ["fgsm", "pgd", "lrpc", "lrpf"]}, {"masks": ["lrp"]},
+               {"stages": ["coarse"]}, {"protocols": ["minimal"]},
+               {"targets": ["random"]}]  # fmt: skip
+
+
+@pytest.mark.parametrize("chosen", CHOSEN_ROWS)
+def test_a_run_that_chooses_its_rows_has_no_default_targeted_part(chosen):
+    runs = expand(None, chosen)
+    assert [r.model for r in runs] == list(DEFAULT_MODELS)
+    assert {tuple(r.targets) for r in runs} == {tuple(chosen.get("targets", ["none"]))}
+    assert len(runs[0].plans()) == len(RunConfig(**chosen).plans())
 
 
 def test_models_from_the_command_line_or_a_config_file_expand_to_one_run_each(tmp_path):
     args = build_parser().parse_args(["run", "--model", "a.pt,b.pt", "c.pt"])
     assert list_option(args.model) == ["a.pt", "b.pt", "c.pt"]
-    assert [r.model for r in expand(None, {"model": ["a.pt", "b.pt"]})] == ["a.pt", "b.pt"]
-    assert [r.model for r in expand(None, {"model": "a.pt"})] == ["a.pt"]
+    # the default run: both of its parts for every model given
+    runs = expand(None, {"model": ["a.pt", "b.pt"]})
+    assert [(r.model, tuple(r.targets)) for r in runs] == [
+        ("a.pt", ("none",)), ("b.pt", ("none",)), ("a.pt", ("random",)), ("b.pt", ("random",))
+    ]  # fmt: skip
+    assert [r.model for r in expand(None, {"model": "a.pt"})] == ["a.pt"] * 2
+    assert [r.model for r in expand(None, {"model": "a.pt", "attacks": ["pgd"]})] == ["a.pt"]
     path = tmp_path / "sweep.toml"
     path.write_text('model = ["x.pt", "y.pt"]\neps = [0.01, 0.02]\n')
     runs = expand(path, {})

@@ -97,11 +97,11 @@ def test_a_section_whose_file_is_absent_is_one_line(results, tmp_path):
 def test_unknown_columns_are_ignored_and_the_protocol_and_rule_are_shown(tmp_path):
     folder = tmp_path / "r"
     add_row(folder, key("m", "pgd", "coarse", "minimal", "none", 64 / 255), [True] * 4,
-            [0.03] * 4, mistake_severity=1.5, linf_median_hi=float("inf"))  # fmt: skip
+            [0.03] * 4, future_metric=1.5, linf_median_hi=float("inf"))  # fmt: skip
     text = findings_markdown(Context(Results.open(folder), tmp_path))
     header = next(line for line in text.splitlines() if line.startswith("| attack |"))
     assert "| protocol |" in header and "success rule" in header
-    assert "mistake_severity" not in text
+    assert "future_metric" not in text and "severity" not in text
     assert "0.030 [" not in text and "| 0.030 |" in text  # no interval without its lower end
     assert "| 0.030 | inf" not in text
 
@@ -334,3 +334,104 @@ def test_rows_alike_but_for_a_setting_are_labelled_by_it():
                           {**base, "mask": "random", "config": "lam=0.0;top_k=0.1"}])  # fmt: skip
     labels = [row_label(r) for r in with_labels(frame).to_dict("records")]
     assert labels == ["lrpc lrp minimal lam=0.0", "lrpc lrp minimal lam=1.0", "lrpc random minimal"]
+
+
+# ----------------------------------------------------------------------------- targeted rows
+def _section(text: str, title: str) -> str:
+    """A findings section's text, up to the next section."""
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _tables(text: str) -> list[list[str]]:
+    """The Markdown tables of ``text``, each as its lines."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+@pytest.fixture(scope="module")
+def targeted_run(tmp_path_factory) -> Path:
+    """A real run with untargeted and random-target rows: PGD on both stages and LRPC with the
+    lrp mask under the minimal protocol, 2 images, few steps."""
+    out = tmp_path_factory.mktemp("targeted") / "results"
+    args = ["run", "--model", "shapes-vgg16", "-n", "2", "--attacks", "pgd", "lrpc", "--masks",
+            "lrp", "--protocol", "minimal", "--target", "none", "random", "--set", "steps=3",
+            "refresh=2", "pgd.steps=2", "--search-steps", "2", "--no-figures", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_targeted_rows_are_a_table_of_their_own_in_the_findings_and_the_site(targeted_run,
+                                                                             tmp_path):  # fmt: skip
+    results = Results.open(targeted_run)
+    board = results.runs[0].leaderboard
+    assert (board["success_rule"] == "target_reached").sum() == 3 and len(board) == 6
+    text = findings_markdown(Context(results, tmp_path))
+    section_text = _section(text, "Targeted attacks")
+    assert "#### Targeted attacks (random targets)" in section_text
+    [table] = _tables(section_text)
+    assert table[0] == ("| attack | mask | stage | model | protocol | FR [95% CI] | "
+                        "median l-inf [95% CI] | mean queries |")  # fmt: skip
+    assert [line.split(" | ")[:3] for line in table[2:]] == [
+        ["| lrpc", "lrp", "coarse"], ["| pgd", "none", "coarse"], ["| pgd", "none", "fine"]
+    ]  # fmt: skip
+    targeted_rows = board[board["success_rule"] == "target_reached"].set_index("attack")
+    pgd = targeted_rows[targeted_rows["stage"] == "fine"].loc["pgd"]
+    assert fmt.column_interval(pgd, "fooling_ratio") in table[4]
+    # the untargeted tables hold the untargeted rows only
+    untargeted = _section(text, "Leaderboards")
+    assert "target_reached" not in untargeted and "target=" not in untargeted
+    assert sum(len(t) - 2 for t in _tables(untargeted)) == 3
+    assert "target_reached" not in headline_markdown(Context(results, tmp_path))
+    # the site: the same table, its own section and chart titles
+    site = render_file(results, tmp_path / "index.html", "site")
+    part = site[site.index('<section id="targeted">') :]
+    part = part[: part.index("</section>")]
+    assert "<h3>Targeted attacks (random targets)</h3>" in part and part.count("<tr>") == 4
+    assert '<a href="#targeted">Targeted</a>' in site
+    assert "shapes-vgg16, fine stage, random targets" in site
+
+
+def test_severity_columns_show_in_both_kinds_of_table_when_the_leaderboard_has_them(tmp_path):
+    folder = tmp_path / "r"
+    severity = dict(mistake_severity=1.5, mistake_severity_lo=1.0, mistake_severity_hi=2.0,
+                    severity_counts="1:2 2:2")  # fmt: skip
+    add_row(folder, key("m", "pgd", "fine", "minimal", "none", 64 / 255), [True] * 4, [0.03] * 4,
+            **severity)  # fmt: skip
+    aimed = {**key("m", "pgd", "fine", "minimal", "none", 64 / 255),
+             "success_rule": "target_reached", "config": "target=random"}  # fmt: skip
+    add_row(folder, aimed, [True] * 4, [0.05] * 4, **severity)
+    text = findings_markdown(Context(Results.open(folder), tmp_path))
+    [plain] = _tables(_section(text, "Leaderboards"))
+    [targeted] = _tables(_section(text, "Targeted attacks"))
+    for table in (plain, targeted):
+        assert table[0].endswith("| mistake severity [95% CI] | severity counts |")
+        assert table[2].endswith("| 1.50 [1.00, 2.00] | 1:2 2:2 |")
+    assert "target_reached" not in "\n".join(plain) and len(plain) == len(targeted) == 3
+
+
+def test_a_targeted_row_is_labelled_by_its_target_and_finds_its_own_figure(tmp_path):
+    from c2f_attacks.report.tables import row_label
+
+    folder = tmp_path / "r"
+    add_row(folder, key("m", "pgd", "coarse", "fixed", "none", 8 / 255), [True] * 2, [0.03] * 2)
+    aimed = {**key("m", "pgd", "coarse", "fixed", "none", 8 / 255),
+             "success_rule": "target_reached", "config": "target=random"}  # fmt: skip
+    add_row(folder, aimed, [True] * 2, [0.03] * 2)
+    figures = folder / "figures" / "m"
+    figures.mkdir(parents=True)
+    for name in ("pgd_coarse_fixed.png", "pgd_coarse_fixed_target_random.png"):
+        (figures / name).write_bytes(b"png")
+    run = Results.open(folder).runs[0]
+    assert [row_label(r) for r in run.rows] == ["pgd fixed 8/255", "pgd fixed 8/255 target=random"]
+    assert [run.figure(r).name for r in run.rows] == [
+        "pgd_coarse_fixed.png", "pgd_coarse_fixed_target_random.png"
+    ]  # fmt: skip

@@ -249,6 +249,9 @@ def test_targeted_rows_run_beside_untargeted_ones(tmp_path):
         assert aggregate(part)["fooling_ratio"] == row["fooling_ratio"]
     folder = figure_folder(tmp_path, "shapes-vgg16")
     assert (folder / "pgd_fine_fixed_target_random.png").exists()
+    # budget curves apart: a targeted row's fooling ratio counts images sent to their target
+    assert (folder / "budget_fine.png").exists()
+    assert (folder / "budget_fine_target_random.png").exists()
 
 
 # ------------------------------------------------------------------- memory budget, batch sizes

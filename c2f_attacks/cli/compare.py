@@ -14,8 +14,9 @@ def add_parser(subparsers) -> None:
         "compare", help="paired tests between rows of one run, image by image"
     )
     p.add_argument("out", help="the run's --out folder")
-    p.add_argument("row_a", help="row_id, or [MODEL/]attack:mask[:stage[:protocol]] "
-                   "(e.g. shapes-vgg16/lrpc:lrp:coarse:minimal)")  # fmt: skip
+    p.add_argument("row_a", help="row_id, or [MODEL/]attack:mask[:stage[:protocol[:target]]] "
+                   "(e.g. shapes-vgg16/lrpc:lrp:coarse:minimal; a target such as random names "
+                   "a targeted row, left out an untargeted one)")  # fmt: skip
     p.add_argument("row_b", help="the row to compare it with (e.g. shapes-vgg16/lrpc:gradient)")
     p.add_argument("--pair", nargs=2, action="append", metavar=("ROW_A", "ROW_B"),
                    help="another pair, compared in the same call (Holm over all of "

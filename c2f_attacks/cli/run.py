@@ -35,6 +35,18 @@ def _setting_item(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _targeted_part() -> str:
+    """The default run's targeted rows in words, from :data:`~c2f_attacks.runner.DEFAULT_RUN`."""
+    from c2f_attacks.runner.plan import DEFAULT_RUN
+
+    return "; ".join(
+        " ".join(f"--{option} {' '.join(part[name])}" for name, option in
+                 (("targets", "target"), ("protocols", "protocol"), ("attacks", "attacks"),
+                  ("masks", "masks")) if name in part)
+        for part in DEFAULT_RUN[1:]
+    )  # fmt: skip
+
+
 def add_parser(subparsers) -> None:
     from c2f_attacks.attacks import MASK_SOURCES, MEMORY_FORMATS, PROTOCOLS
     from c2f_attacks.runner import BACKENDS, DEFAULT_MODELS, STAGES, RunConfig
@@ -46,7 +58,10 @@ def add_parser(subparsers) -> None:
         argument_default=argparse.SUPPRESS,  # only given options override RunConfig/--config
         description="Defaults: RunConfig's (shown in brackets); a --config file's values; "
         "options given here override both. Lists take spaces or commas. Attack names and "
-        "settings: c2f-bench attacks.",
+        "settings: c2f-bench attacks. Without --config, --attacks, --masks, --stages, "
+        "--protocol and --target, the default run adds targeted rows to RunConfig's: "
+        f"{_targeted_part()}, into the same --out; any of those options runs only the rows it "
+        "chooses.",
     )  # fmt: skip
     add_data_options(p, models=" ".join(DEFAULT_MODELS))
     p.add_argument("--attacks", nargs="+", metavar="ATTACK",
@@ -103,7 +118,7 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from c2f_attacks.leaderboard import render_table
+    from c2f_attacks.leaderboard import render_table, target_policy
     from c2f_attacks.runner import RunConfig, expand, run_all
     from c2f_attacks.runner.settings import parse_settings
 
@@ -126,15 +141,19 @@ def _run(args: argparse.Namespace) -> int:
     fmt = configs[0].format
     # Machine formats keep stdout parseable; the where-to-find lines go to stderr.
     info = sys.stdout if fmt == "table" else sys.stderr
-    # One table per data set and protocol; a model column when it holds several models' rows.
-    for (dataset, split, n, protocol), part in rows.groupby(
-        ["dataset", "split", "n", "protocol"], sort=False
+    # One table per data set, protocol and target policy; a model column when it holds several
+    # models' rows.
+    rows = rows.assign(_target=[target_policy(c) for c in rows["config"]])
+    for (dataset, split, n, protocol, target), part in rows.groupby(
+        ["dataset", "split", "n", "protocol", "_target"], sort=False
     ):
+        part = part.drop(columns="_target")
         if fmt == "table":
             models = ", ".join(dict.fromkeys(part["model"]))
             rules = "; ".join(f"{stage}: {rule}" for stage, rule in dict.fromkeys(
                 zip(part["stage"], part["success_rule"])))  # fmt: skip
-            print(f"{models} on {dataset}/{split}, {n} images, protocol {protocol} "
+            aimed = "" if target == "none" else f", {target} targets"
+            print(f"{models} on {dataset}/{split}, {n} images, protocol {protocol}{aimed} "
                   f"(success: {rules}):")  # fmt: skip
         print(render_table(part, fmt=fmt))
     for out in dict.fromkeys(str(Path(c.out)) for c in configs):

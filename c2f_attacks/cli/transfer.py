@@ -42,8 +42,10 @@ def add_parser(subparsers) -> None:
                         "onnx:fp16, onnx:int8: that deployment variant of each row's own "
                         "model (built once, cached in <out>/onnx/, run on the CPU)")  # fmt: skip
     p.add_argument("--rows", nargs="+", metavar="ROW",
-                   help="only these rows: row_id or [MODEL/]attack[:mask[:stage[:protocol]]] "
-                        "(e.g. lrpc:lrp) [every row]")  # fmt: skip
+                   help="only these rows: row_id or "
+                        "[MODEL/]attack[:mask[:stage[:protocol[:target]]]] (e.g. lrpc:lrp; "
+                        "the target, e.g. random, names targeted rows; left out: untargeted) "
+                        "[every row]")  # fmt: skip
     p.add_argument("--out", help="folder for transfer.csv, figures/ and onnx/ [--from]")
     p.add_argument("--root", help="dataset folder (datasets other than shapes)")
     p.add_argument("--hierarchy", help="hierarchy JSON, as given to the run (flat models)")

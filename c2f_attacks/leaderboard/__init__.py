@@ -11,9 +11,11 @@ from c2f_attacks.leaderboard.storage import (
     LeaderboardWriteError,
     canonical_key,
     check_leaderboard,
+    config_settings,
     config_string,
     read_leaderboard,
     row_id,
+    target_policy,
     upsert_rows,
 )
 
@@ -29,10 +31,12 @@ __all__ = [
     "LeaderboardWriteError",
     "canonical_key",
     "check_leaderboard",
+    "config_settings",
     "config_string",
     "environment_columns",
     "read_leaderboard",
     "render_table",
     "row_id",
+    "target_policy",
     "upsert_rows",
 ]

@@ -156,6 +156,18 @@ def config_string(**settings: Any) -> str:
     return ";".join(parts)
 
 
+def config_settings(config: Any) -> dict[str, str]:
+    """A ``config`` value read back: ``{name: text}`` (``{}`` for a missing or empty one)."""
+    text = "" if is_missing(config) else str(config)
+    return dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+
+
+def target_policy(config: Any) -> str:
+    """The target policy a row's ``config`` names (``target=random``: "random"); "none" for an
+    untargeted row."""
+    return config_settings(config).get("target", "none")
+
+
 # ------------------------------------------------------------------------------------- reading
 def _parse(
     header: Sequence[str],

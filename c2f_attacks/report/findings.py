@@ -3,8 +3,8 @@
 A section is a small function registered with :func:`section`: it names the files it reads (a
 glob inside the results folder) and the command that writes them, and renders Markdown from
 them. The findings hold the sections whose files are present, in registration order; a section
-whose files are absent is one line at the end saying which file would produce it. Adding a
-section is one decorated function::
+whose files are absent, or hold nothing of its kind (no targeted rows, say), is one line at the
+end saying which file would produce it. Adding a section is one decorated function::
 
     @section("Ablation", "ablation/summary.csv", "python scripts/ablation.py --out results")
     def _ablation(ctx: Context, files: list[Path]) -> str:
@@ -29,6 +29,8 @@ from c2f_attacks.report.tables import (
     ordered,
     present,
     row_label,
+    targeted,
+    targeted_tables,
     transfer_matrices,
 )
 
@@ -98,10 +100,15 @@ def _models(ctx: Context, files: list[Path]) -> str:
 
 @section("Leaderboards", "**/leaderboard.csv", "c2f-bench run --out RESULTS_DIR")
 def _leaderboards(ctx: Context, files: list[Path]) -> str:
+    """Per run, model and stage the untargeted rows (the targeted ones have a section of
+    their own)."""
     parts = []
     for run in _runs(ctx, files):
+        board = run.leaderboard[~targeted(run.leaderboard)]
+        if not len(board):
+            continue
         parts.append(f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'leaderboard.csv')}")
-        for (model, stage), part in groups(run.leaderboard, ("model", "stage")):
+        for (model, stage), part in groups(board, ("model", "stage")):
             part = ordered(part)
             first = part.iloc[0]
             columns = present(RESULT_COLUMNS, part)
@@ -110,6 +117,27 @@ def _leaderboards(ctx: Context, files: list[Path]) -> str:
                      f"{fmt.num(first.get('clean_acc_fine'))}")  # fmt: skip
             table = fmt.md_table([c.header for c in columns], rows, [c.numeric for c in columns])
             parts.append(f"#### {model}, {stage} stage ({clean})\n\n{table}")
+    return "\n\n".join(parts)
+
+
+@section("Targeted attacks", "**/leaderboard.csv", "c2f-bench run --out RESULTS_DIR")
+def _targeted(ctx: Context, files: list[Path]) -> str:
+    """Per run and target policy the targeted rows (success rule ``target_reached``)."""
+    parts = []
+    for run in _runs(ctx, files):
+        tables = targeted_tables(run.leaderboard)
+        if not tables:
+            continue
+        parts.append(
+            f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'leaderboard.csv')} Each image "
+            "is asked to be decided as a class drawn by the row's target policy; the fooling "
+            "ratio (FR) is the share of the images whose attacked stage decides that class, the "
+            "median l-inf is censored (an image not sent to its class counts as +inf)."
+        )
+        for title, columns, part in tables:
+            rows = [[c.text(r) for c in columns] for r in part.to_dict("records")]
+            table = fmt.md_table([c.header for c in columns], rows, [c.numeric for c in columns])
+            parts.append(f"#### {title}\n\n{table}")
     return "\n\n".join(parts)
 
 
@@ -330,9 +358,13 @@ def findings_markdown(ctx: Context, headline: str = "") -> str:
     missing = []
     for sec in SECTIONS:
         files = ctx.results.glob(sec.source)
-        if files:  # a section may still have nothing to show (no columns of its kind)
+        if files:  # a section may still have nothing to show (no rows or columns of its kind)
             if body := sec.render(ctx, files).strip():
                 parts.append(f"## {sec.title}\n\n{body}")
+            else:
+                missing.append(f"- {sec.title}: nothing of its kind in `{sec.source}` of "
+                               f"{ctx.results.shown}/ (written by "
+                               f"`{sec.produced_by}`).")  # fmt: skip
         else:
             missing.append(f"- {sec.title}: no `{sec.source}` in {ctx.results.shown}/ "
                            f"(written by `{sec.produced_by}`).")  # fmt: skip

@@ -5,7 +5,8 @@ needs (from the run with the most images that has them), writes one Markdown bul
 numbers and their 95% intervals and names its source file, or returns None when the results
 lack those rows (the headline is then left out). The lead of a bullet names what is compared;
 the verdict is computed from the numbers (which value is smaller, and whether the intervals are
-disjoint), so that a regenerated result can never sit under a stale claim.
+disjoint), so that a regenerated result can never sit under a stale claim. Headlines read the
+untargeted rows only; targeted rows have a findings section of their own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from c2f_attacks.evaluation.exact import holm
 from c2f_attacks.report import fmt
 from c2f_attacks.report.findings import Context
 from c2f_attacks.report.sources import Run
-from c2f_attacks.report.tables import row_label
+from c2f_attacks.report.tables import row_label, target_of
 
 Headline = Callable[[Context], "str | None"]
 #: the level of the headlines' paired tests (after Holm's adjustment)
@@ -66,6 +67,17 @@ def _largest(ctx: Context, find: Callable[[Run], Any]) -> tuple[Run, Any] | None
     if not found:
         return None
     return max(found, key=lambda rv: (rv[0].images, -ctx.results.runs.index(rv[0])))
+
+
+def _untargeted(run: Run) -> list[Row]:
+    """The run's untargeted leaderboard rows: every headline compares untargeted attacks (a
+    targeted row's fooling ratio counts the images sent to a requested class)."""
+    return [r for r in run.rows if target_of(r) == "none"]
+
+
+def _untargeted_transfer(run: Run) -> list[Row]:
+    """The run's transfer rows of untargeted source rows."""
+    return [r for r in run.transfer_rows if target_of(r) == "none"]
 
 
 def _models(run: Run) -> list[str]:
@@ -119,7 +131,7 @@ def _mask_pairs(run: Run, a_mask: str, b_mask: str) -> list[Pair] | None:
     pairs = []
     for model in _models(run):
         for attack in ("lrpc", "lrpf"):
-            a, b = (_masked(run.rows, model, attack, m) for m in (a_mask, b_mask))
+            a, b = (_masked(_untargeted(run), model, attack, m) for m in (a_mask, b_mask))
             if a is not None and b is not None:
                 pairs.append(Pair(f"{attack.upper()} on {model}", a, b))
     return pairs or None
@@ -166,9 +178,9 @@ def dense_against_masked(ctx: Context) -> str | None:
         found = []
         for model in _models(run):
             for attack, stage in (("lrpc", "coarse"), ("lrpf", "fine")):
-                pgd = _pick(run.rows, model=model, attack="pgd", stage=stage,
+                pgd = _pick(_untargeted(run), model=model, attack="pgd", stage=stage,
                             protocol="minimal")  # fmt: skip
-                lrp = _masked(run.rows, model, attack, "lrp")
+                lrp = _masked(_untargeted(run), model, attack, "lrp")
                 if pgd is not None and lrp is not None:
                     found.append(Pair(f"{model} {stage}", pgd, lrp))
         return found or None
@@ -249,7 +261,7 @@ def defended_model(ctx: Context) -> str | None:
         sources.append(ctx.link(path))
 
     def pgd_rows(run: Run) -> list[Row] | None:
-        rows = [_pick(run.rows, model=m, attack="pgd", stage="coarse", protocol="fixed")
+        rows = [_pick(_untargeted(run), model=m, attack="pgd", stage="coarse", protocol="fixed")
                 for m in _models(run)]  # fmt: skip
         rows = [r for r in rows if r is not None]
         return rows if len(rows) > 1 else None
@@ -271,7 +283,7 @@ def defended_model(ctx: Context) -> str | None:
 
 
 def _transfer_cell(run: Run, model: str, stage: str, label: str, target: str) -> Row | None:
-    for row in run.transfer_rows:
+    for row in _untargeted_transfer(run):
         if (row["model"], row["stage"], row["target"]) == (model, stage, target) and row_label(
             row
         ) == label:
@@ -291,7 +303,7 @@ def int8_survival(ctx: Context) -> str | None:
             for stage in ("coarse", "fine"):
                 found = {}
                 for label in ("pgd minimal", *sorted({row_label(r) for r in
-                              run.transfer_rows if row_label(r).startswith(
+                              _untargeted_transfer(run) if row_label(r).startswith(
                                   "pgd fixed")})):  # fmt: skip
                     row = _transfer_cell(run, model, stage, label, "onnx:int8")
                     if row is not None:
@@ -325,7 +337,7 @@ def transfer_between_models(ctx: Context) -> str | None:
             for target in models:
                 rows = [
                     r
-                    for r in run.transfer_rows
+                    for r in _untargeted_transfer(run)
                     if r["model"] == source and r["target"] == target != source
                 ]
                 if rows:

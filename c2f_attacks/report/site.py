@@ -2,11 +2,13 @@
 
 The page holds the headline findings, the leaderboard of every run (filter by run, model,
 attack, stage, mask and protocol, free-text search, sort by any column; a row opens its budget
-curves and its attack figure), budget curves side by side per model and stage, the transfer
-matrices as heatmaps and the model cards. Plain JavaScript (``assets/site.js``, about 170
-lines, inlined) drives the table: a few dozen to a few thousand rows need no table library, and
-inlining it keeps the page one file with nothing to fetch. Filters, sort and open rows live in
-the URL fragment, so a view can be bookmarked and a test can open one directly.
+curves and its attack figure), the targeted rows in a table of their own per target policy,
+budget curves side by side per model and stage (a target policy's rows in a chart of their
+own), the transfer matrices as heatmaps and the model cards. Plain JavaScript
+(``assets/site.js``, about 170 lines, inlined) drives the table: a few dozen to a few thousand
+rows need no table library, and inlining it keeps the page one file with nothing to fetch.
+Filters, sort and open rows live in the URL fragment, so a view can be bookmarked and a test
+can open one directly.
 
 Figures are linked relative to the page (``../figures/<model>/<row>.png``), not embedded, so
 the page stays small; charts are inline SVG drawn here (:mod:`c2f_attacks.report.svg`).
@@ -41,6 +43,8 @@ from c2f_attacks.report.tables import (
     row_label,
     share_colour,
     sort_value,
+    target_of,
+    targeted_tables,
     transfer_matrices,
 )
 
@@ -188,17 +192,50 @@ def _leaderboard_section(ctx: Context) -> str:
 
 
 # ----------------------------------------------------------------------------- other sections
+def _targeted_section(ctx: Context) -> str:
+    """Per run and target policy a table of the targeted rows (none: no section)."""
+    blocks = []
+    for run in ctx.results.runs:
+        tables = targeted_tables(run.leaderboard)
+        if not tables:
+            continue
+        href = _e(_href(ctx, run.folder / "leaderboard.csv"))
+        blocks.append(f'<h3>{_e(run.shown)}/ (<a href="{href}">{_e(run.shown)}/leaderboard.csv'
+                      "</a>)</h3>")  # fmt: skip
+        for title, columns, part in tables:
+            align = ["" if not c.numeric else ' class="num"' for c in columns]
+            head = "".join(f"<th{a}>{_e(c.header)}</th>" for c, a in zip(columns, align))
+            body = "".join(
+                "<tr>" + "".join(f"<td{a}>{_e(c.text(r))}</td>" for c, a in zip(columns, align))
+                + "</tr>" for r in part.to_dict("records")
+            )  # fmt: skip
+            blocks.append(f'<h3>{_e(title)}</h3><div class="scroll"><table class="targeted">'
+                          f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                          "</div>")  # fmt: skip
+    if not blocks:
+        return ""
+    return ('<section id="targeted"><h2>Targeted attacks</h2><p class="note">Rows whose success '
+            "rule is <code>target_reached</code>: each image is asked to be decided as a class "
+            "drawn by the row's target policy; FR is the share of the images whose attacked "
+            "stage decides that class, the median l-inf is censored (an image not sent to its "
+            "class counts as +inf). 95% intervals.</p>"
+            + "".join(blocks) + "</section>")  # fmt: skip
+
+
 def _curves_section(ctx: Context) -> str:
     blocks = []
     for run in ctx.results.runs:
         charts = []
-        for (model, stage), part in groups(run.leaderboard, ("model", "stage")):
+        board = run.leaderboard.assign(_target=[target_of(r) for r in run.rows])
+        # a targeted row's curve counts the images sent to their class: a chart of its own
+        for (model, stage, target), part in groups(board, ("model", "stage", "_target")):
             curves = [c for row in ordered(part).to_dict("records")
                       if (c := _row_curves(run, row, "linf")) is not None]  # fmt: skip
             for c in curves:  # the legend names the row; the title has model and stage
                 object.__setattr__(c, "label", c.label.split(" ", 2)[2])
+            aimed = "" if target == "none" else f", {target} targets"
             if curves:
-                charts.append(curves_svg(curves, "linf", title=f"{model}, {stage} stage"))
+                charts.append(curves_svg(curves, "linf", title=f"{model}, {stage} stage{aimed}"))
         source = ("budget_curves.csv" if run.budget_curves is not None
                   else "the per-image records (exact steps)")  # fmt: skip
         blocks.append(
@@ -285,13 +322,14 @@ def site_html(ctx: Context, headline: str) -> str:
                       if line.startswith("- "))  # fmt: skip
     findings = (f'<section id="findings"><h2>Headline findings</h2><ul class="headlines">'
                 f"{bullets}</ul></section>" if bullets else "")  # fmt: skip
-    sections = [findings, _leaderboard_section(ctx), _curves_section(ctx),
+    sections = [findings, _leaderboard_section(ctx), _targeted_section(ctx), _curves_section(ctx),
                 _transfer_section(ctx), _models_section(ctx)]  # fmt: skip
     nav = "".join(
         f'<a href="#{key}">{label}</a>'
         for key, label in (
             ("findings", "Findings"),
             ("leaderboard", "Leaderboard"),
+            ("targeted", "Targeted"),
             ("curves", "Budget curves"),
             ("transfer", "Transfer"),
             ("models", "Models"),

@@ -29,7 +29,7 @@ from c2f_attacks.evaluation.records import load_records
 from c2f_attacks.evaluation.transfer import TRANSFER_KEY
 from c2f_attacks.evaluation.typed_csv import read_records, typed_frame
 from c2f_attacks.leaderboard import read_leaderboard
-from c2f_attacks.report.tables import with_labels
+from c2f_attacks.report.tables import target_of, with_labels
 
 #: the columns of ``budget_curves.csv`` (one row per leaderboard row, norm and budget)
 BUDGET_CURVE_SCHEMA: dict[str, str] = {
@@ -90,6 +90,8 @@ class Run:
         parts = [row["attack"], row["stage"], str(row["protocol"])]
         if row["mask"] != "none":
             parts.append(row["mask"])
+        if (target := target_of(row)) != "none":  # a targeted row's figure, not its twin's
+            parts.append(f"target={target}")
         path = (
             figure_folder(self.folder, row["model"]) / f"{file_name('/'.join(map(str, parts)))}.png"
         )

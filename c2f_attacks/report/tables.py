@@ -16,13 +16,33 @@ from typing import Any
 import pandas as pd
 
 from c2f_attacks.evaluation.records import is_missing
+from c2f_attacks.leaderboard import config_settings, target_policy
 from c2f_attacks.report import fmt
+
+#: the success rule of a targeted row (the attacked stage decides the requested class)
+TARGETED_RULE = "target_reached"
+
+
+def target_of(row: Mapping[str, Any]) -> str:
+    """A row's target policy ("random", ...; "none" for an untargeted row), as its ``config``
+    names it; a ``target_reached`` row whose config does not name it is "unnamed"."""
+    policy = target_policy(row.get("config"))
+    if policy == "none" and row.get("success_rule") == TARGETED_RULE:
+        return "unnamed"
+    return policy
+
+
+def targeted(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of a leaderboard (or transfer table) are targeted."""
+    return pd.Series([target_of(r) != "none" for r in frame.to_dict("records")],
+                     index=frame.index, dtype=bool)  # fmt: skip
 
 
 def row_label(row: Mapping[str, Any]) -> str:
-    """A leaderboard row in a few words: ``lrpc lrp minimal``, ``pgd fixed 8/255``, followed by
-    the settings that tell it apart from rows with the same words (``lrpc lrp minimal lam=1.0``)
-    where :func:`with_labels` gave it a ``label``."""
+    """A leaderboard row in a few words: ``lrpc lrp minimal``, ``pgd fixed 8/255``,
+    ``pgd minimal target=random`` (a targeted row), followed by the settings that tell it apart
+    from rows with the same words (``lrpc lrp minimal lam=1.0``) where :func:`with_labels` gave
+    it a ``label``."""
     if not is_missing(row.get("label")):
         return str(row["label"])
     parts = [str(row["attack"])]
@@ -32,13 +52,16 @@ def row_label(row: Mapping[str, Any]) -> str:
     parts.append(protocol)
     if protocol == "fixed" and not is_missing(row.get("eps")):
         parts.append(fmt.budget(row["eps"]))
+    if (target := target_of(row)) != "none":
+        parts.append(f"target={target}")
     return " ".join(parts)
 
 
 def _settings(row: Mapping[str, Any]) -> dict[str, str]:
-    """A row's settings: its ``config`` column (``name=value;...``) and its ``steps``."""
-    config = "" if is_missing(row.get("config")) else str(row["config"])
-    settings = dict(part.split("=", 1) for part in config.split(";") if "=" in part)
+    """A row's settings: its ``config`` column (``name=value;...``) but the target, which
+    :func:`row_label` names, and its ``steps``."""
+    settings = config_settings(row.get("config"))
+    settings.pop("target", None)
     if not is_missing(row.get("steps")):
         settings["steps"] = str(int(row["steps"]))
     return settings
@@ -94,8 +117,8 @@ def _number(column: str, digits: int = 3) -> Callable[[Mapping[str, Any]], str]:
     return lambda row: fmt.num(row.get(column), digits)
 
 
-def _with_interval(column: str) -> Callable[[Mapping[str, Any]], str]:
-    return lambda row: fmt.column_interval(row, column)
+def _with_interval(column: str, digits: int = 3) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: fmt.column_interval(row, column, digits)
 
 
 def _eps_text(row: Mapping[str, Any]) -> str:
@@ -119,7 +142,21 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column(
         "mean queries", "queries_per_image", lambda row: fmt.count(row.get("queries_per_image"))
     ),
+    Column("mistake severity [95% CI]", "mistake_severity", _with_interval("mistake_severity", 2)),
+    Column("severity counts", "severity_counts", _plain("severity_counts"), numeric=False),
 )
+#: a targeted row as the findings and the site show it: its fooling ratio is the share of the
+#: images whose attacked stage decides the requested class
+TARGETED_COLUMNS: tuple[Column, ...] = (
+    Column("attack", "attack", _plain("attack"), numeric=False),
+    Column("mask", "mask", _plain("mask"), numeric=False),
+    Column("stage", "stage", _plain("stage"), numeric=False),
+    Column("model", "model", _plain("model"), numeric=False),
+    Column("protocol", "protocol", _plain("protocol"), numeric=False),
+    *(c for c in RESULT_COLUMNS if c.source in (
+        "fooling_ratio", "linf_median", "queries_per_image", "mistake_severity",
+        "severity_counts")),
+)  # fmt: skip
 #: the budget columns: the smallest budget at which a row fools 50% / 90% of the images
 BUDGET_COLUMNS: tuple[Column, ...] = tuple(
     Column(f"{label} at FR {p}%", f"{norm}_at_fr{p}", _with_interval(f"{norm}_at_fr{p}"))
@@ -138,6 +175,17 @@ def ordered(frame: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("model", "stage", "attack", "mask", "protocol", "eps", "n",
                         "row_id") if c in frame.columns]  # fmt: skip
     return frame.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+
+
+def targeted_tables(frame: pd.DataFrame) -> list[tuple[str, list[Column], pd.DataFrame]]:
+    """The targeted rows of a run's leaderboard, one table per target policy: (title, columns,
+    rows in :func:`ordered` order), e.g. "Targeted attacks (random targets)"; empty when the
+    run has none."""
+    mine = frame[targeted(frame)]
+    mine = mine.assign(_target=[target_of(r) for r in mine.to_dict("records")])
+    return [(f"Targeted attacks ({policy} targets)", present(TARGETED_COLUMNS, part),
+             ordered(part.drop(columns="_target")))
+            for (policy,), part in groups(mine, ("_target",))]  # fmt: skip
 
 
 def groups(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:

@@ -427,10 +427,16 @@ def figure_folder(out: Path, model: str) -> Path:
     return out / "figures" / file_name(model)
 
 
+def budget_figure_name(stage: str, target: str = "none") -> str:
+    """The budget-curve figure of a stage's rows with one target policy, without ``.png``:
+    ``budget_coarse`` (untargeted), ``budget_coarse_target_random``."""
+    return file_name(f"budget_{stage}" + ("" if target == "none" else f"/target={target}"))
+
+
 def _draw_figures(job: _Job, layout: Layout, shards: ConfigShards, ids, examples, folder):
     """Attack figures (fixed and first-success rows: the images ``examples`` as saved) and one
-    budget-curve figure per stage (records read back per stage), in ``folder``; failures become
-    warnings."""
+    budget-curve figure per stage and target policy (records read back per stage,
+    :func:`budget_figure_name`), in ``folder``; failures become warnings."""
     from c2f_attacks import figures as draw
 
     cfg, plans = job.cfg, job.plans
@@ -447,16 +453,18 @@ def _draw_figures(job: _Job, layout: Layout, shards: ConfigShards, ids, examples
                            title=f"{plans[j].label} on {cfg.model}", path=path,
                            batch_size=layout.batch[plans[j].label])  # fmt: skip
 
-    def budget_figure(stage: str, path: Path) -> None:
+    def budget_figure(part: tuple[str, str], path: Path) -> None:
         rows = [(plan.label, shards.records(rid, _row_batches(layout, plan.label, cfg.n)))
-                for plan, rid in zip(plans, ids) if plan.stage == stage]  # fmt: skip
+                for plan, rid in zip(plans, ids) if (plan.stage, plan.target) == part]  # fmt: skip
         masked = {plan.label for plan in plans if plan.mask != "none"}
-        draw.budget_figure(rows=rows, stage=stage, l0_rows=masked, path=path)
+        draw.budget_figure(rows=rows, stage=part[0], l0_rows=masked, path=path)
 
     drawn = [j for j, plan in enumerate(plans) if examples[j] and plan.protocol != "minimal"]
     jobs = [(attack_figure, j, folder / f"{file_name(plans[j].label)}.png") for j in drawn]
-    jobs += [(budget_figure, stage, folder / f"budget_{stage}.png")
-             for stage in dict.fromkeys(plan.stage for plan in plans)]  # fmt: skip
+    # one budget figure per stage and target policy: a targeted row's fooling ratio counts the
+    # images sent to their target, not comparable with an untargeted one's
+    jobs += [(budget_figure, (stage, target), folder / f"{budget_figure_name(stage, target)}.png")
+             for stage, target in dict.fromkeys((p.stage, p.target) for p in plans)]  # fmt: skip
     for function, what, path in jobs:
         try:
             function(what, path)

@@ -57,11 +57,18 @@ RunConfig per model: ``--model A B`` or a config file's ``model = ["A", "B"]`` l
 without either the run covers :data:`DEFAULT_MODELS`, the two shipped models (the plain and the
 adversarially trained one), so the default leaderboard compares them row for row.
 
-Defaults: ``n = 32`` images: the default run is a smoke run over both shipped models (per model
-FGSM and PGD at both stages, LRPC and LRPF with three masks, each under ``minimal`` and
-``fixed`` at 8/255); claims rest on the larger studies. ``eps_max = 64/255`` bounds the minimal
-search above the l-inf norms the LRP-guided attacks reach on the shipped models, so a minimal
-row stops short of 100% only where the model resists at the bound.
+Defaults: ``n = 16`` images: the default run is a smoke run over both shipped models; claims
+rest on the larger studies. It is :data:`DEFAULT_RUN`, two parts per model into one output
+folder: RunConfig's defaults (FGSM and PGD at both stages, LRPC and LRPF with three masks, each
+under ``minimal`` and ``fixed`` at 8/255: 20 rows) and beside them targeted rows (random
+targets, ``minimal`` only: PGD at both stages, LRPC and LRPF with the ``lrp`` mask: 4 rows).
+:func:`expand` makes it when the run names neither a config file nor any option that chooses
+rows (:data:`ROW_OPTIONS`: attacks, masks, stages, protocols, targets); every other option
+(models, images, budgets, settings, ...) applies to both parts. Once the run chooses its rows,
+it is those rows only, RunConfig's defaults filling in the rest: ``--attacks fgsm pgd lrpc lrpf``
+is the untargeted part alone. ``eps_max = 64/255`` bounds the minimal search above the l-inf
+norms the LRP-guided attacks reach on the shipped models, so a minimal row stops short of 100%
+only where the model resists at the bound.
 """
 
 from __future__ import annotations
@@ -111,6 +118,19 @@ FINE_RULES = ("fine_changed_coarse_kept", "stage_changed")
 TARGETS = ("none", *TARGET_POLICIES)
 #: the models of ``c2f-bench run`` without ``--model``: the shipped ones, plain and defended
 DEFAULT_MODELS = tuple(SHIPPED)
+#: the default run (``c2f-bench run`` with no config file and no option of
+#: :data:`ROW_OPTIONS`): its parts, each a RunConfig's fields over its defaults, every part run
+#: once per model into the same output folder: the untargeted smoke run, and targeted rows
+#: beside it (random targets, minimal protocol: PGD at both stages, LRPC and LRPF with the lrp
+#: mask); configs/targeted.toml is the second part alone
+DEFAULT_RUN: tuple[Mapping[str, Any], ...] = (
+    {},
+    {"attacks": ("pgd", "lrpc", "lrpf"), "masks": ("lrp",), "protocols": ("minimal",),
+     "targets": ("random",)},
+)  # fmt: skip
+#: the RunConfig fields that choose a run's rows: a run that gives any of them is not the
+#: default run but the rows it chose (RunConfig's defaults for the others)
+ROW_OPTIONS = ("attacks", "masks", "stages", "protocols", "targets")
 # RunConfig fields whose CLI option has another name (a config file takes either).
 OPTION_NAMES = {"n": "num-images", "protocols": "protocol", "settings": "set",
                 "targets": "target"}  # fmt: skip
@@ -491,15 +511,22 @@ def _deep_copy(value: Any) -> Any:
 
 
 def expand(config: str | os.PathLike | None, overrides: Mapping[str, Any]) -> list[RunConfig]:
-    """The RunConfigs of a run: the config file's sweep (or one run without a file), each with
-    ``overrides`` (the options given on the command line) taking precedence, once per model.
-    Mapping options (``eps``, ``eps_max``, ``settings``) merge with the file's, the command
-    line winning per entry.
+    """The RunConfigs of a run: the config file's sweep (without a file: the parts of
+    :data:`DEFAULT_RUN`, or one run when ``overrides`` choose the rows, :data:`ROW_OPTIONS`),
+    each with ``overrides`` (the options given on the command line) taking precedence, once per
+    model. Mapping options (``eps``, ``eps_max``, ``settings``) merge with the file's, the
+    command line winning per entry.
 
     The models: ``overrides["model"]`` (one name or a list), else the config point's ``model``,
-    else :data:`DEFAULT_MODELS`; each sweep point runs every model, in the order given.
+    else :data:`DEFAULT_MODELS`; each sweep point (or part) runs every model, in the order
+    given: the default run is its untargeted part for every model, then its targeted part.
     """
-    points = read_config(config) if config is not None else [{}]
+    if config is not None:
+        points = read_config(config)
+    elif any(name in overrides for name in ROW_OPTIONS):
+        points = [{}]
+    else:
+        points = [{k: list(v) for k, v in part.items()} for part in DEFAULT_RUN]
     overrides = dict(overrides)
     given = overrides.pop("model", None)
     if given is not None:  # they replace a file's models: its points that differ only there merge
@@ -554,11 +581,13 @@ __all__ = [
     "DEFAULT_MASKS",
     "DEFAULT_MODELS",
     "DEFAULT_PROTOCOLS",
+    "DEFAULT_RUN",
     "FINE_RULES",
     "OPTION_NAMES",
     "STAGES",
     "TARGETS",
     "Plan",
+    "ROW_OPTIONS",
     "RunConfig",
     "expand",
     "parse_number",
