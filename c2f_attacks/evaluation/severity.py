@@ -10,13 +10,13 @@ an image that was not fooled made no new mistake):
   ``mistake_severity_lo`` / ``_hi`` (:mod:`.stats`: a fixed-seed resampling of all N images, so
   the interval recomputes exactly from the records; an image not fooled does not enter a
   sample's mean, so the number of fooled images varies as it does between runs). The shares on
-  the leaderboard have exact intervals instead; a mean of heights has no exact one. Why this interval: severities
-  are a few small integers in lumpy, skewed proportions, so a normal (t) interval is off for
-  small counts and can leave the possible range; the percentile interval stays inside the
-  observed values. It says nothing where there is nothing random: when every fooled image has
-  the same severity (LRPF's coarse-kept rule on two levels is always 1, a coarse flip on two
-  levels always 2) the interval is that value. With fewer than about ten fooled images it is
-  too narrow, as every percentile bootstrap is.
+  the leaderboard have exact intervals instead; a mean of heights has no exact one. Why this
+  interval: severities are a few small integers in lumpy, skewed proportions, so a normal (t)
+  interval is off for small counts and can leave the possible range; the percentile interval
+  stays inside the observed values. It says nothing where there is nothing random: when every
+  fooled image has the same severity (LRPF's coarse-kept rule on two levels is always 1, a
+  coarse flip on two levels always 2) the interval is that value. With fewer than about ten
+  fooled images it is too narrow, as every percentile bootstrap is.
 - ``severity_counts``: the distribution as one CSV cell, ``"height:count"`` pairs by increasing
   height, heights without images left out, e.g. ``"1:12 2:30"``; empty (missing) when no image
   was fooled. One cell rather than a column per height, because the heights a tree allows
