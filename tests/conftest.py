@@ -14,6 +14,24 @@ from c2f_attacks.data.shapes import SHAPES_HIERARCHY, SHAPES_SPLITS, ShapesC2F
 from c2f_attacks.models import C2FVGG16, VGGConfig, load_model
 from c2f_attacks.models.base import C2FClassifier, Normalize
 
+# entity -> animal -> pet -> cat, dog
+#                  -> wild -> canid -> wolf          (an unbalanced branch)
+#        -> vehicle -> road -> car, bus
+#                   -> tram
+# heights (the longest way down to a class): pet 1, canid 1, wild 2, animal 3, road 1,
+# vehicle 2, entity 4
+TOY_TREE = {
+    "groups": {"pet": ["cat", "dog"], "wild": ["wolf"], "vehicle": ["car", "bus", "tram"]},
+    "ancestors": {
+        "cat": ["entity", "animal", "pet"],
+        "dog": ["entity", "animal", "pet"],
+        "wolf": ["entity", "animal", "wild", "canid"],
+        "car": ["entity", "vehicle", "road"],
+        "bus": ["entity", "vehicle", "road"],
+        "tram": ["entity", "vehicle"],
+    },
+}
+
 TINY_HIERARCHY = {"animal": ["cat", "dog", "cow"], "vehicle": ["car", "bus"], "plant": ["tree"]}
 
 

@@ -22,7 +22,7 @@ from c2f_attacks.attacks import (
 from c2f_attacks.attacks.stage import StageView
 from c2f_attacks.errors import UserError
 from c2f_attacks.models.base import C2FClassifier
-from tests.conftest import small_c2f, small_cnn
+from tests.conftest import TOY_TREE, small_c2f, small_cnn
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -148,20 +148,6 @@ def test_a_target_equal_to_the_clean_decision_is_refused_naming_the_image(batch)
         PGD(flat)(xf, target=torch.full((12,), 5))
 
 
-# ----------------------------------------------------------------- target policies
-TREE = {  # coarse pet and wild share 'animal'; vehicle is far from both
-    "groups": {"pet": ["cat", "dog"], "wild": ["wolf"], "vehicle": ["car", "bus", "tram"]},
-    "ancestors": {
-        "cat": ["entity", "animal", "pet"],
-        "dog": ["entity", "animal", "pet"],
-        "wolf": ["entity", "animal", "wild", "canid"],
-        "car": ["entity", "vehicle", "road"],
-        "bus": ["entity", "vehicle", "road"],
-        "tram": ["entity", "vehicle"],
-    },
-}
-
-
 class LogitsC2F(C2FClassifier):
     """Its logits are read off the image: coarse from row 0, fine from row 1 (scaled)."""
 
@@ -185,7 +171,7 @@ def policy_targets(policy, model, stage, x, index, seed=0):
 
 
 def test_policies_never_pick_the_clean_decision_and_follow_the_tree():
-    model = LogitsC2F(Hierarchy.from_dict(TREE))
+    model = LogitsC2F(Hierarchy.from_dict(TOY_TREE))
     x = torch.rand(300, 1, 2, 6, generator=torch.Generator().manual_seed(3))
     index = torch.arange(300)
     h = model.hierarchy

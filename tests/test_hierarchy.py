@@ -8,7 +8,7 @@ from c2f_attacks import Hierarchy
 from c2f_attacks.hierarchies import imagenet_class_names, imagenet_hierarchy, imagenet_wnids
 from c2f_attacks.hierarchies import imagenet_grouping as grouping
 from c2f_attacks.hierarchy import check_same_hierarchy, hierarchy_difference
-from tests.conftest import TINY_HIERARCHY
+from tests.conftest import TINY_HIERARCHY, TOY_TREE
 
 
 def test_indices_are_laid_out_group_by_group(tiny_hierarchy):
@@ -194,25 +194,8 @@ def test_two_level_severity_is_one_inside_a_coarse_class_and_two_across(tiny_hie
     ]
 
 
-# entity -> animal -> pet -> cat, dog
-#                  -> wild -> canid -> wolf          (an unbalanced branch)
-#        -> vehicle -> road -> car, bus
-#                   -> tram
-TREE = {
-    "groups": {"pet": ["cat", "dog"], "wild": ["wolf"], "vehicle": ["car", "bus", "tram"]},
-    "ancestors": {
-        "cat": ["entity", "animal", "pet"],
-        "dog": ["entity", "animal", "pet"],
-        "wolf": ["entity", "animal", "wild", "canid"],
-        "car": ["entity", "vehicle", "road"],
-        "bus": ["entity", "vehicle", "road"],
-        "tram": ["entity", "vehicle"],
-    },
-}
-
-
 def test_severity_on_a_three_level_tree_is_the_height_of_the_lowest_common_ancestor():
-    h = Hierarchy.from_dict(TREE)
+    h = Hierarchy.from_dict(TOY_TREE)
     cat, dog, wolf, car, bus, tram = range(6)
     # heights (longest way down to a class): pet 1, canid 1, wild 2, animal 3, road 1,
     # vehicle 2, entity 4
@@ -237,20 +220,20 @@ def test_severity_checks_its_indices(tiny_hierarchy):
 
 
 def test_a_tree_round_trips_through_json_and_counts_in_equality(tmp_path):
-    h = Hierarchy.from_dict(TREE)
-    assert h.to_dict() == TREE
+    h = Hierarchy.from_dict(TOY_TREE)
+    assert h.to_dict() == TOY_TREE
     path = h.to_json(tmp_path / "tree.json")
     again = Hierarchy.from_json(path)
     assert again == h and hash(again) == hash(h)
-    assert again.ancestors == {f: tuple(p) for f, p in TREE["ancestors"].items()}
-    two_levels = Hierarchy.from_dict(TREE["groups"])
+    assert again.ancestors == {f: tuple(p) for f, p in TOY_TREE["ancestors"].items()}
+    two_levels = Hierarchy.from_dict(TOY_TREE["groups"])
     assert two_levels != h and two_levels.ancestors is None
-    other_tree = json.loads(json.dumps(TREE))
+    other_tree = json.loads(json.dumps(TOY_TREE))
     other_tree["ancestors"]["tram"] = ["entity", "vehicle", "rail"]
     assert Hierarchy.from_dict(other_tree) != h
     # "about" describes a file and is not part of the hierarchy
-    assert Hierarchy.from_dict({**TREE, "about": {"source": "somewhere"}}) == h
-    assert Hierarchy.from_dict({"groups": TREE["groups"], "about": {}}) == two_levels
+    assert Hierarchy.from_dict({**TOY_TREE, "about": {"source": "somewhere"}}) == h
+    assert Hierarchy.from_dict({"groups": TOY_TREE["groups"], "about": {}}) == two_levels
 
 
 def test_a_two_level_hierarchy_serializes_exactly_as_before(tiny_hierarchy):
@@ -259,7 +242,7 @@ def test_a_two_level_hierarchy_serializes_exactly_as_before(tiny_hierarchy):
 
 
 def _tree_with(**changes) -> dict:
-    tree = json.loads(json.dumps(TREE))
+    tree = json.loads(json.dumps(TOY_TREE))
     tree["ancestors"].update(changes)
     return tree
 
@@ -267,7 +250,7 @@ def _tree_with(**changes) -> dict:
 @pytest.mark.parametrize(
     "mapping, message",
     [
-        ({**TREE, "ancestors": {k: v for k, v in TREE["ancestors"].items() if k != "bus"}},
+        ({**TOY_TREE, "ancestors": {k: v for k, v in TOY_TREE["ancestors"].items() if k != "bus"}},
          "fine class 'bus' has no ancestor path"),
         (_tree_with(lion=["entity"]), "ancestor path given for 'lion', which is not a fine class"),
         (_tree_with(bus="entity"), "the ancestor path of 'bus' must be a non-empty list"),
@@ -283,8 +266,8 @@ def _tree_with(**changes) -> dict:
         (_tree_with(tram=["entity", "animal"]),
          "coarse class 'vehicle' is not a subtree .* lowest common ancestor 'entity' is also "
          "above 'cat' of coarse class 'pet'"),
-        ({**TREE, "extra": 1}, "unknown key 'extra' beside 'groups'"),
-        ({**TREE, "ancestors": ["cat"]}, "'ancestors' must map every fine class"),
+        ({**TOY_TREE, "extra": 1}, "unknown key 'extra' beside 'groups'"),
+        ({**TOY_TREE, "ancestors": ["cat"]}, "'ancestors' must map every fine class"),
     ],
 )  # fmt: skip
 def test_invalid_trees_name_the_offender(mapping, message):
@@ -293,8 +276,8 @@ def test_invalid_trees_name_the_offender(mapping, message):
 
 
 def test_hierarchy_difference_names_a_tree_difference():
-    h = Hierarchy.from_dict(TREE)
-    two_levels = Hierarchy.from_dict(TREE["groups"])
+    h = Hierarchy.from_dict(TOY_TREE)
+    two_levels = Hierarchy.from_dict(TOY_TREE["groups"])
     assert hierarchy_difference(h, two_levels, ("model", "data")) == (
         "model has an ancestor tree, data has none (two levels)"
     )

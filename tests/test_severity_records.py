@@ -18,25 +18,8 @@ from c2f_attacks.evaluation.severity import SEVERITY_COLUMNS
 from c2f_attacks.leaderboard import COLUMNS, SCHEMA, read_leaderboard
 from c2f_attacks.models.base import C2FClassifier
 from c2f_attacks.runner import RunConfig, run
-from tests.conftest import small_cnn
+from tests.conftest import TOY_TREE, small_cnn
 
-# entity -> animal -> pet -> cat, dog
-#                  -> wild -> canid -> wolf          (an unbalanced branch)
-#        -> vehicle -> road -> car, bus
-#                   -> tram
-# heights (the longest way down to a class): pet 1, canid 1, wild 2, animal 3, road 1,
-# vehicle 2, entity 4
-TREE = {
-    "groups": {"pet": ["cat", "dog"], "wild": ["wolf"], "vehicle": ["car", "bus", "tram"]},
-    "ancestors": {
-        "cat": ["entity", "animal", "pet"],
-        "dog": ["entity", "animal", "pet"],
-        "wolf": ["entity", "animal", "wild", "canid"],
-        "car": ["entity", "vehicle", "road"],
-        "bus": ["entity", "vehicle", "road"],
-        "tram": ["entity", "vehicle"],
-    },
-}
 CAT, DOG, WOLF, CAR, BUS, TRAM = range(6)
 
 
@@ -66,7 +49,7 @@ def decided_as(model: ReadOffC2F, fine: list[int]) -> torch.Tensor:
 
 
 def test_records_severity_is_the_lca_height_on_a_three_level_tree():
-    model = ReadOffC2F(Hierarchy.from_dict(TREE)).eval()
+    model = ReadOffC2F(Hierarchy.from_dict(TOY_TREE)).eval()
     clean = [CAT, CAT, CAT, CAR, CAR, WOLF, DOG]
     adv = [CAT, DOG, WOLF, BUS, TRAM, TRAM, CAR]
     heights = [0, 1, 3, 1, 2, 4, 4]  # by hand from the tree above
@@ -153,7 +136,7 @@ def _without(path, columns: tuple[str, ...]) -> None:
 
 
 def test_records_written_before_the_severity_column_load_with_minus_one(tmp_path):
-    model = ReadOffC2F(Hierarchy.from_dict(TREE)).eval()
+    model = ReadOffC2F(Hierarchy.from_dict(TOY_TREE)).eval()
     x, x_adv = decided_as(model, [CAT, CAR, WOLF]), decided_as(model, [DOG, TRAM, CAT])
     records = per_image_records(model, x, x_adv, torch.tensor([CAT, CAR, WOLF]), "fine",
                                 relevance=False)  # fmt: skip
