@@ -332,8 +332,11 @@ def test_rows_alike_but_for_a_setting_are_labelled_by_it():
     frame = pd.DataFrame([{**base, "config": "lam=0.0;top_k=0.1"},
                           {**base, "config": "lam=1.0;top_k=0.1"},
                           {**base, "mask": "random", "config": "lam=0.0;top_k=0.1"}])  # fmt: skip
-    labels = [row_label(r) for r in with_labels(frame).to_dict("records")]
+    labelled = with_labels(frame)
+    labels = [row_label(r) for r in labelled.to_dict("records")]
     assert labels == ["lrpc lrp minimal lam=0.0", "lrpc lrp minimal lam=1.0", "lrpc random minimal"]
+    # the tables show the differing settings in a column of their own
+    assert labelled["differing_settings"].fillna("").tolist() == ["lam=0.0", "lam=1.0", ""]
 
 
 # ----------------------------------------------------------------------------- targeted rows
@@ -379,7 +382,8 @@ def test_targeted_rows_are_a_table_of_their_own_in_the_findings_and_the_site(tar
     assert "#### Targeted attacks (random targets)" in section_text
     [table] = _tables(section_text)
     assert table[0] == ("| attack | mask | stage | model | protocol | FR [95% CI] | "
-                        "median l-inf [95% CI] | mean queries |")  # fmt: skip
+                        "median l-inf [95% CI] | mean queries | mistake severity [95% CI] | "
+                        "severity counts |")  # fmt: skip
     assert [line.split(" | ")[:3] for line in table[2:]] == [
         ["| lrpc", "lrp", "coarse"], ["| pgd", "none", "coarse"], ["| pgd", "none", "fine"]
     ]  # fmt: skip

@@ -112,6 +112,8 @@ def _leaderboards(ctx: Context, files: list[Path]) -> str:
             part = ordered(part)
             first = part.iloc[0]
             columns = present(RESULT_COLUMNS, part)
+            if stage == "coarse":  # both fine-stage rules are a fine-stage table's
+                columns = [c for c in columns if c.source != "fr_fine_any"]
             rows = [[c.text(r) for c in columns] for r in part.to_dict("records")]
             clean = (f"clean accuracy coarse {fmt.num(first.get('clean_acc_coarse'))}, fine "
                      f"{fmt.num(first.get('clean_acc_fine'))}")  # fmt: skip

@@ -70,20 +70,24 @@ def _settings(row: Mapping[str, Any]) -> dict[str, str]:
 def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (a run's leaderboard or transfer table) with a ``label`` column: the row's
     words (:func:`row_label`) plus, where rows of one model and stage share those words, the
-    settings in which they differ, so that no two rows of a run read alike."""
-    frame = frame.drop(columns="label", errors="ignore")
+    settings in which they differ (also alone, in ``differing_settings``; missing elsewhere), so
+    that no two rows of a run read alike."""
+    frame = frame.drop(columns=["label", "differing_settings"], errors="ignore")
     words = [row_label(r) for r in frame.to_dict("records")]
     labels = pd.Series(words, index=frame.index, dtype=object)
+    differing = pd.Series(None, index=frame.index, dtype=object)
     for _, group in frame.assign(_words=words).groupby(["model", "stage", "_words"], sort=False):
         settings = [_settings(r) for r in group.to_dict("records")]
         differ = sorted(n for n in set().union(*settings)
                         if len({s.get(n) for s in settings}) > 1)  # fmt: skip
         if differ:
-            labels[group.index] = [
-                " ".join([w, *(f"{n}={s.get(n, '')}" for n in differ)])
-                for w, s in zip(group["_words"], settings)
+            differing[group.index] = [
+                " ".join(f"{n}={s.get(n, '')}" for n in differ) for s in settings
             ]
-    return frame.assign(label=labels)
+            labels[group.index] = [
+                f"{w} {d}" for w, d in zip(group["_words"], differing[group.index])
+            ]
+    return frame.assign(label=labels, differing_settings=differing)
 
 
 def sort_value(value: Any) -> float | str | None:
@@ -130,11 +134,13 @@ def _eps_text(row: Mapping[str, Any]) -> str:
 #: the leaderboard as the findings and the site show it (left to right)
 RESULT_COLUMNS: tuple[Column, ...] = (
     Column("attack", "attack", _plain("attack"), numeric=False),
+    Column("settings", "differing_settings", _plain("differing_settings"), numeric=False),
     Column("mask", "mask", _plain("mask"), numeric=False),
     Column("protocol", "protocol", _plain("protocol"), numeric=False),
     Column("success rule", "success_rule", _plain("success_rule"), numeric=False),
     Column("eps", "eps", lambda row: _eps_text(row)),
     Column("FR [95% CI]", "fooling_ratio", _with_interval("fooling_ratio")),
+    Column("FR, any fine change [95% CI]", "fr_fine_any", _with_interval("fr_fine_any")),
     Column("median l-inf [95% CI]", "linf_median", _with_interval("linf_median")),
     Column("median l2 [95% CI]", "l2_median", _with_interval("l2_median")),
     Column("mean l0", "l0_mean", _number("l0_mean")),
@@ -171,9 +177,10 @@ def present(columns: Sequence[Column], frame: pd.DataFrame) -> list[Column]:
 
 
 def ordered(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows in a fixed order: model, stage, attack, mask, protocol, eps, n, row_id."""
+    """Rows in a fixed order: model, stage, attack, mask, protocol, eps, n, the settings in
+    which rows of the same words differ, row_id."""
     keys = [c for c in ("model", "stage", "attack", "mask", "protocol", "eps", "n",
-                        "row_id") if c in frame.columns]  # fmt: skip
+                        "differing_settings", "row_id") if c in frame.columns]  # fmt: skip
     return frame.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 
 
