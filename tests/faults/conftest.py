@@ -4,6 +4,7 @@ that the probes (``probe.py``) stop at a known point."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +121,12 @@ class ProbedRun:
         self.proc.send_signal(signum)
         return self.finish(timeout)
 
+    def stacks(self) -> str:
+        """Every thread's Python stack of the running process (the probe's SIGUSR1 handler)."""
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        return self.stderr()
+
     def kill(self) -> None:
         """kill -9, and reap the process (a zombie's pid still looks alive)."""
         self.proc.kill()
@@ -130,6 +137,7 @@ class ProbedRun:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.kill()
-            pytest.fail(f"still running after {timeout} s:\n{self.stderr()}")
+            pytest.fail(f"still running after {timeout} s; its threads:\n{stacks}")
         return self.proc.returncode, self.stderr()

@@ -19,7 +19,9 @@ unchanged otherwise:
 from __future__ import annotations
 
 import errno
+import faulthandler
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -119,6 +121,8 @@ def _install_onnx_probe() -> None:
 
 
 def main() -> int:
+    # SIGUSR1 prints every thread's stack to stderr: how a test shows where a process hangs
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     _install_gradient_probe()
     _install_write_probes()
     _install_onnx_probe()
