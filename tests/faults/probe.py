@@ -123,6 +123,10 @@ def _install_onnx_probe() -> None:
 def main() -> int:
     # SIGUSR1 prints every thread's stack to stderr: how a test shows where a process hangs
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C as a terminal delivers it: a suite started in the background (nohup, `&`) ignores
+    # SIGINT, and its children inherit that, so Python would leave SIGINT ignored here and the
+    # tests of Ctrl-C would test how the suite was started instead of the program
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _install_gradient_probe()
     _install_write_probes()
     _install_onnx_probe()
