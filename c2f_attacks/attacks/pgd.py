@@ -35,6 +35,7 @@ from c2f_attacks.attacks.base import Attack, Batch, CallCounter, Perturbed, rows
 from c2f_attacks.attacks.criteria import Criterion
 from c2f_attacks.attacks.noise import uniform_like
 from c2f_attacks.attacks.registry import register_attack
+from c2f_attacks.attacks.stage import class_margin
 from c2f_attacks.errors import UserError
 
 LOSSES = ("ce", "margin")
@@ -127,8 +128,7 @@ class PGD(Attack):
         d = self.view.decision_logits(logits, out)
         if self.loss == "ce":
             return -nn.functional.cross_entropy(d, target, reduction="none")
-        others = d.scatter(1, target[:, None], float("-inf"))
-        return d.gather(1, target[:, None]).squeeze(1) - others.max(dim=1).values
+        return class_margin(d, target)
 
     def _attack_rows(
         self,

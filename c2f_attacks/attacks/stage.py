@@ -86,6 +86,14 @@ def consistent_fine_logits(
     return scores.masked_fill(tied, -torch.finfo(scores.dtype).tiny)
 
 
+def class_margin(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-image ``z_t - max_{j != t} z_j`` over every column of ``logits``, shape (N,):
+    positive exactly when class t is the argmax."""
+    true = logits.gather(1, t[:, None]).squeeze(1)
+    others = logits.scatter(1, t[:, None], float("-inf"))
+    return true - others.max(dim=1).values
+
+
 class StageView:
     """Stage logits, predictions, labels and margins for ``model`` at ``stage``.
 
@@ -134,10 +142,7 @@ class StageView:
 
     def margin(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-image ``z_t - max_{j != t} z_j`` over the allowed classes, shape (N,)."""
-        logits = self.restrict(logits, t)
-        true = logits.gather(1, t[:, None]).squeeze(1)
-        others = logits.scatter(1, t[:, None], float("-inf"))
-        return true - others.max(dim=1).values
+        return class_margin(self.restrict(logits, t), t)
 
     def cross_entropy(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-image cross-entropy of class t over the allowed classes, shape (N,)."""

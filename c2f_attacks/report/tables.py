@@ -153,15 +153,18 @@ RESULT_COLUMNS: tuple[Column, ...] = (
 )
 #: a targeted row as the findings and the site show it: its fooling ratio is the share of the
 #: images whose attacked stage decides the requested class
-TARGETED_COLUMNS: tuple[Column, ...] = (
-    Column("attack", "attack", _plain("attack"), numeric=False),
-    Column("mask", "mask", _plain("mask"), numeric=False),
-    Column("stage", "stage", _plain("stage"), numeric=False),
-    Column("model", "model", _plain("model"), numeric=False),
-    Column("protocol", "protocol", _plain("protocol"), numeric=False),
-    *(c for c in RESULT_COLUMNS if c.source in (
-        "fooling_ratio", "linf_median", "queries_per_image", "mistake_severity",
-        "severity_counts")),
+_BY_SOURCE = {
+    c.source: c
+    for c in (
+        *RESULT_COLUMNS,
+        Column("stage", "stage", _plain("stage"), numeric=False),
+        Column("model", "model", _plain("model"), numeric=False),
+    )
+}
+TARGETED_COLUMNS: tuple[Column, ...] = tuple(
+    _BY_SOURCE[source]
+    for source in ("attack", "mask", "stage", "model", "protocol", "fooling_ratio", "linf_median",
+                   "queries_per_image", "mistake_severity", "severity_counts")
 )  # fmt: skip
 #: the budget columns: the smallest budget at which a row fools 50% / 90% of the images
 BUDGET_COLUMNS: tuple[Column, ...] = tuple(
