@@ -137,3 +137,50 @@ def test_adv_lib_attacks_run_on_both_stages_with_their_norms(shipped, images):
         AdvLibAttack(shipped, "fmn", "coarse", radius=1)
     with pytest.raises(ValueError, match="searches its own minimal perturbation"):
         AdvLibAttack(shipped, "fmn", "coarse", minimal_eps=True)
+
+
+def test_linf_cap_holds_an_l0_attack_inside_the_ball(shipped, images, monkeypatch):
+    """The library attacks box coordinates z: every pixel stays within the cap of x, a pixel
+    the library left alone is exactly x's, and a pixel changes in x' exactly where it changed
+    in z, so the l0 the library minimises is the l0 measured."""
+    pytest.importorskip("adv_lib")
+    x, y = images
+    seen = {}
+    run = AdvLibAttack._run
+
+    def spy(self, inputs, labels, settings, target):
+        seen["z"], seen["z_adv"] = inputs.clone(), run(self, inputs, labels, settings, target)
+        return seen["z_adv"]
+
+    monkeypatch.setattr(AdvLibAttack, "_run", spy)
+    cap = 8 / 255
+    res = AdvLibAttack(shipped, "sigma_zero", "coarse", linf_cap=cap, num_steps=100)(x, y)
+    assert ((res.x_adv - x).abs() <= cap + 1e-6).all()
+    assert ((seen["z"] >= 0) & (seen["z"] <= 1)).all()  # the ball, as the library's box
+    changed_z = seen["z_adv"] != seen["z"]
+    assert res.success.any() and changed_z.any()
+    assert torch.equal(res.x_adv != x, changed_z)
+    with torch.no_grad():  # success is judged on the images, not on z
+        assert torch.equal(res.success, shipped(res.x_adv).coarse_pred != res.clean.coarse)
+    uncapped = AdvLibAttack(shipped, "sigma_zero", "coarse", num_steps=100)(x, y)
+    assert (uncapped.x_adv - x).abs().max() > cap  # the cap is what kept the first one inside
+
+
+def test_linf_cap_refusals(shipped, images, monkeypatch):
+    pytest.importorskip("adv_lib")
+    x, y = images
+    with pytest.raises(ValueError, match="linf_cap is for l0 attacks; this one measures l2"):
+        AdvLibAttack(shipped, "ddn", "coarse", linf_cap=0.1)
+    with pytest.raises(ValueError, match="linf_cap must be a positive number, got -1"):
+        AdvLibAttack(shipped, "sigma_zero", "coarse", linf_cap=-1)
+    with pytest.raises(ValueError, match="vfga calls the model on parts of a batch"):
+        AdvLibAttack(shipped, "vfga", "coarse", linf_cap=0.1)
+
+    def one_image_at_a_time(self, inputs, labels, settings, target):
+        for i in range(len(inputs)):
+            self.stage_model(inputs[i : i + 1])
+        return inputs
+
+    monkeypatch.setattr(AdvLibAttack, "_run", one_image_at_a_time)
+    with pytest.raises(ValueError, match="called the model on 1 images of a batch of 3"):
+        AdvLibAttack(shipped, "sigma_zero", "coarse", linf_cap=0.1)(x, y)

@@ -58,8 +58,8 @@ ADV_LIB = MappingProxyType({
     "carlini_wagner_l2": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
     "carlini_wagner_linf": ExternalSpec(MINIMUM_NORM, "linf", eps=None),
     "sigma_zero": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False),
-    "vfga": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
-    "fga": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
+    "vfga": ExternalSpec(MINIMUM_NORM, "l0", eps=None, whole_batches=False),
+    "fga": ExternalSpec(MINIMUM_NORM, "l0", eps=None, whole_batches=False),
 })  # fmt: skip
 
 

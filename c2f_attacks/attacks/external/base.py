@@ -20,7 +20,21 @@ An external attack sees one stage of a C2F model as a flat classifier (:class:`S
 ``config``. Success is always judged by the C2F model's predictions with the attack's
 criterion, never by the view. Labels: the attack gets the clean stage prediction (on C2F
 models; y on flat models, as in our own attacks), so it pushes away from what the model
-decides. A targeted call (``atk(x, target=T)``) hands the library T in its targeted mode
+decides.
+
+l-inf cap: the setting ``linf_cap=c`` (taken by l0 attacks only) keeps an l0 attack inside the
+l-inf ball of radius c, so a sparse attack can be held to the same l-inf policy as a budgeted
+one. The library never sees the cap: it attacks the box coordinates z in [0, 1]^d of
+``x' = lo + z * (hi - lo)``, ``lo = max(x - c, 0)``, ``hi = min(x + c, 1)``, through a view that
+maps z back to x' before the model. Its box [0, 1] is then exactly the ball within the image
+range, and a pixel changes in z exactly where it changes in x' (hi > lo for c > 0), so the l0
+the library minimises is the l0 we measure. The map is per image: it needs an attack that calls
+the model on whole batches: adv-lib's sigma-zero and FMN do; adv-lib's VFGA and FGA and
+torchattacks' SparseFool, JSMA, OnePixel and Pixle, which call it on single images, on the
+images still to attack or on candidates made from them, refuse the cap (``whole_batches``), and
+a library call on other images than the batch fails with a line that says so.
+
+Targets: a targeted call (``atk(x, target=T)``) hands the library T in its targeted mode
 (torchattacks' ``set_mode_targeted_by_function``, adv-lib's ``targeted=True``); an attack
 without one refuses it before any model call (``targetable``). The call goes through
 :class:`~c2f_attacks.attacks.base.Attack`: validation, eval mode, memory layout, success by the
@@ -75,7 +89,8 @@ class ExternalSpec:
     ``per_image_eps``: the library takes one budget per image (a tensor (N,)); ``targetable``:
     False where the library has no targeted mode or it does nothing (adv-lib's DeepFool returns
     its inputs with a warning), None to ask the library (the registry then counts it
-    targetable)."""
+    targetable); ``whole_batches``: the library calls the model on whole batches only (what
+    ``linf_cap`` needs)."""
 
     kind: str
     norm: str | None = "linf"
@@ -83,6 +98,9 @@ class ExternalSpec:
     norm_setting: str | None = None
     per_image_eps: bool = False
     targetable: bool | None = None
+    #: False where the library calls the model on parts of a batch or on copies of its images
+    #: (VFGA's candidates): the l-inf cap's per-image map cannot follow those calls
+    whole_batches: bool = True
     #: settings the adapter fills where the library has no default (adv-lib's ``norm=``)
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -98,11 +116,20 @@ class StageModel(nn.Module):
                             f"{fine_view!r}")  # fmt: skip
         self.model, self.stage, self.fine_view = model, stage, fine_view
         self.image_forwards = self.image_backwards = 0
+        #: (lo, hi) of the l-inf cap's box coordinates during a capped call (module docstring)
+        self.box: tuple[torch.Tensor, torch.Tensor] | None = None
         # torchattacks puts a model that was in training mode back into it after an attack
         # (model.train() reaches every submodule): a wrapper in eval mode is left alone
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.box is not None:
+            lo, hi = self.box
+            if x.shape != lo.shape:
+                raise RuntimeError(f"linf_cap: the attack called the model on {x.shape[0]} "
+                                   f"images of a batch of {lo.shape[0]}; the cap's map needs "
+                                   "whole batches")  # fmt: skip
+            x = lo + x * (hi - lo)
         out = self.model(x)
         if self.stage is None:
             logits = out
@@ -136,8 +163,8 @@ def _spread(total: int, rows: torch.Tensor) -> torch.Tensor:
 class ExternalAttack(Attack):
     """Base of the adapters: ``Adapter(model, name, stage=None, *, minimal_eps=False,
     search_steps=8, seed=0, memory_format="contiguous", criterion=None,
-    fine_view="consistent", **settings)`` runs the library's attack ``name`` with ``settings``
-    on the stage view (``fine_view``: module docstring).
+    fine_view="consistent", linf_cap=None, **settings)`` runs the library's attack ``name``
+    with ``settings`` on the stage view (``fine_view``, ``linf_cap``: module docstring).
 
     Subclasses set ``library`` (the prefix of their registry names), ``SPECS`` (name ->
     :class:`ExternalSpec`), ``NORM_NAMES`` (a norm setting's value -> our norm name) and
@@ -151,7 +178,7 @@ class ExternalAttack(Attack):
         self, model: nn.Module, name: str, stage: str | None = None, *,
         minimal_eps: bool = False, search_steps: int = 8, seed: int = 0,
         memory_format: str = "contiguous", criterion: str | Criterion | None = None,
-        fine_view: str = "consistent", **settings: Any,
+        fine_view: str = "consistent", linf_cap: float | None = None, **settings: Any,
     ):  # fmt: skip
         super().__init__(model, stage, seed, memory_format, criterion)
         module = self._load()
@@ -169,12 +196,21 @@ class ExternalAttack(Attack):
             raise UserError(f"{self.name}: minimal_eps needs {self.spec.eps}=, the search's "
                              "upper bound")  # fmt: skip
         self.minimal_eps, self.search_steps = minimal_eps, search_steps
+        if linf_cap is not None:
+            self._check_eps("linf_cap", linf_cap)
+            if self.norm != "l0":
+                raise UserError(f"{self.name}: linf_cap is for l0 attacks; this one measures "
+                                f"{self.norm}")  # fmt: skip
+            if not self.spec.whole_batches:
+                raise UserError(f"{self.name} calls the model on parts of a batch: it cannot "
+                                "take linf_cap")  # fmt: skip
         self.stage_model = StageModel(model, stage, fine_view)
-        self.fine_view = fine_view
+        self.fine_view, self.linf_cap = fine_view, linf_cap
         self.settings = self._prepare(module, name, {**self.spec.defaults, **settings})
 
     def __repr__(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in sorted(self.settings.items()))
+        args += "" if self.linf_cap is None else f", linf_cap={self.linf_cap!r}"
         return (f"{type(self).__name__}({self.attack_name!r}, stage={self.stage!r}{args}, "
                 f"fine_view={self.fine_view!r}, memory_format={self.memory_format!r})")  # fmt: skip
 
@@ -229,9 +265,14 @@ class ExternalAttack(Attack):
         settings = self.settings if eps is None else {**self.settings, self.spec.eps: eps}
         x = batch.x[rows]
         target = None if batch.target is None else batch.target[rows].clone()
+        box, inputs = None, x
+        if self.linf_cap is not None:  # the library attacks the box coordinates z
+            box = ((x - self.linf_cap).clamp(0, 1), (x + self.linf_cap).clamp(0, 1))
+            inputs = (x - box[0]) / (box[1] - box[0])
+        view.box = box
         try:
             # copies: some libraries write into their inputs
-            x_adv = self._run(x.clone(), batch.label[rows].clone(), settings, target)
+            x_adv = self._run(inputs.clone(), batch.label[rows].clone(), settings, target)
         except Exception as err:  # any failure inside the library: one line that says where
             classes = self.num_classes() or "its"
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -239,6 +280,13 @@ class ExternalAttack(Attack):
                 f"{self.name} cannot run on {type(self.model).__name__} (stage {self.stage!r}, "
                 f"{classes} classes): {type(err).__name__}: {first_line}"
             ) from err
+        finally:
+            view.box = None
+        if box is not None:  # back to images, inside the ball whatever the rounding, and
+            # exactly x where z was not changed (the round trip may move it by an ulp)
+            lo, hi = box
+            z = x_adv.to(lo)
+            x_adv = torch.where(z == inputs, x, (lo + z * (hi - lo)).clamp(lo, hi))
         counter.forwards[rows] += _spread(view.image_forwards, rows)
         counter.backwards[rows] += _spread(view.image_backwards, rows)
         return x_adv.detach().to(device=x.device, dtype=x.dtype)

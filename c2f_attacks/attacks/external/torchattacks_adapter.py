@@ -62,10 +62,10 @@ TORCHATTACKS = MappingProxyType({
     "FAB": ExternalSpec(MINIMUM_NORM, None, norm_setting="norm"),
     "CW": ExternalSpec(MINIMUM_NORM, "l2", eps=None),
     "DeepFool": ExternalSpec(MINIMUM_NORM, "l2", eps=None, targetable=False),
-    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False),
-    "JSMA": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
-    "OnePixel": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
-    "Pixle": ExternalSpec(MINIMUM_NORM, "l0", eps=None),
+    "SparseFool": ExternalSpec(MINIMUM_NORM, "l0", eps=None, targetable=False, whole_batches=False),
+    "JSMA": ExternalSpec(MINIMUM_NORM, "l0", eps=None, whole_batches=False),
+    "OnePixel": ExternalSpec(MINIMUM_NORM, "l0", eps=None, whole_batches=False),
+    "Pixle": ExternalSpec(MINIMUM_NORM, "l0", eps=None, whole_batches=False),
 })  # fmt: skip
 
 
