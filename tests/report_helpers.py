@@ -20,8 +20,10 @@ from c2f_attacks.leaderboard import upsert_rows
 N = 8
 
 
-def records(success: list[bool], linf: list[float], masked: bool) -> pd.DataFrame:
-    """Records of ``len(success)`` images with the given outcomes and l-inf norms."""
+def records(success: list[bool], linf: list[float], masked: bool,
+            l0: list[float] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Records of ``len(success)`` images with the given outcomes and l-inf norms (and l0
+    shares: a masked row's 0.1, else 1, where not given)."""
     n = len(success)
     ok = np.array(success, dtype=bool)
     frame = {c: np.zeros(n, dtype={"int": "int64", "float": "float64", "bool": bool}[k])
@@ -33,7 +35,7 @@ def records(success: list[bool], linf: list[float], masked: bool) -> pd.DataFram
     frame["first_success_step"] = np.where(ok, 3, -1)
     frame["linf"] = np.where(ok, linf, np.nan)
     frame["l2"] = np.where(ok, np.array(linf) * 10, np.nan)
-    frame["l0"] = np.where(ok, 0.1 if masked else 1.0, np.nan)
+    frame["l0"] = np.where(ok, (0.1 if masked else 1.0) if l0 is None else l0, np.nan)
     frame["queries"] = np.full(n, 20)
     return pd.DataFrame(frame)
 
@@ -48,9 +50,9 @@ def key(model: str, attack: str, stage: str, protocol: str, mask: str, eps: floa
 
 
 def add_row(folder: Path, row_key: dict[str, Any], success: list[bool], linf: list[float],
-            **metrics: Any) -> dict[str, Any]:  # fmt: skip
+            l0: list[float] | None = None, **metrics: Any) -> dict[str, Any]:  # fmt: skip
     """Write one leaderboard row (its metrics given by the test) and its records."""
-    write_records(folder, row_key, records(success, linf, row_key["mask"] != "none"))
+    write_records(folder, row_key, records(success, linf, row_key["mask"] != "none", l0))
     values = np.array([v for v, s in zip(linf, success) if s])
     row = {**row_key, "clean_acc_coarse": 1.0, "clean_acc_fine": 1.0,
            "fooling_ratio": float(np.mean(success)),

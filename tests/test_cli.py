@@ -90,8 +90,9 @@ def test_compare_prints_paired_differences(tmp_path, capsys):
     args = ["compare", str(tmp_path), a, b, "--pair", a, "lrpc:lrp:coarse:fixed"]
     assert main([*args, "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"] * 2
-    assert table["row_a"].tolist() == [a] * 6 and table["n_images"][0] == 6
+    metrics = ["fooling_ratio", "linf_median", "l2_median", "l0_median"]
+    assert table["metric"].tolist() == metrics * 2
+    assert table["row_a"].tolist() == [a] * len(table) and table["n_images"][0] == 6
     assert {"difference", "lo", "hi", "test", "p_value", "p_holm"} <= set(table.columns)
     assert (table["p_holm"] >= table["p_value"]).all()
     assert main(["compare", str(tmp_path), "lrpc:lrp", "pgd:none"]) == 2

@@ -238,6 +238,7 @@ def _pair() -> tuple[pd.DataFrame, pd.DataFrame]:
     b = made_up(10, seed=4, success=np.array([1] * 5 + [0, 0, 0, 1, 0], bool),
                 linf=np.array([2, 2 + 3e-7, 4, 5, 6, 9, 9, 9, 1, 9]) / 8)  # fmt: skip
     a["l2"], b["l2"] = a["linf"] * 10, b["linf"] * 10
+    a["l0"], b["l0"] = a["linf"] / 8, b["linf"] / 8  # shares, exact in binary like the l-inf
     return a, b
 
 
@@ -245,8 +246,8 @@ def test_compare_records_by_hand():
     a, b = _pair()
     table = compare_records(a, b)
     assert list(table.columns) == list(COLUMNS)
-    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median"]
-    fr, linf, l2 = (table.iloc[i] for i in range(3))
+    assert table["metric"].tolist() == ["fooling_ratio", "linf_median", "l2_median", "l0_median"]
+    fr, linf, l2, l0 = (table.iloc[i] for i in range(4))
     # 5 fooled by both, 3 by a only, 1 by b only, 1 by neither
     assert (fr.a, fr.b, fr.difference, fr.estimate) == (0.8, 0.6, 0.8 - 0.6, 0.8 - 0.6)
     assert (fr.lo, fr.hi) == paired_share_difference_interval(5, 3, 1, 1)
@@ -258,6 +259,8 @@ def test_compare_records_by_hand():
     assert (linf.estimate, linf.lo, linf.hi) == (-1 / 8, -inf, 0.0)
     assert linf.test == "sign" and linf.p_value == 18 / 256  # 1 up, 7 down: 2 P(B(8) <= 1)
     assert (l2.estimate, l2.lo, l2.hi, l2.p_value) == (-10 / 8, -inf, 0.0, 18 / 256)
+    assert (l0.a, l0.b, l0.estimate, l0.lo, l0.hi) == (3 / 64, 5 / 64, -1 / 64, -inf, 0.0)
+    assert l0.test == "sign" and l0.p_value == 18 / 256
     # swapping the rows negates the effect, the p-values stay
     swapped = compare_records(b, a)
     assert (swapped.iloc[1].estimate, swapped.iloc[1].lo, swapped.iloc[1].hi) == (1 / 8, 0, inf)
@@ -298,9 +301,10 @@ def test_compare_many_adjusts_every_p_value_of_the_call():
     rows = pd.concat([a.assign(row_id="a"), b.assign(row_id="b"), c.assign(row_id="c")])
     table = compare_many(rows, [("a", "b"), ("a", "c")])
     assert list(table.columns) == ["row_a", "row_b", *COLUMNS, "p_holm"]
-    assert table.row_b.tolist() == ["b"] * 3 + ["c"] * 3
+    metrics = len(compare_records(a, b))
+    assert table.row_b.tolist() == ["b"] * metrics + ["c"] * metrics
     pd.testing.assert_frame_equal(
-        table.iloc[:3, 2:-1].reset_index(drop=True), compare_records(a, b)
+        table.iloc[:metrics, 2:-1].reset_index(drop=True), compare_records(a, b)
     )
     np.testing.assert_array_equal(table.p_holm, holm(table.p_value))
     assert (table.p_holm >= table.p_value).all()

@@ -6,7 +6,9 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,7 +19,7 @@ from c2f_attacks.report.findings import Context, findings_markdown, section
 from c2f_attacks.report.headlines import headline_markdown
 from c2f_attacks.report.readme import BEGIN, END
 from c2f_attacks.runner.preflight import COMMITTED_RESULTS
-from tests.report_helpers import add_row, add_transfer, key, toy_run
+from tests.report_helpers import N, add_row, add_transfer, key, toy_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -439,3 +441,65 @@ def test_a_targeted_row_is_labelled_by_its_target_and_finds_its_own_figure(tmp_p
     assert [run.figure(r).name for r in run.rows] == [
         "pgd_coarse_fixed.png", "pgd_coarse_fixed_target_random.png"
     ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- ablations
+def _lrp_row(folder: Path, linf: list[float], **settings: Any) -> None:
+    row_key = key("m", "lrpc", "coarse", "minimal", "lrp", 64 / 255)
+    row_key["config"] = ";".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    median = float(np.median(linf))
+    add_row(folder, row_key, [True] * len(linf), linf, linf_median_lo=median,
+            linf_median_hi=median)  # fmt: skip
+
+
+@pytest.mark.parametrize("exact_budget", [0.1, 0.2])
+def test_the_relevance_ablation_counts_unchanged_rows_and_says_when_the_term_is_inert(
+    tmp_path, exact_budget
+):
+    folder = tmp_path / "relevance"
+    default = {"composite": "epsilon_plus_flat"}
+    _lrp_row(folder, [0.1] * N, lam=0.0, relevance_grad="refresh", **default)
+    _lrp_row(folder, [0.1] * N, lam=1.0, relevance_grad="refresh", **default)
+    _lrp_row(folder, [exact_budget] * N, lam=1.0, relevance_grad="exact", **default)
+    text = headline_markdown(Context(Results.open(folder), tmp_path))
+    assert "LRPC on m, lambda 1.0 exact " in text and "LRPC on m, lambda 1.0 refresh " in text
+    if exact_budget == 0.1:
+        assert "every image's budget is unchanged in 2 of 2 rows" in text
+        assert "finds it lower in 0 and higher in 0" in text
+        assert "LRPC/LRPF remain LRP-masked signed gradient steps" in text
+    else:  # 8 of 8 images higher: sign test p = 2 / 2**8, Holm over 2 -> 0.016
+        assert "every image's budget is unchanged in 1 of 2 rows" in text
+        assert "finds it lower in 0 and higher in 1 (smallest adjusted p 0.016)" in text
+        assert "signed gradient steps" not in text
+
+
+def test_the_composite_headline_compares_with_the_default_composite(tmp_path):
+    folder = tmp_path / "relevance"
+    _lrp_row(folder, [0.1] * N, lam=0.0, relevance_grad="refresh", composite="epsilon_plus_flat")
+    _lrp_row(folder, [0.05] * N, lam=0.0, relevance_grad="refresh", composite="epsilon_gamma_box")
+    text = headline_markdown(Context(Results.open(folder), tmp_path))
+    assert (
+        "another composite vs the default epsilon_plus_flat: LRPC on m, epsilon_gamma_box " in text
+    )
+    assert "The other composite is lower in 1 of 1" in text and "finds it lower in 1 and" in text
+
+
+def test_the_sparse_headline_keeps_l_inf_policies_apart(tmp_path):
+    folder = tmp_path / "sparse"
+    for bound, cap, sparse_l0 in (
+        (16 / 255, f"linf_cap={16 / 255}", 0.3),
+        (1.0, "linf_cap=", 0.01),
+    ):
+        lrp = key("m", "lrpc", "coarse", "minimal", "lrp", bound)
+        add_row(folder, lrp, [True] * N, [0.05] * N, l0=[0.1] * N, l0_at_fr50=0.1)
+        sparse = {**key("m", "adv_lib:sigma_zero", "coarse", "minimal", "none", None),
+                  "norm": "l0", "config": cap}  # fmt: skip
+        add_row(folder, sparse, [True] * N, [0.5] * N, l0=[sparse_l0] * N, l0_at_fr50=sparse_l0)
+    text = headline_markdown(Context(Results.open(folder), tmp_path))
+    assert ("m coarse, l-inf 16/255: lrpc lrp 0.100 (20 queries), adv_lib:sigma_zero 0.300 "
+            "(20 queries)") in text  # fmt: skip
+    assert "m coarse, l-inf unbounded: lrpc lrp 0.100 (20 queries), adv_lib:sigma_zero" in text
+    # capped, sigma-zero needs more pixels on every image; unbounded, fewer
+    assert (
+        "the l0 attack is lower in 1 of 2" in text and "finds it lower in 1 and higher in 1" in text
+    )

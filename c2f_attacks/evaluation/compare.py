@@ -10,16 +10,16 @@ row b, their ``difference`` a - b, an ``estimate`` of the paired effect with its
   with Newcombe's paired score interval (:func:`.exact.paired_share_difference_interval`);
   ``mcnemar-exact`` is the exact McNemar test, a sign test on the discordant images: those only
   a fooled against those only b fooled.
-- ``linf_median``, ``l2_median``: a and b are the rows' censored medians (:mod:`.budget`: the
-  budget at FR 50% over all N images, a failure's budget +inf; the same value as
-  ``<norm>_at_fr50``, so that is not repeated). Per image, ``d_i = a_i - b_i`` of the censored
+- ``linf_median``, ``l2_median``, ``l0_median``: a and b are the rows' censored medians
+  (:mod:`.budget`: the budget at FR 50% over all N images, a failure's budget +inf; the same value
+  as ``<norm>_at_fr50``, so that is not repeated). Per image, ``d_i = a_i - b_i`` of the censored
   budgets: ``+inf - x = +inf``, ``x - inf = -inf``; an image neither row fooled has no defined
-  difference and is left out, and ``|d_i| <= BUDGET_TOLERANCE[norm]`` (float32 rounding) is a
-  tie, ``d_i = 0``. ``estimate`` is the median of the defined ``d_i`` (the mean of the two middle
+  difference and is left out, and ``|d_i| <= BUDGET_TOLERANCE[norm]`` (float32 rounding) is a tie,
+  ``d_i = 0``. ``estimate`` is the median of the defined ``d_i`` (the mean of the two middle
   values for an even count, so swapping a and b negates it; that mean is +-inf when one middle
-  value is infinite, NaN when they are -inf and +inf), ``lo, hi`` the order-statistic interval
-  of the median of the ``d_i`` (:func:`.exact.order_statistic_interval`, the sign test
-  inverted); ``sign`` is the sign test of #{d_i > 0} against #{d_i < 0} (ties left out).
+  value is infinite, NaN when they are -inf and +inf), ``lo, hi`` the order-statistic interval of
+  the median of the ``d_i`` (:func:`.exact.order_statistic_interval`, the sign test inverted);
+  ``sign`` is the sign test of #{d_i > 0} against #{d_i < 0} (ties left out).
 
 ``compare_many(records, pairs)`` compares several pairs of rows at once and adds ``p_holm``, the
 Holm-Bonferroni adjustment over every p-value of the call (:func:`.exact.holm`).
@@ -107,9 +107,9 @@ def _median_budget(a: pd.DataFrame, b: pd.DataFrame, norm: str) -> tuple:
 
 def compare_records(records_a: pd.DataFrame, records_b: pd.DataFrame) -> pd.DataFrame:
     """Paired comparison of row a with row b (module docstring): columns ``COLUMNS``, one row
-    each for ``fooling_ratio``, ``linf_median`` and ``l2_median``."""
+    each for ``fooling_ratio``, ``linf_median``, ``l2_median`` and ``l0_median``."""
     a, b = _paired(records_a, records_b)
-    rows = [_fooling_ratio(a, b), *(_median_budget(a, b, norm) for norm in ("linf", "l2"))]
+    rows = [_fooling_ratio(a, b), *(_median_budget(a, b, norm) for norm in ("linf", "l2", "l0"))]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

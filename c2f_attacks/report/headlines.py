@@ -11,14 +11,19 @@ untargeted rows only; targeted rows have a findings section of their own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from c2f_attacks.attacks import attack_info
+from c2f_attacks.evaluation.budget import censored_budgets
 from c2f_attacks.evaluation.compare import compare_records
 from c2f_attacks.evaluation.exact import holm
+from c2f_attacks.evaluation.records import is_missing
+from c2f_attacks.leaderboard import config_settings
 from c2f_attacks.report import fmt
 from c2f_attacks.report.findings import Context
 from c2f_attacks.report.sources import Run
@@ -97,15 +102,16 @@ class Pair:
                 f"{fmt.column_interval(self.b, column, digits)}")  # fmt: skip
 
 
-def _verdict(run: Run, pairs: Iterable[Pair], column: str, a_name: str) -> str:
-    """How often a's value is the smaller, and in how many pairs a paired per-image sign test
-    (failures censored at +inf, Holm-adjusted over the pairs) finds a lower or higher."""
-    pairs = list(pairs)
-    smaller = [p for p in pairs if float(p.a[column]) < float(p.b[column])]
+def _significant(
+    run: Run, pairs: list[Pair], column: str, metric: str = ""
+) -> tuple[int, int, np.ndarray]:
+    """In how many pairs a paired per-image sign test of ``metric`` (:func:`compare_records`'
+    row; ``column`` when not given; failures censored at +inf, Holm-adjusted over the pairs)
+    finds a's ``column`` lower, in how many higher, and the adjusted p-values."""
     tests = [
         compare_records(run.records_of(p.a["row_id"]), run.records_of(p.b["row_id"]))
         .set_index("metric")
-        .loc[column]
+        .loc[metric or column]
         for p in pairs
     ]
     adjusted = holm(np.array([float(t["p_value"]) for t in tests]))
@@ -115,6 +121,15 @@ def _verdict(run: Run, pairs: Iterable[Pair], column: str, a_name: str) -> str:
     above = sum(
         1 for p, q in zip(pairs, adjusted) if q < ALPHA and float(p.a[column]) > float(p.b[column])
     )
+    return below, above, adjusted
+
+
+def _verdict(run: Run, pairs: Iterable[Pair], column: str, a_name: str, metric: str = "") -> str:
+    """How often a's value of ``column`` is the smaller, and in how many pairs the paired test
+    of :func:`_significant` finds it lower or higher."""
+    pairs = list(pairs)
+    smaller = [p for p in pairs if float(p.a[column]) < float(p.b[column])]
+    below, above, adjusted = _significant(run, pairs, column, metric)
     return (
         f"{a_name} is lower in {len(smaller)} of {len(pairs)}; the paired per-image sign test "
         f"(Holm over the {len(pairs)}, p < {ALPHA}) finds it lower in {below} and higher in "
@@ -238,6 +253,158 @@ def relevance_term(ctx: Context) -> str | None:
         f"validation images per row at lambda {' / '.join(f'{lam:g}' for lam in lams)}: {text}. "
         f"Beyond lambda 0's 95% interval, of {len(cells)} cells: {counts}. The defaults use "
         f"lambda {chosen:g}{off} ({ctx.link(path)})."
+    )
+
+
+def _setting(row: Row, name: str) -> str | None:
+    """One setting of a row's ``config`` (its text), None where the row has none."""
+    return config_settings(row.get("config")).get(name)
+
+
+def _identical_budgets(run: Run, pair: Pair, norm: str = "linf") -> bool:
+    """Whether the two rows of ``pair`` have the same censored budget on every image."""
+    a, b = (run.records_of(r["row_id"]).sort_values("index") for r in (pair.a, pair.b))
+    return bool(np.array_equal(censored_budgets(a, norm), censored_budgets(b, norm)))
+
+
+def _lrp_rows(run: Run, model: str, attack: str) -> list[Row]:
+    """A model's minimal rows of an LRP-guided attack with the LRP mask."""
+    return [r for r in _untargeted(run) if (r["model"], r["attack"], r["mask"], r["protocol"])
+            == (model, attack, "lrp", "minimal")]  # fmt: skip
+
+
+@headline
+def relevance_ablation(ctx: Context) -> str | None:
+    """The relevance term on test images: lambda x how its gradient is computed, each against
+    lambda 0 on the same images."""
+
+    def pairs(run: Run) -> list[Pair] | None:
+        found = []
+        for model in _models(run):
+            for attack in ("lrpc", "lrpf"):
+                rows = _lrp_rows(run, model, attack)
+                if not any(_setting(r, "relevance_grad") == "exact" for r in rows):
+                    continue
+                composite = {_setting(r, "composite") for r in rows
+                             if float(_setting(r, "lam") or 0) > 0}  # fmt: skip
+                reference = [r for r in rows if float(_setting(r, "lam") or 0) == 0 and
+                             _setting(r, "relevance_grad") == "refresh" and
+                             _setting(r, "composite") in composite]  # fmt: skip
+                if len(reference) != 1:
+                    continue
+                for r in sorted(rows, key=lambda r: (_setting(r, "relevance_grad"),
+                                                     float(_setting(r, "lam") or 0))):  # fmt: skip
+                    if float(_setting(r, "lam") or 0) > 0:
+                        what = (f"{attack.upper()} on {model}, lambda {_setting(r, 'lam')} "
+                                f"{_setting(r, 'relevance_grad')}")  # fmt: skip
+                        found.append(Pair(what, r, reference[0]))
+        return found or None
+
+    found = _largest(ctx, pairs)
+    if found is None:
+        return None
+    run, found_pairs = found
+    identical = sum(_identical_budgets(run, p) for p in found_pairs)
+    numbers = "; ".join(p.text("linf_median") for p in found_pairs)
+    below, above, _ = _significant(run, found_pairs, "linf_median")
+    inert = (" The term changes no budget detectably: with it, LRPC/LRPF remain LRP-masked signed "
+             "gradient steps." if below == above == 0 else "")  # fmt: skip
+    return (
+        f"**The relevance term, ablated on test images.** Censored median minimal l-inf with the "
+        f"LRP mask, each row against lambda 0 (relevance gradient refreshed with the mask, or "
+        f"recomputed at every step, `exact`): {numbers}. "
+        f"{_verdict(run, found_pairs, 'linf_median', 'lambda > 0')}; every image's budget is "
+        f"unchanged in {identical} of {len(found_pairs)} rows "
+        f"{_source(ctx, run, 'leaderboard.csv')}.{inert}"
+    )
+
+
+@headline
+def lrp_composites(ctx: Context) -> str | None:
+    """The mask under other LRP composites than the default, at lambda 0."""
+    default = attack_info("lrpc").settings["composite"].default
+
+    def pairs(run: Run) -> list[Pair] | None:
+        found = []
+        for model in _models(run):
+            for attack in ("lrpc", "lrpf"):
+                plain = [r for r in _lrp_rows(run, model, attack)
+                         if float(_setting(r, "lam") or 0) == 0 and
+                         _setting(r, "relevance_grad") in ("refresh", None)]  # fmt: skip
+                reference = [r for r in plain if _setting(r, "composite") == default]
+                others = [r for r in plain if _setting(r, "composite") not in (default, None)]
+                if len(reference) == 1:
+                    found += [Pair(f"{attack.upper()} on {model}, {_setting(r, 'composite')}", r,
+                                   reference[0]) for r in others]  # fmt: skip
+        return found or None
+
+    found = _largest(ctx, pairs)
+    if found is None:
+        return None
+    run, found_pairs = found
+    numbers = "; ".join(p.text("linf_median") for p in found_pairs)
+    return (
+        f"**The LRP composite behind the mask.** Censored median minimal l-inf at lambda 0, "
+        f"another composite vs the default {default}: {numbers}. "
+        f"{_verdict(run, found_pairs, 'linf_median', 'The other composite')} "
+        f"{_source(ctx, run, 'leaderboard.csv')}."
+    )
+
+
+def _linf_policy(row: Row) -> float:
+    """The l-inf bound a row was held to: a masked attack's minimal search bound (its ``eps``),
+    an l0 attack's ``linf_cap``; +inf for none (a bound of 1 or more holds nothing)."""
+    bound = row["eps"] if row["norm"] == "linf" else _setting(row, "linf_cap")
+    bound = math.inf if is_missing(bound) or bound == "" else float(bound)
+    return math.inf if bound >= 1 else bound
+
+
+@headline
+def sparse_attacks(ctx: Context) -> str | None:
+    """The masked LRP attacks against the field's l0 attacks, under each l-inf policy: per
+    model, stage and policy, every row's l0 at FR 50%, and the best l0 attack tested against the
+    LRP mask."""
+
+    def cells(run: Run) -> list[tuple[Pair, list[Row]]] | None:
+        found = []
+        board = [r for r in _untargeted(run) if r["protocol"] == "minimal"]
+        for model in _models(run):
+            for attack, stage in (("lrpc", "coarse"), ("lrpf", "fine")):
+                for policy in sorted({_linf_policy(r) for r in board}):
+                    same = [r for r in board if (r["model"], r["stage"]) == (model, stage)
+                            and _linf_policy(r) == policy]  # fmt: skip
+                    lrp = [r for r in same if (r["attack"], r["mask"]) == (attack, "lrp")]
+                    sparse = [r for r in same if r["norm"] == "l0"]
+                    if len(lrp) == 1 and sparse:
+                        best = min(sparse, key=lambda r: (float(r["l0_at_fr50"]), r["attack"]))
+                        bound = "unbounded" if policy == math.inf else fmt.budget(policy)
+                        found.append((Pair(f"{model} {stage}, l-inf {bound}", best, lrp[0]), same))
+        return found or None
+
+    found = _largest(ctx, cells)
+    if found is None:
+        return None
+    run, found_cells = found
+
+    def name(row: Row) -> str:  # the cell names the protocol and the l-inf policy
+        return row["attack"] if row["mask"] == "none" else f"{row['attack']} {row['mask']}"
+
+    texts = [
+        f"{pair.what}: "
+        + ", ".join(
+            f"{name(r)} {fmt.num(r['l0_at_fr50'], 3)} ({fmt.num(r['queries_per_image'], 0)} "
+            "queries)"
+            for r in sorted(rows, key=lambda r: (r["norm"] == "l0", name(r)))
+        )
+        for pair, rows in found_cells
+    ]
+    pairs = [pair for pair, _ in found_cells]
+    return (
+        f"**Sparse attacks under one l-inf policy.** l0 at FR 50% (censored median share of "
+        f"pixels changed; mean queries per image): {'; '.join(texts)}. The best l0 attack of "
+        f"each cell against the LRP mask: "
+        f"{_verdict(run, pairs, 'l0_at_fr50', 'the l0 attack', metric='l0_median')} "
+        f"{_source(ctx, run, 'leaderboard.csv')}."
     )
 
 
