@@ -341,6 +341,23 @@ def test_rows_alike_but_for_a_setting_are_labelled_by_it():
     assert labelled["differing_settings"].fillna("").tolist() == ["lam=0.0", "lam=1.0", ""]
 
 
+def test_minimal_rows_of_two_search_bounds_are_labelled_by_it():
+    """Two l-inf policies in one run (a minimal search capped at 16/255 and one unbounded) read
+    apart; a fixed row's words already name its budget."""
+    from c2f_attacks.report.tables import row_label, with_labels
+
+    base = {"model": "m", "stage": "coarse", "attack": "lrpc", "mask": "lrp", "config": "lam=0.0"}
+    frame = pd.DataFrame([{**base, "protocol": "minimal", "eps": 16 / 255},
+                          {**base, "protocol": "minimal", "eps": 1.0},
+                          {**base, "protocol": "fixed", "eps": 8 / 255}])  # fmt: skip
+    labels = [row_label(r) for r in with_labels(frame).to_dict("records")]
+    assert labels == [
+        "lrpc lrp minimal eps=16/255",
+        "lrpc lrp minimal eps=255/255",
+        "lrpc lrp fixed 8/255",
+    ]
+
+
 # ----------------------------------------------------------------------------- targeted rows
 def _section(text: str, title: str) -> str:
     """A findings section's text, up to the next section."""

@@ -174,7 +174,8 @@ def _budget_curves(ctx: Context, files: list[Path]) -> str:
             budgets = sorted(set(part["budget"]))
             head = [fmt.budget(b) if norm == "linf" else fmt.num(b) for b in budgets]
             rows = []
-            for rid in sorted(set(part["row_id"]), key=lambda r: _row_order(labels[r])):
+            shown = set(part["row_id"])
+            for rid in [r for r in ordered(run.leaderboard)["row_id"] if r in shown]:
                 mine = part[part["row_id"] == rid].set_index("budget")
                 row = labels[rid]
                 cells = [fmt.column_interval(mine.loc[b], "fooling_ratio", 2)
@@ -185,10 +186,6 @@ def _budget_curves(ctx: Context, files: list[Path]) -> str:
                 f"#### {norm}\n\n{fmt.md_table(['model', 'stage', 'row', *head], rows, right)}"
             )
     return "\n\n".join(parts)
-
-
-def _row_order(row) -> tuple:
-    return (str(row["model"]), str(row["stage"]), row_label(row))
 
 
 @section("Transfer and deployment", "**/transfer.csv",

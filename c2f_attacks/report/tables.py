@@ -59,11 +59,14 @@ def row_label(row: Mapping[str, Any]) -> str:
 
 def _settings(row: Mapping[str, Any]) -> dict[str, str]:
     """A row's settings: its ``config`` column (``name=value;...``) but the target, which
-    :func:`row_label` names, and its ``steps``."""
+    :func:`row_label` names, its ``steps``, and the ``eps`` of a row whose words do not name it
+    (a minimal row's search bound: one l-inf policy against another)."""
     settings = config_settings(row.get("config"))
     settings.pop("target", None)
     if not is_missing(row.get("steps")):
         settings["steps"] = str(int(row["steps"]))
+    if row.get("protocol") != "fixed" and not is_missing(row.get("eps")):
+        settings["eps"] = fmt.budget(row["eps"])
     return settings
 
 
