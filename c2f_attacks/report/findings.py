@@ -167,17 +167,16 @@ def _budget_curves(ctx: Context, files: list[Path]) -> str:
     parts = []
     for run in _runs(ctx, files):
         curves = run.budget_curves
-        labels = {r["row_id"]: r for r in run.leaderboard.to_dict("records")}
+        board = ordered(run.leaderboard).to_dict("records")  # the leaderboard's row order
         parts.append(f"{_run_heading(run)}\n\n{ctx.source(run.folder / 'budget_curves.csv')} "
                      "Fooling ratio within each budget, with its 95% interval.")  # fmt: skip
         for (norm,), part in groups(curves, ("norm",)):
             budgets = sorted(set(part["budget"]))
             head = [fmt.budget(b) if norm == "linf" else fmt.num(b) for b in budgets]
             rows = []
-            shown = set(part["row_id"])
-            for rid in [r for r in ordered(run.leaderboard)["row_id"] if r in shown]:
-                mine = part[part["row_id"] == rid].set_index("budget")
-                row = labels[rid]
+            by_row = {rid: mine.set_index("budget") for rid, mine in part.groupby("row_id")}
+            for row in (r for r in board if r["row_id"] in by_row):
+                mine = by_row[row["row_id"]]
                 cells = [fmt.column_interval(mine.loc[b], "fooling_ratio", 2)
                          if b in mine.index else "" for b in budgets]  # fmt: skip
                 rows.append([row["model"], row["stage"], row_label(row), *cells])
