@@ -287,6 +287,16 @@ def test_minimal_eps_finds_smaller_successful_budgets(batch, attack):
     assert (res.first_success_step[res.success] >= 0).all()
 
 
+def test_minimal_fgsm_takes_one_gradient_per_image(batch):
+    # every run of the search steps from x along the same gradient: the first run's serves all
+    model, x = small_cnn(0), batch[0]
+    res = FGSM(model, eps=0.25, minimal_eps=True, search_steps=6)(x)
+    assert res.success.any()
+    assert (res.backwards == 1).all()
+    # one forward for that gradient, and one success check per run the image took part in
+    assert (res.forwards[res.success] > 2).any()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["coarse", "fine"])
 def test_pgd_minimal_eps_fools_every_shipped_image_at_64(shipped, stage):

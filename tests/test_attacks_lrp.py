@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from c2f_attacks.attacks import LRPC, LRPF
+from c2f_attacks.attacks import LRPC, LRPF, lrp_guided
+from c2f_attacks.attacks.minimal_eps import RunStart
 from c2f_attacks.errors import UserError
 from c2f_attacks.lrp.explain import heatmap, stage_relevance_of, top_fraction_mask
 from tests.conftest import float64, small_c2f, small_cnn
@@ -76,6 +77,34 @@ def test_minimal_eps_bisects_a_per_image_budget(model, x, attack):
     both = free.success & res.success
     free_linf = (free.x_adv - x).abs().flatten(1).amax(1)
     assert (res.eps[both] <= free_linf[both] + eps_max / 2**4 + 1e-6).all()
+
+
+@pytest.mark.parametrize("mask", ["lrp", "gradient", "random"])
+def test_minimal_eps_reuses_the_clean_step_across_its_runs(model, x, mask, monkeypatch):
+    # every run of the bisection starts at x: its first gradient and its mask there are the
+    # first run's, so each image pays for one LRP pass at x, and the search ends where a search
+    # that recomputes them does (float64: sub-batches round as the whole batch does)
+    model, x = float64(model, x)
+    settings = dict(eps=0.3, minimal_eps=True, search_steps=4, mask=mask, **FAST)
+    at_clean = torch.zeros(len(x), dtype=torch.long)
+    relevance_of = lrp_guided.stage_relevance_of
+
+    def counted(model, images, *args, **kwargs):
+        for row in images:
+            at_clean[(x == row).flatten(1).all(1)] += 1
+        return relevance_of(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(lrp_guided, "stage_relevance_of", counted)
+    reused = LRPC(model, **settings)(x)
+    if mask == "lrp":
+        assert at_clean.max() == 1
+    monkeypatch.setattr(RunStart, "get", lambda self, key, rows: None)
+    recomputed = LRPC(model, **settings)(x)
+    assert torch.equal(reused.eps, recomputed.eps)
+    assert torch.equal(reused.x_adv, recomputed.x_adv)
+    searched = reused.success & (reused.eps < 0.3)
+    assert searched.any()
+    assert (reused.queries[searched] < recomputed.queries[searched]).all()
 
 
 def test_minimal_eps_needs_an_upper_bound(model):

@@ -47,7 +47,7 @@ from torch import nn
 
 from c2f_attacks.attacks.criteria import Criterion, TargetReached, get_criterion
 from c2f_attacks.attacks.layout import Layout
-from c2f_attacks.attacks.minimal_eps import bisect_eps
+from c2f_attacks.attacks.minimal_eps import RunStart, bisect_eps
 from c2f_attacks.attacks.predictions import Predictions
 from c2f_attacks.attacks.stage import StageView
 from c2f_attacks.attacks.targets import (
@@ -273,6 +273,7 @@ class Attack:
             self.default_criterion if criterion is None else criterion, stage
         )
         self._clean_pass: tuple | None = None  # during a call, see _first_grad_at_clean
+        self._run_start: RunStart | None = None  # during a bisection, see _stage_grad
 
     @classmethod
     def protocol_settings(
@@ -451,12 +452,19 @@ class Attack:
         loss_fn: Callable[[torch.Tensor, C2FOutput | None, torch.Tensor], torch.Tensor],
         rows: torch.Tensor | None,
         counter: CallCounter,
+        at_clean: bool = False,
     ) -> tuple[torch.Tensor, Predictions]:
         """One forward and backward: ``(d sum_i loss_i / dx, predictions at x)``.
 
         ``loss_fn(stage_logits, c2f_output_or_None, t) -> (N,)``. Per-image losses are summed
-        (not averaged) so each image's gradient does not depend on the batch size.
+        (not averaged) so each image's gradient does not depend on the batch size. ``at_clean``
+        says that ``x`` is the clean batch's rows ``rows``: during a bisection the first run's
+        result there is kept and later runs reuse it (:class:`RunStart`), without a model call.
         """
+        start = self._run_start if at_clean else None
+        key = ("grad", loss_fn)
+        if start is not None and (kept := start.get(key, rows)) is not None:
+            return kept
         clean_pass, self._clean_pass = self._clean_pass, None
         with torch.enable_grad():
             if clean_pass is not None:  # the first gradient, at x: the clean forward's graph
@@ -466,6 +474,8 @@ class Attack:
                 logits, pred, out = self.view.forward(x)
             (grad,) = torch.autograd.grad(loss_fn(logits, out, t).sum(), x)
         counter.add(rows)
+        if start is not None:
+            start.keep(key, rows, grad, pred)
         return grad, pred
 
     def _minimal_eps(
@@ -499,5 +509,10 @@ class Attack:
                 success[unknown] = sub.success(unknown, pred)
             return x_adv, success, self._first_success(seen, success)
 
-        x_adv, eps, first = bisect_eps(run, batch.x.shape[0], eps_max, search_steps, batch.x.device)
+        n = batch.x.shape[0]
+        self._run_start = RunStart(n, batch.x.device)
+        try:
+            x_adv, eps, first = bisect_eps(run, n, eps_max, search_steps, batch.x.device)
+        finally:
+            self._run_start = None
         return Perturbed(x_adv, eps, first)

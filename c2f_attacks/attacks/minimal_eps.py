@@ -6,11 +6,16 @@ image of every success and move that image's upper end down, otherwise its lower
 run is one batched attack call (only images that succeeded at ``eps_max`` take part), so after
 ``s`` steps each image's eps is within ``eps_max / 2**s`` of the smallest successful budget the
 attack finds (bisection assumes success is monotone in eps, as it nearly always is).
+
+Every run starts from the clean image, so what a run computes there before its first step (the
+loss gradient and predictions at x, a mask chosen at x) is the same in every run: the first run
+keeps it in a :class:`RunStart` and the later ones reuse it instead of calling the model again
+(queries count the calls made, so the reused ones count once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 
@@ -41,3 +46,36 @@ def bisect_eps(
         hi[won] = mid[ok]
         lo[searched[~ok]] = mid[~ok]
     return x_adv, hi, first
+
+
+class RunStart:
+    """Values computed at the clean batch of one bisection (``n`` caller rows), kept under a key
+    by the first run and served to later runs for any subset of the rows it covered.
+
+    A value is a tensor or anything indexable by a row index tensor (predictions), with one
+    leading row per kept caller row."""
+
+    def __init__(self, n: int, device: torch.device):
+        self._rows = torch.arange(n, device=device)
+        self._kept: dict[Hashable, tuple[torch.Tensor, tuple]] = {}
+
+    def get(self, key: Hashable, rows: torch.Tensor | None) -> tuple | None:
+        """The values kept under ``key`` for the caller rows ``rows`` (None: all), or None when
+        nothing is kept for one of them."""
+        if key not in self._kept:
+            return None
+        position, values = self._kept[key]
+        at = position if rows is None else position[rows]
+        if bool((at < 0).any()):
+            return None
+        return tuple(v[at] for v in values)
+
+    def keep(self, key: Hashable, rows: torch.Tensor | None, *values) -> None:
+        """Keep ``values`` (one row per caller row of ``rows``; None: all) under ``key``, unless
+        a run before kept it."""
+        if key in self._kept:
+            return
+        rows = self._rows if rows is None else rows
+        position = torch.full_like(self._rows, -1)
+        position[rows] = torch.arange(len(rows), device=rows.device)
+        self._kept[key] = (position, values)
