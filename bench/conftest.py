@@ -37,10 +37,13 @@ def pytest_addoption(parser):
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     # Before pytest-benchmark builds its session, so that smoke runs call each function once and
-    # full runs keep pytest-benchmark's JSON next to the leaderboard.
+    # full runs keep pytest-benchmark's JSON next to the leaderboard; and before pytest-xdist
+    # starts its workers, so that full runs time in one process with every core.
     if not config.getoption("--benchmark"):
         config.option.benchmark_disable = True
-    elif getattr(config.option, "benchmark_json", None) is None:
+        return
+    config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
+    if getattr(config.option, "benchmark_json", None) is None:
         out = Path(config.getoption("--ratios-out"))
         out.mkdir(parents=True, exist_ok=True)
         config.option.benchmark_json = str(out / "benchmark.json")
