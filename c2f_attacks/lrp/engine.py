@@ -169,10 +169,13 @@ class _Explanation:
         self._alive.clear()
         self.inputs_of.clear()
         self._batch_counters.clear()
-        # The mode holds bound methods of this object: a reference cycle that would keep the
-        # pass's tensors (its sources, every pending layer output) alive until the next full
-        # garbage collection, hundreds of MB over a run's batches. Break it here.
+        # The data-flow mode and the functional rules hold bound methods of this object:
+        # reference cycles that would keep the pass's tensors (its sources, every pending layer
+        # output, its autograd nodes with their saved ratios) alive until the next full garbage
+        # collection, which Python runs the more rarely the more objects live: hundreds of MB
+        # over a run's batches. Break them here.
         self.flow = None
+        self.ops = None
 
     def run(self, fn, *args):
         """``fn(*args)`` (the model's forward) with every linear output ruled, returned ones

@@ -48,7 +48,7 @@ Xeon), peak RSS and wall time of real runs, glibc's own adaptive threshold again
 =================================================  ==============  ==============  ============
 run                                                adaptive        4 MiB           128 KiB
 =================================================  ==============  ==============  ============
-one FGSM row, shapes-vgg16, n = 64 -> 2,048        +132 MB, 19 s   +75 MB, 22 s    +66 MB, 26 s
+one FGSM row, shapes-vgg16, n = 64 -> 2,048        +23 MB, 20 s    +9 MB, 20 s     +2 MB, 26 s
 the default ``c2f-bench run`` (48 rows, n = 16)    1.10 GB, 53 s   1.09 GB, 52 s   1.08 GB, 86 s
 the 224-px photo run (EfficientNet-Lite0, n = 6)   3.47 GB, 181 s  2.82 GB, 234 s  2.26 GB, 366 s
 =================================================  ==============  ==============  ============
