@@ -267,24 +267,6 @@ class LRPGuidedAttack(Attack):
             if relevance_grad is not None:
                 relevance_grad[active] = kept[1]
             return
-        self._compute_refresh(batch, x_adv, active, called, counter, mask, relevance_grad,
-                              new_mask)  # fmt: skip
-        if start is not None:
-            kept = [mask[active]] + ([] if relevance_grad is None else [relevance_grad[active]])
-            start.keep("refresh", called, *kept)
-
-    def _compute_refresh(
-        self,
-        batch: Batch,
-        x_adv: torch.Tensor,
-        active: torch.Tensor,
-        called: torch.Tensor | None,
-        counter: CallCounter,
-        mask: torch.Tensor,
-        relevance_grad: torch.Tensor | None,
-        new_mask: bool,
-    ) -> None:
-        """:meth:`_refresh`'s model calls, for the caller rows ``called``."""
         source = self.mask_source
         x, t = x_adv[active].detach(), batch.label[active]
         differentiable = self._uses_relevance_term
@@ -310,6 +292,9 @@ class LRPGuidedAttack(Attack):
             if differentiable:
                 (grad,) = torch.autograd.grad((relevance * mask[active]).sum(), x)
                 relevance_grad[active] = grad
+        if start is not None:
+            kept = [mask[active]] + ([] if relevance_grad is None else [relevance_grad[active]])
+            start.keep("refresh", called, *kept)
 
 
 def _unit(g: torch.Tensor) -> torch.Tensor:
