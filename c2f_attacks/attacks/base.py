@@ -452,16 +452,18 @@ class Attack:
         loss_fn: Callable[[torch.Tensor, C2FOutput | None, torch.Tensor], torch.Tensor],
         rows: torch.Tensor | None,
         counter: CallCounter,
-        at_clean: bool = False,
+        first_step: bool = False,
     ) -> tuple[torch.Tensor, Predictions]:
         """One forward and backward: ``(d sum_i loss_i / dx, predictions at x)``.
 
         ``loss_fn(stage_logits, c2f_output_or_None, t) -> (N,)``. Per-image losses are summed
-        (not averaged) so each image's gradient does not depend on the batch size. ``at_clean``
-        says that ``x`` is the clean batch's rows ``rows``: during a bisection the first run's
-        result there is kept and later runs reuse it (:class:`RunStart`), without a model call.
+        (not averaged) so each image's gradient does not depend on the batch size.
+        ``first_step``: the gradient of a run's first step, which is at the clean batch's rows
+        ``rows`` for an attack that starts there (:attr:`_first_grad_at_clean`); during a
+        bisection the first run's result is kept and later runs reuse it (:class:`RunStart`),
+        without a model call.
         """
-        start = self._run_start if at_clean else None
+        start = self._run_start if first_step and self._first_grad_at_clean else None
         key = ("grad", loss_fn)
         if start is not None and (kept := start.get(key, rows)) is not None:
             return kept

@@ -219,7 +219,7 @@ class LRPGuidedAttack(Attack):
 
         for step in range(self.steps):
             grad, pred = self._stage_grad(
-                x_adv[active], t[active], loss, rows_of(rows, active), counter, at_clean=step == 0
+                x_adv[active], t[active], loss, rows_of(rows, active), counter, step == 0
             )
             # the margin forward tells which iterates already succeed: freeze them first, so
             # that they pay for no further LRP pass
@@ -232,7 +232,7 @@ class LRPGuidedAttack(Attack):
             if refresh or self.relevance_grad == "exact":
                 new_mask = refresh and not (self.mask_source.fixed and step > 0)
                 self._refresh(batch, x_adv, active, rows, counter, mask, relevance_grad, new_mask,
-                              at_clean=step == 0)  # fmt: skip
+                              first_step=step == 0)  # fmt: skip
             if relevance_grad is not None:
                 on = mask[active]
                 grad = _unit(on * grad) + self.lam * _unit(on * relevance_grad[active])
@@ -253,15 +253,15 @@ class LRPGuidedAttack(Attack):
         mask: torch.Tensor,
         relevance_grad: torch.Tensor | None,
         new_mask: bool,
-        at_clean: bool = False,
+        first_step: bool = False,
     ) -> None:
         """At the iterates of the ``active`` positions: a new mask (``new_mask``) and the
         relevance gradient ``d/dx sum_{p in M} R_p(x)`` (when the relevance term is on), written
         into ``mask`` and ``relevance_grad``. One LRP pass serves both when both need it.
-        ``at_clean``: the iterates are the clean images, whose mask and relevance gradient a
-        bisection keeps from its first run (see :meth:`_stage_grad`)."""
+        ``first_step``: the iterates are still the clean images, whose mask and relevance
+        gradient a bisection keeps from its first run (see :meth:`_stage_grad`)."""
         called = rows_of(rows, active)
-        start = self._run_start if at_clean else None
+        start = self._run_start if first_step else None
         if start is not None and (kept := start.get("refresh", called)) is not None:
             mask[active] = kept[0]
             if relevance_grad is not None:

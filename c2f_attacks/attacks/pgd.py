@@ -156,9 +156,8 @@ class PGD(Attack):
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else slice(None)
         for step in range(self.steps):
             grad, pred = self._stage_grad(
-                x_adv[active], t[active], loss, rows_of(rows, active), counter,
-                at_clean=step == 0 and not self.random_start,
-            )  # fmt: skip
+                x_adv[active], t[active], loss, rows_of(rows, active), counter, step == 0
+            )
             # the forward just made tells which iterates already fool the stage
             hit = batch.success(active, pred)
             _record_first(first, active, hit, step)
