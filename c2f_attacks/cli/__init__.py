@@ -33,6 +33,7 @@ from c2f_attacks.cli import (
 from c2f_attacks.cli.options import OneLineParser
 from c2f_attacks.errors import UserError
 from c2f_attacks.interrupts import Interrupted, handle_interrupts
+from c2f_attacks.runner.memory import keep_compiled_kernels
 
 DESCRIPTION = ("Explainable adversarial attacks on coarse-to-fine classifiers: the benchmark and "
                "every job around it.")  # fmt: skip
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_compiled_kernels()  # before any command runs a CPU kernel
     command = "c2f-bench"
     try:
         with handle_interrupts():

@@ -57,6 +57,29 @@ the 224-px photo run (EfficientNet-Lite0, n = 6)   3.47 GB, 181 s  2.82 GB, 234 
 the large ones (224-px activations), whose fragments cost the most memory. (The last two rows
 were measured before the LRP engine stopped leaving reference cycles; at 4 MiB the photo run
 now peaks at 2.17 GB, ``results/memory/memory.md``.)
+
+**Compiled kernels stay.** oneDNN compiles a kernel for every operation and shape it runs on
+the CPU and keeps the latest :data:`ONEDNN_DEFAULT_CACHE` in a cache. Early stopping and the
+minimal protocol's bisection attack sub-batches of every size from one image to the batch size,
+so a run needs many more kernels than it has layers: the eight coarse-stage rows of the default
+attacks on shapes-vgg16 compile 1,317 kernels on 1,024 images (a count bounded by the batch size,
+the layers and the passes, not by the number of images). With the default cache they were
+evicted and compiled again batch after batch, and the evicted kernels, freed amid the batches'
+tensors, fragmented the heap, so that each batch peaked higher than the last. A ``c2f-bench``
+process keeps up to :data:`KERNEL_CACHE_CAPACITY` kernels instead
+(:func:`keep_compiled_kernels`). Peak RSS (MB) and time of one row, LRPC with the lrp mask
+under the minimal protocol on the coarse stage, batch 64, on 2 cores (Intel Xeon):
+
+=========================  =======  ========  =========  ==================
+cache (kernels)            n = 64   n = 256   n = 1024   time at n = 256
+=========================  =======  ========  =========  ==================
+1,024 (oneDNN's default)   1,067    1,166     1,226      36.0 s
+8,192 (a c2f-bench run)    1,072    1,089     1,095      34.8 s
+256                        1,070    1,085     1,135      37.5 s
+0 (no cache)               1,033    1,039     1,047      45.8 s
+=========================  =======  ========  =========  ==================
+
+At n = 1,024 the row took 138 s with oneDNN's default and 122 s with 8,192.
 """
 
 from __future__ import annotations
@@ -98,6 +121,21 @@ def hand_back_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+#: oneDNN's primitive cache in a ``c2f-bench`` process: room for every kernel a run compiles
+#: (module docstring), at a few tens of kB each
+KERNEL_CACHE_CAPACITY = 8192
+#: oneDNN's own default capacity
+ONEDNN_DEFAULT_CACHE = 1024
+
+
+def keep_compiled_kernels() -> None:
+    """Let oneDNN keep up to :data:`KERNEL_CACHE_CAPACITY` compiled kernels (module docstring).
+
+    oneDNN reads ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` once, when the process creates its first
+    kernel: call this before any CPU operator runs. A capacity the user set is kept."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(KERNEL_CACHE_CAPACITY))
 
 
 def release_freed_memory() -> None:

@@ -1,6 +1,7 @@
 """Memory is flat in the number of images: every pass over the images runs in batches (figures
 included), nothing per image stays in memory (results stream to disk), no explanation leaves its
-tensors in a reference cycle, and the peak RSS of a real run barely moves between two sizes."""
+tensors in a reference cycle, a ``c2f-bench`` process evicts no compiled kernel, and the peak RSS
+of a real run barely moves between two sizes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from c2f_attacks.runner.memory import ONEDNN_DEFAULT_CACHE
 
 from .conftest import run_args, run_in_process
 
@@ -109,3 +112,33 @@ def test_peak_rss_is_flat_in_n(tmp_path, record_property):
     record_property("peak_rss_mb", {RSS_SIZES[0]: round(small), RSS_SIZES[1]: round(large)})
     print(f"peak RSS: n={RSS_SIZES[0]}: {small:.0f} MB, n={RSS_SIZES[1]}: {large:.0f} MB")
     assert large <= RSS_MARGIN * small
+
+
+#: a child that starts the CLI, then runs one convolution on more batch shapes than oneDNN's
+#: default cache holds and the first shape again (from 2 images: PyTorch runs a convolution this
+#: small on one image without oneDNN); oneDNN reports each kernel it creates
+_KERNELS_CHILD = """
+import torch
+from torch.nn import functional as F
+from c2f_attacks.cli import main
+from c2f_attacks.runner.memory import ONEDNN_DEFAULT_CACHE
+main(["attacks", "fgsm"])
+weight = torch.ones(1, 1, 3, 3)
+for n in [*range(2, ONEDNN_DEFAULT_CACHE + 66), 2]:
+    F.conv2d(torch.ones(n, 1, 3, 3), weight)
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs PyTorch with oneDNN")
+def test_a_cli_process_compiles_each_kernel_once():
+    """Sub-batches of every size make more kernels than oneDNN keeps by default; evicting and
+    compiling them again, batch after batch, fragmented the heap (runner/memory.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env["ONEDNN_VERBOSE"] = "profile_create"
+    done = subprocess.run([sys.executable, "-c", _KERNELS_CHILD], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    created = [line for line in done.stdout.splitlines() if ",convolution," in line]
+    assert len(created) > ONEDNN_DEFAULT_CACHE, "oneDNN reported too few kernels: not its path?"
+    # a kernel line ends with its problem ("mb2_ic1oc1_...") and the milliseconds it took
+    first = [line for line in created if line.split(",")[-2].startswith("mb2_")]
+    assert [line.split(",")[3] for line in first] == ["create:cache_miss", "create:cache_hit"]
