@@ -56,7 +56,7 @@ the 224-px photo run (EfficientNet-Lite0, n = 6)   3.47 GB, 181 s  2.82 GB, 234 
 4 MiB keeps small and medium tensors on the heap (all of a batch of 16 images at 32 px) and maps
 the large ones (224-px activations), whose fragments cost the most memory. (The last two rows
 were measured before the LRP engine stopped leaving reference cycles; at 4 MiB the photo run
-now peaks at 2.17 GB, ``results/memory/memory.md``.)
+now peaks at 2.18 GB, ``results/memory/memory.md``.)
 
 **Compiled kernels stay.** oneDNN compiles a kernel for every operation and shape it runs on
 the CPU and keeps the latest :data:`ONEDNN_DEFAULT_CACHE` in a cache. Early stopping and the
