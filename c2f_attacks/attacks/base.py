@@ -418,6 +418,12 @@ class Attack:
         makes two forwards instead of three)."""
         return False
 
+    def _clean_start(self, first_step: bool) -> RunStart | None:
+        """The bisection's values kept at the clean batch, when ``first_step`` is a run's first
+        step and the attack starts at the clean batch (:attr:`_first_grad_at_clean`); None
+        outside a bisection and otherwise."""
+        return self._run_start if first_step and self._first_grad_at_clean else None
+
     def _objective(self, batch: Batch) -> tuple[torch.Tensor, Callable]:
         """``(classes, loss_fn)`` of the update steps: the label and :meth:`_loss` (away from
         it), or on a targeted call the targets and :meth:`_toward` (toward them)."""
@@ -463,7 +469,7 @@ class Attack:
         bisection the first run's result is kept and later runs reuse it (:class:`RunStart`),
         without a model call.
         """
-        start = self._run_start if first_step and self._first_grad_at_clean else None
+        start = self._clean_start(first_step)
         key = ("grad", loss_fn)
         if start is not None and (kept := start.get(key, rows)) is not None:
             return kept

@@ -261,7 +261,7 @@ class LRPGuidedAttack(Attack):
         ``first_step``: the iterates are still the clean images, whose mask and relevance
         gradient a bisection keeps from its first run (see :meth:`_stage_grad`)."""
         called = rows_of(rows, active)
-        start = self._run_start if first_step else None
+        start = self._clean_start(first_step)
         if start is not None and (kept := start.get("refresh", called)) is not None:
             mask[active] = kept[0]
             if relevance_grad is not None:
