@@ -1,8 +1,8 @@
 """Benchmark harness conventions.
 
 ``pytest bench --benchmark``: full size, pytest-benchmark timing on, measured ratios written to
-``results/bench_ratios.json`` (``--ratios-out DIR``: to ``DIR/bench_ratios.json`` instead, with
-pytest-benchmark's JSON). Without ``--benchmark`` every benchmark runs once at smoke size
+``results/bench_ratios.json``, one record per measurement and CPU model (``--ratios-out DIR``: to
+``DIR/bench_ratios.json`` instead, with pytest-benchmark's JSON). Without ``--benchmark`` every benchmark runs once at smoke size
 (pytest-benchmark disabled), so the suite doubles as a fast integration test.
 """
 
@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from c2f_attacks._io import atomic_write_text
+from c2f_attacks.leaderboard.environment import git_commit
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -133,9 +134,11 @@ def record_ratio(full_size, request):
     one run.
 
     Under ``--benchmark`` it is upserted into ``bench_ratios.json`` (results/, or
-    ``--ratios-out``) with the machine it ran on: ``device`` (where the timed work ran; default:
-    the GPU when there is one, else "cpu"), the CPU model, its logical cores and torch's thread
-    count. At smoke size nothing is written (smoke numbers are not measurements).
+    ``--ratios-out``) as ``{name: {cpu: record}}``: one record per measurement and CPU model, so
+    that a goal set for several CPUs keeps each one's latest figure. The record holds the value,
+    the goal, ``device`` (where the timed work ran; default: the GPU when there is one, else
+    "cpu"), the CPU's logical cores, torch's thread count and version, and the commit measured.
+    At smoke size nothing is written (smoke numbers are not measurements).
     """
 
     def record(name: str, value: float, goal: str, device: str | None = None, **details):
@@ -145,14 +148,16 @@ def record_ratio(full_size, request):
         data = json.loads(path.read_text()) if path.exists() else {}
         if device is None:
             device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        data[name] = {
+        cpu = cpu_name()
+        data.setdefault(name, {})[cpu] = {
             "value": round(float(value), 4),
             "goal": goal,
             "device": device,
-            "cpu": cpu_name(),
+            "cpu": cpu,
             "cpu_cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "commit": git_commit(),
             **details,
         }
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -37,7 +37,7 @@ import torch
 import torchattacks
 
 from bench.conftest import CoarseLogits, flat_vgg16, forward_backward, interleaved_medians
-from bench.test_bench_lrp import _measure
+from bench.test_bench_lrp import _measure, lrp_details
 from c2f_attacks.attacks import LRPC, PGD
 from c2f_attacks.cli import main
 from c2f_attacks.data import load_photos, photo_hierarchy, write_photo_folder
@@ -118,17 +118,17 @@ def test_bench_224_attack_throughput(name, full_size, record_ratio, benchmark):
 
 
 def test_bench_224_lrp_vgg16(full_size, record_ratio, benchmark):
-    size, batch, repeats = (224, 2, 3) if full_size else (32, 2, 1)
+    size, batch, repeats = (224, 2, 7) if full_size else (32, 2, 1)
     model = flat_vgg16(full_size)
-    t_fb, t_ours, t_zennit = _measure(model, size, batch, repeats, None, benchmark)
-    details = {"size": size, "batch": batch, "t_fb_s": t_fb, "t_ours_s": t_ours,
-               "t_zennit_s": t_zennit}  # fmt: skip
+    times = _measure(model, size, batch, repeats, None, benchmark)
+    t_fb, t_ours, t_zennit, _ = times
+    details = lrp_details(size, batch, times)
     record_ratio("lrp_over_forward_backward_vgg16_224", t_ours / t_fb, goal="<= 1.5",
                  device="cpu", **details)  # fmt: skip
     record_ratio("zennit_over_ours_vgg16_224", t_zennit / t_ours, goal=">= 2", device="cpu",
                  **details)  # fmt: skip
-    print(f"\nVGG-16 {size}px batch {batch}: LRP/(fwd+bwd) {t_ours / t_fb:.2f}, "
-          f"Zennit/ours {t_zennit / t_ours:.2f}")  # fmt: skip
+    print(f"\nVGG-16 {size}px batch {batch}: LRP/(fwd+bwd) {t_ours / t_fb:.2f} (z+ bound "
+          f"{details['z_plus_bound']:.2f}), Zennit/ours {t_zennit / t_ours:.2f}")  # fmt: skip
 
 
 #: one pass in a fresh process: prints the peak resident memory it added, in MiB

@@ -272,6 +272,8 @@ def _bad_curves(folder: Path) -> None:
     (_bad_curves, "budget_curves.csv, line 2: row_id 'notarow' is not a row of the leaderboard"),
     (lambda f: (f / "bench_ratios.json").write_text("{"),
      "bench_ratios.json, line 1: not valid JSON"),
+    (lambda f: (f / "bench_ratios.json").write_text('{"lrp": {"value": 1.4, "goal": "<= 1.5"}}'),
+     "bench_ratios.json: 'lrp' is not one record per CPU model"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, capsys, damage,
                                                           message):  # fmt: skip

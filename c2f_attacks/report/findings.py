@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from c2f_attacks.errors import UserError
 from c2f_attacks.evaluation.records import is_missing
 from c2f_attacks.report import fmt
 from c2f_attacks.report.models import model_cards
@@ -283,10 +284,8 @@ def _sweeps(ctx: Context, files: list[Path]) -> str:
 def _bench_ratios(ctx: Context, files: list[Path]) -> str:
     parts = []
     for path in files:
-        data = ctx.results.json(path)
         rows = []
-        for name in sorted(data):
-            entry = data[name]
+        for name, entry in _ratio_records(ctx.results.json(path), ctx.results.show(path)):
             where = ", ".join(
                 f"{k} {entry[k]}"
                 for k in (
@@ -299,15 +298,37 @@ def _bench_ratios(ctx: Context, files: list[Path]) -> str:
                     "images",
                     "n",
                     "model",
+                    "z_plus_bound",
+                    "commit",
                 )
                 if k in entry
             )
             rows.append([name, fmt.num(entry.get("value"), 3), str(entry.get("goal", "")),
                          where])  # fmt: skip
-        parts.append(f"{ctx.source(path)} Each ratio measured within one process.\n\n"
+        parts.append(f"{ctx.source(path)} Each ratio measured within one process; one row per "
+                     "measurement and CPU model, the latest on each.\n\n"
                      + fmt.md_table(["measurement", "value", "goal", "measured with"], rows,
                                     [False, True, False, False]))  # fmt: skip
     return "\n\n".join(parts)
+
+
+def _ratio_records(data: object, shown: str) -> list[tuple[str, dict]]:
+    """``(name, record)`` of ``{name: {cpu: record}}``, by name then CPU; a file of another shape
+    is refused, naming the entry."""
+    if not isinstance(data, dict):
+        raise UserError(f"{shown}: not a JSON object of measurements")
+    out = []
+    for name in sorted(data):
+        per_cpu = data[name]
+        if not isinstance(per_cpu, dict) or not all(
+            isinstance(r, dict) and "value" in r for r in per_cpu.values()
+        ):
+            raise UserError(
+                f"{shown}: {name!r} is not one record per CPU model (each CPU's name mapped to "
+                "a record with a value); rerun pytest bench --benchmark"
+            )
+        out.extend((name, per_cpu[cpu]) for cpu in sorted(per_cpu))
+    return out
 
 
 @section("Evaluation throughput", "throughput/throughput.json",
