@@ -2,8 +2,9 @@
 
 ``pytest bench --benchmark``: full size, pytest-benchmark timing on, measured ratios written to
 ``results/bench_ratios.json``, one record per measurement and CPU model (``--ratios-out DIR``: to
-``DIR/bench_ratios.json`` instead, with pytest-benchmark's JSON). Without ``--benchmark`` every benchmark runs once at smoke size
-(pytest-benchmark disabled), so the suite doubles as a fast integration test.
+``DIR/bench_ratios.json`` instead, with pytest-benchmark's JSON). Without ``--benchmark`` every
+benchmark runs once at smoke size (pytest-benchmark disabled), so the suite doubles as a fast
+integration test.
 """
 
 from __future__ import annotations

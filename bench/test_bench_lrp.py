@@ -2,8 +2,9 @@
 
 * ``lrp_over_forward_backward``: one explanation / one forward + input-gradient backward
   (goal <= 1.5: the gradient-times-input form costs about one extra convolution per z+ layer).
-  Its record keeps ``z_plus_bound``, the least this ratio can be on the CPU measured: forward +
-  backward + those extra convolutions alone, timed in the same rounds, over forward + backward.
+  VGG-16's records keep ``z_plus_bound``, the least this ratio can be on the CPU measured:
+  forward + backward + those extra convolutions alone, timed in the same rounds, over forward +
+  backward.
 * ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2).
 * ``lrp_over_forward_backward_vit_b_16`` (the default composite) and ``lxt_over_ours_vit_b_16``:
   LXT's efficient mode (its CP-LRP map for torchvision's ViT, Zennit's epsilon on the linear
@@ -66,9 +67,11 @@ def _z_plus_convolutions(model: nn.Module, x: torch.Tensor) -> Callable[[], obje
     return run
 
 
-def _measure(model, size, batch, repeats, canonizers, benchmark):
-    """(t_fb, t_ours, t_zennit, t_z_plus) medians, timed interleaved; checks ours equals
-    Zennit."""
+def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, float]:
+    """Median seconds of ``fb`` (forward + backward), ``ours``, ``zennit`` and, for a model
+    without canonizers, ``z_plus`` (:func:`_z_plus_convolutions`; with merged BatchNorms the LRP
+    pass's forward is not the model's, so they bound nothing), timed interleaved; checks ours
+    equals Zennit."""
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     target = torch.arange(batch) % 1000
     seed = F.one_hot(target, 1000).float()
@@ -82,9 +85,11 @@ def _measure(model, size, batch, repeats, canonizers, benchmark):
         with Gradient(model, composite) as attributor:
             return attributor(x, seed)[1]
 
-    # Interleaved, so that load from other processes on a shared machine hits all four alike.
-    fb = lambda: forward_backward(model, x, target)  # noqa: E731
-    times = interleaved_medians([fb, ours, zennit_lrp, _z_plus_convolutions(model, x)], repeats)
+    # Interleaved, so that load from other processes on a shared machine hits them all alike.
+    fns = {"fb": lambda: forward_backward(model, x, target), "ours": ours, "zennit": zennit_lrp}
+    if canonizers is None:
+        fns["z_plus"] = _z_plus_convolutions(model, x)
+    times = dict(zip(fns, interleaved_medians(list(fns.values()), repeats)))
     benchmark.pedantic(ours, rounds=1, iterations=1)
     # same explanation as Zennit (the accuracy tests live in tests/test_lrp*.py); float32, and
     # Zennit's merged BatchNorms keep a factor 1 / sqrt(1 + eps) each
@@ -93,25 +98,25 @@ def _measure(model, size, batch, repeats, canonizers, benchmark):
     return times
 
 
-def lrp_details(size: int, batch: int, times: list[float]) -> dict:
+def lrp_details(size: int, batch: int, times: dict[str, float]) -> dict:
     """The figures behind an ``lrp_over_forward_backward*`` ratio, for its record."""
-    t_fb, t_ours, t_zennit, t_z_plus = times
-    return {"size": size, "batch": batch, "t_fb_s": t_fb, "t_ours_s": t_ours,
-            "t_zennit_s": t_zennit, "t_z_plus_s": t_z_plus,
-            "z_plus_bound": round((t_fb + t_z_plus) / t_fb, 4)}  # fmt: skip
+    details = {"size": size, "batch": batch, **{f"t_{k}_s": t for k, t in times.items()}}
+    if "z_plus" in times:
+        details["z_plus_bound"] = round((times["fb"] + times["z_plus"]) / times["fb"], 4)
+    return details
 
 
 def _report(name, size, batch, times, record_ratio, full_size, suffix=""):
-    t_fb, t_ours, t_zennit, _ = times
-    ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
+    ratio_fb, ratio_zennit = times["ours"] / times["fb"], times["zennit"] / times["ours"]
     details = lrp_details(size, batch, times)
     record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", device="cpu",
                  **details)  # fmt: skip
     record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", device="cpu", **details)
+    bound = f" (z+ bound {details['z_plus_bound']:.2f})" if "z_plus_bound" in details else ""
     print(
-        f"\n{name} {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours {t_ours:.3f}s, "
-        f"Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = {ratio_fb:.2f} "
-        f"(z+ bound {details['z_plus_bound']:.2f}), Zennit/ours = {ratio_zennit:.2f}"
+        f"\n{name} {size}x{size} batch {batch}: forward+backward {times['fb']:.3f}s, ours "
+        f"{times['ours']:.3f}s, Zennit {times['zennit']:.3f}s -> ours/(fwd+bwd) = "
+        f"{ratio_fb:.2f}{bound}, Zennit/ours = {ratio_zennit:.2f}"
     )
     if full_size:  # loose guards: timings on shared machines vary
         assert ratio_fb < 3.0 and ratio_zennit > 1.0
