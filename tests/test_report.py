@@ -15,7 +15,7 @@ import pytest
 from c2f_attacks.cli import main
 from c2f_attacks.leaderboard import COLUMNS as BOARD_COLUMNS
 from c2f_attacks.report import SECTIONS, Results, fmt, render, render_file
-from c2f_attacks.report.findings import Context, findings_markdown, section
+from c2f_attacks.report.findings import Context, _meets, findings_markdown, section
 from c2f_attacks.report.headlines import headline_markdown
 from c2f_attacks.report.readme import BEGIN, END
 from c2f_attacks.runner.preflight import COMMITTED_RESULTS
@@ -57,6 +57,15 @@ def results(template, tmp_path, monkeypatch) -> Path:
 ])  # fmt: skip
 def test_numbers_are_written_the_same_everywhere(value, text):
     assert fmt.num(value) == text
+
+
+@pytest.mark.parametrize(("value", "goal", "met"), [
+    (1.42, "<= 1.5", "yes"), (1.544, "<= 1.5", "no"), (2.1, ">= 2", "yes"), (1.9, ">= 2", "no"),
+    (47.1, "<= 90 s on 2 CPU cores (goal 60 s)", "yes"), (0.3, "none: measured", ""),
+    (None, "<= 1.5", ""),
+])  # fmt: skip
+def test_a_speed_ratio_says_whether_it_meets_its_goal(value, goal, met):
+    assert _meets(value, goal) == met
 
 
 def test_budgets_read_as_255ths_up_to_float32_rounding():

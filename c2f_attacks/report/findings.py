@@ -14,6 +14,7 @@ end saying which file would produce it. Adding a section is one decorated functi
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,13 +304,24 @@ def _bench_ratios(ctx: Context, files: list[Path]) -> str:
                 )
                 if k in entry
             )
-            rows.append([name, fmt.num(entry.get("value"), 3), str(entry.get("goal", "")),
-                         where])  # fmt: skip
+            goal = str(entry.get("goal", ""))
+            rows.append([name, fmt.num(entry.get("value"), 3), goal,
+                         _meets(entry.get("value"), goal), where])  # fmt: skip
         parts.append(f"{ctx.source(path)} Each ratio measured within one process; one row per "
                      "measurement and CPU model, the latest on each.\n\n"
-                     + fmt.md_table(["measurement", "value", "goal", "measured with"], rows,
-                                    [False, True, False, False]))  # fmt: skip
+                     + fmt.md_table(["measurement", "value", "goal", "met", "measured with"],
+                                    rows, [False, True, False, False, False]))  # fmt: skip
     return "\n\n".join(parts)
+
+
+def _meets(value: object, goal: str) -> str:
+    """ "yes" or "no" for a goal that starts with a bound (``<= 1.5``, ``>= 2 ...``), else
+    empty (``none: measured``)."""
+    m = re.match(r"\s*(<=|>=)\s*([0-9.]+)", goal)
+    if m is None or not isinstance(value, int | float):
+        return ""
+    bound = float(m.group(2))
+    return "yes" if (value <= bound if m.group(1) == "<=" else value >= bound) else "no"
 
 
 def _ratio_records(data: object, shown: str) -> list[tuple[str, dict]]:
