@@ -39,7 +39,7 @@ from zennit.torchvision import ResNetCanonizer
 def _z_plus_convolutions(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     """The convolutions that the z+ rule adds to a forward pass, as one call: every ``Conv2d``
     but the input layer's (the flat rule's), on the input it sees in the forward pass, with
-    ``W+`` and ``b+`` (merging a BatchNorm changes their values, not their cost).
+    ``W+`` and ``b+``.
 
     An LRP pass in the gradient-times-input form runs these on top of a forward and backward
     pass, so ``(t_fb + t_z_plus) / t_fb`` is the least its ratio can be on this CPU: the z+

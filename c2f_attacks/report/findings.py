@@ -315,8 +315,8 @@ def _bench_ratios(ctx: Context, files: list[Path]) -> str:
 
 
 def _meets(value: object, goal: str) -> str:
-    """ "yes" or "no" for a goal that starts with a bound (``<= 1.5``, ``>= 2 ...``), else
-    empty (``none: measured``)."""
+    """Whether ``value`` meets a goal that starts with a bound (``<= 1.5``, ``>= 2 ...``):
+    "yes" or "no"; empty for a goal without one (``none: measured``)."""
     m = re.match(r"\s*(<=|>=)\s*([0-9.]+)", goal)
     if m is None or not isinstance(value, int | float):
         return ""
