@@ -105,16 +105,24 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def interleaved_medians(
+def interleaved_rounds(
     fns: list[Callable[[], object]], repeats: int, warmup: int = 1
-) -> list[float]:
-    """Median wall time of each function, timed round-robin, so that load from other processes
-    on a shared machine hits all of them alike."""
+) -> list[list[float]]:
+    """Wall times of each function in each of ``repeats`` rounds (after ``warmup`` rounds), timed
+    round-robin, so that load from other processes on a shared machine hits all of them alike
+    and the functions' times in one round can be compared."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(warmup + repeats):
         for fn, ts in zip(fns, times):
             ts.append(median_time(fn, repeats=1, warmup=0))
-    return [statistics.median(ts[warmup:]) for ts in times]
+    return [ts[warmup:] for ts in times]
+
+
+def interleaved_medians(
+    fns: list[Callable[[], object]], repeats: int, warmup: int = 1
+) -> list[float]:
+    """Median wall time of each function over :func:`interleaved_rounds`."""
+    return [statistics.median(ts) for ts in interleaved_rounds(fns, repeats, warmup)]
 
 
 def cpu_name() -> str:

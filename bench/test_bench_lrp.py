@@ -2,9 +2,9 @@
 
 * ``lrp_over_forward_backward``: one explanation / one forward + input-gradient backward
   (goal <= 1.5: the gradient-times-input form costs about one extra convolution per z+ layer).
-  VGG-16's records keep ``z_plus_bound``, the least this ratio can be on the CPU measured:
-  forward + backward + those extra convolutions alone, timed in the same rounds, over forward +
-  backward.
+  Its records keep the ratio in each timed round (``ratio_per_round``), and VGG-16's keep
+  ``z_plus_bound``, the least this ratio can be on the CPU measured: forward + backward + those
+  extra convolutions alone, timed in the same rounds, over forward + backward.
 * ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2).
 * ``lrp_over_forward_backward_vit_b_16`` (the default composite) and ``lxt_over_ours_vit_b_16``:
   LXT's efficient mode (its CP-LRP map for torchvision's ViT, Zennit's epsilon on the linear
@@ -18,6 +18,7 @@ batch 8. Smoke size: 32x32, batch 2, one repeat (the ViT: two narrow blocks).
 from __future__ import annotations
 
 import copy
+import statistics
 import types
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from bench.conftest import forward_backward, interleaved_medians
+from bench.conftest import forward_backward, interleaved_medians, interleaved_rounds
 from c2f_attacks.lrp import Composite, CPAttention, Epsilon, lrp
 
 zennit = pytest.importorskip("zennit")
@@ -67,8 +68,8 @@ def _z_plus_convolutions(model: nn.Module, x: torch.Tensor) -> Callable[[], obje
     return run
 
 
-def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, float]:
-    """Median seconds of ``fb`` (forward + backward), ``ours``, ``zennit`` and, for a model
+def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, list[float]]:
+    """Seconds per round of ``fb`` (forward + backward), ``ours``, ``zennit`` and, for a model
     without canonizers, ``z_plus`` (:func:`_z_plus_convolutions`; with merged BatchNorms the LRP
     pass's forward is not the model's, so they bound nothing), timed interleaved; checks ours
     equals Zennit."""
@@ -89,34 +90,41 @@ def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, fl
     fns = {"fb": lambda: forward_backward(model, x, target), "ours": ours, "zennit": zennit_lrp}
     if canonizers is None:
         fns["z_plus"] = _z_plus_convolutions(model, x)
-    times = dict(zip(fns, interleaved_medians(list(fns.values()), repeats)))
+    rounds = dict(zip(fns, interleaved_rounds(list(fns.values()), repeats)))
     benchmark.pedantic(ours, rounds=1, iterations=1)
     # same explanation as Zennit (the accuracy tests live in tests/test_lrp*.py); float32, and
     # Zennit's merged BatchNorms keep a factor 1 / sqrt(1 + eps) each
     ref = zennit_lrp()
     assert ((ours() - ref).norm() / ref.norm()).item() <= 1e-3
-    return times
+    return rounds
 
 
-def lrp_details(size: int, batch: int, times: dict[str, float]) -> dict:
-    """The figures behind an ``lrp_over_forward_backward*`` ratio, for its record."""
-    details = {"size": size, "batch": batch, **{f"t_{k}_s": t for k, t in times.items()}}
+def lrp_details(size: int, batch: int, rounds: dict[str, list[float]]) -> dict:
+    """The figures behind an ``lrp_over_forward_backward*`` ratio, for its record: median
+    seconds, the z+ bound, and the ratio in each round (its spread says how far apart two
+    measurements of it may fall on this machine)."""
+    times = {k: statistics.median(ts) for k, ts in rounds.items()}
+    per_round = [round(o / f, 3) for o, f in zip(rounds["ours"], rounds["fb"])]
+    details = {"size": size, "batch": batch, **{f"t_{k}_s": t for k, t in times.items()},
+               "ratio_per_round": per_round}  # fmt: skip
     if "z_plus" in times:
         details["z_plus_bound"] = round((times["fb"] + times["z_plus"]) / times["fb"], 4)
     return details
 
 
-def _report(name, size, batch, times, record_ratio, full_size, suffix=""):
-    ratio_fb, ratio_zennit = times["ours"] / times["fb"], times["zennit"] / times["ours"]
-    details = lrp_details(size, batch, times)
+def _report(name, size, batch, rounds, record_ratio, full_size, suffix=""):
+    details = lrp_details(size, batch, rounds)
+    t_fb, t_ours, t_zennit = details["t_fb_s"], details["t_ours_s"], details["t_zennit_s"]
+    ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
     record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", device="cpu",
                  **details)  # fmt: skip
     record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", device="cpu", **details)
     bound = f" (z+ bound {details['z_plus_bound']:.2f})" if "z_plus_bound" in details else ""
     print(
-        f"\n{name} {size}x{size} batch {batch}: forward+backward {times['fb']:.3f}s, ours "
-        f"{times['ours']:.3f}s, Zennit {times['zennit']:.3f}s -> ours/(fwd+bwd) = "
-        f"{ratio_fb:.2f}{bound}, Zennit/ours = {ratio_zennit:.2f}"
+        f"\n{name} {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours "
+        f"{t_ours:.3f}s, Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = "
+        f"{ratio_fb:.2f} (rounds {min(details['ratio_per_round']):.2f}-"
+        f"{max(details['ratio_per_round']):.2f}){bound}, Zennit/ours = {ratio_zennit:.2f}"
     )
     if full_size:  # loose guards: timings on shared machines vary
         assert ratio_fb < 3.0 and ratio_zennit > 1.0
@@ -126,16 +134,16 @@ def test_bench_lrp_vgg16(full_size, record_ratio, benchmark):
     size, batch, repeats = (64, 32, 5) if full_size else (32, 2, 1)
     torch.manual_seed(0)
     model = torchvision.models.vgg16(weights=None).eval()
-    times = _measure(model, size, batch, repeats, None, benchmark)
-    _report("VGG-16", size, batch, times, record_ratio, full_size)
+    rounds = _measure(model, size, batch, repeats, None, benchmark)
+    _report("VGG-16", size, batch, rounds, record_ratio, full_size)
 
 
 def test_bench_lrp_resnet18(full_size, record_ratio, benchmark):
     size, batch, repeats = (224, 8, 5) if full_size else (32, 2, 1)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
-    times = _measure(model, size, batch, repeats, [ResNetCanonizer()], benchmark)
-    _report("ResNet-18", size, batch, times, record_ratio, full_size, suffix="_resnet18")
+    rounds = _measure(model, size, batch, repeats, [ResNetCanonizer()], benchmark)
+    _report("ResNet-18", size, batch, rounds, record_ratio, full_size, suffix="_resnet18")
 
 
 # -- ViT-B/16 against LXT ----------------------------------------------------------------------
