@@ -38,7 +38,7 @@ import torch
 import torchattacks
 
 from bench.conftest import CoarseLogits, flat_vgg16, forward_backward, interleaved_medians
-from bench.test_bench_lrp import _measure, lrp_details
+from bench.test_bench_lrp import _measure, record_lrp_ratios
 from c2f_attacks.attacks import LRPC, PGD
 from c2f_attacks.cli import main
 from c2f_attacks.data import load_photos, photo_hierarchy, write_photo_folder
@@ -130,16 +130,8 @@ def test_bench_224_attack_throughput(name, full_size, record_ratio, benchmark):
 def test_bench_224_lrp_vgg16(full_size, record_ratio, benchmark):
     size, batch, repeats = (224, 2, 7) if full_size else (32, 2, 1)
     model = flat_vgg16(full_size)
-    details = lrp_details(size, batch, _measure(model, size, batch, repeats, None, benchmark))
-    ratio_fb = details["t_ours_s"] / details["t_fb_s"]
-    ratio_zennit = details["t_zennit_s"] / details["t_ours_s"]
-    record_ratio("lrp_over_forward_backward_vgg16_224", ratio_fb, goal="<= 1.5", device="cpu",
-                 **details)  # fmt: skip
-    record_ratio("zennit_over_ours_vgg16_224", ratio_zennit, goal=">= 2", device="cpu", **details)
-    per_round = details["ratio_per_round"]
-    print(f"\nVGG-16 {size}px batch {batch}: LRP/(fwd+bwd) {ratio_fb:.2f} (rounds "
-          f"{min(per_round):.2f}-{max(per_round):.2f}, z+ bound {details['z_plus_bound']:.2f}), "
-          f"Zennit/ours {ratio_zennit:.2f}")  # fmt: skip
+    rounds = _measure(model, size, batch, repeats, None, benchmark)
+    record_lrp_ratios("VGG-16", size, batch, rounds, record_ratio, suffix="_vgg16_224")
 
 
 #: one pass in a fresh process: prints the peak resident memory it added, in MiB

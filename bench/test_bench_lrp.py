@@ -99,7 +99,7 @@ def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, li
     return rounds
 
 
-def lrp_details(size: int, batch: int, rounds: dict[str, list[float]]) -> dict:
+def _lrp_details(size: int, batch: int, rounds: dict[str, list[float]]) -> dict:
     """The figures behind an ``lrp_over_forward_backward*`` ratio, for its record: median
     seconds, the z+ bound, and the ratio in each round (its spread says how far apart two
     measurements of it may fall on this machine)."""
@@ -112,8 +112,10 @@ def lrp_details(size: int, batch: int, rounds: dict[str, list[float]]) -> dict:
     return details
 
 
-def _report(name, size, batch, rounds, record_ratio, full_size, suffix=""):
-    details = lrp_details(size, batch, rounds)
+def record_lrp_ratios(name, size, batch, rounds, record_ratio, suffix="") -> tuple[float, float]:
+    """Record and print ``lrp_over_forward_backward{suffix}`` and ``zennit_over_ours{suffix}``
+    from :func:`_measure`'s rounds; returns the two ratios."""
+    details = _lrp_details(size, batch, rounds)
     t_fb, t_ours, t_zennit = details["t_fb_s"], details["t_ours_s"], details["t_zennit_s"]
     ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
     record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", device="cpu",
@@ -126,6 +128,11 @@ def _report(name, size, batch, rounds, record_ratio, full_size, suffix=""):
         f"{ratio_fb:.2f} (rounds {min(details['ratio_per_round']):.2f}-"
         f"{max(details['ratio_per_round']):.2f}){bound}, Zennit/ours = {ratio_zennit:.2f}"
     )
+    return ratio_fb, ratio_zennit
+
+
+def _report(name, size, batch, rounds, record_ratio, full_size, suffix=""):
+    ratio_fb, ratio_zennit = record_lrp_ratios(name, size, batch, rounds, record_ratio, suffix)
     if full_size:  # loose guards: timings on shared machines vary
         assert ratio_fb < 3.0 and ratio_zennit > 1.0
 
