@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import pytest
 import torch
 
 from c2f_attacks._io import atomic_write_text
-from c2f_attacks.leaderboard.environment import git_commit
+from c2f_attacks.leaderboard.environment import cpu_name, git_commit
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -123,18 +122,6 @@ def interleaved_medians(
 ) -> list[float]:
     """Median wall time of each function over :func:`interleaved_rounds`."""
     return [statistics.median(ts) for ts in interleaved_rounds(fns, repeats, warmup)]
-
-
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo``'s ``model name`` on Linux, where ``platform`` only says
-    ``x86_64``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @pytest.fixture

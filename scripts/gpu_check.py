@@ -12,7 +12,8 @@ Every check runs in its own ``try`` and writes ``<out>/<check>.json`` whatever h
 The checks, in order (a check that would start after the time budget is recorded as skipped;
 one still running at the budget's end is stopped and recorded as failed):
 
-1. ``environment``: GPUs, memory, CUDA/cuDNN and package versions, onnxruntime's providers.
+1. ``environment``: GPUs, memory, the host CPU, CUDA/cuDNN and package versions, onnxruntime's
+   providers.
 2. ``attacks_fp32``: PGD-10, LRPC and LRPF (their defaults, l-inf budget 8/255) at 224 px on
    EfficientNet-Lite0 (real ImageNet weights) and VGG-16 (``imagenet-vgg16`` when its weights
    are in the torch cache, else the same architecture with random weights): images/s, fooling
@@ -29,8 +30,15 @@ one still running at the budget's end is stopped and recorded as failed):
 8. ``torchrun``: ``c2f-bench run`` on the photos (image folder) in one process and under
    ``torchrun --nproc-per-node <GPUs>``: the rows must be equal.
 
-Images: the offline photos (:mod:`c2f_attacks.data.photos`) at 224 px, tiled to the batch size.
+Images: the offline photos (:mod:`c2f_attacks.data.photos`) at 224 px, tiled to the batch size
+(``--batch``, default 32; the evaluations take 8 batches).
 Without CUDA the script prints one line and exits with status 2, writing nothing.
+
+``--device cpu`` runs the same code on the CPU (onnxruntime on its CPU provider, torchrun over
+two CPU ranks): a dry run that finds a broken check before a GPU's limited time is spent on it.
+Its figures are not GPU figures, so it writes only where ``--out`` says::
+
+    python scripts/gpu_check.py --device cpu --batch 2 --out /tmp/gpu-dry-run
 """
 
 from __future__ import annotations
@@ -53,9 +61,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-BATCH = 32
-EVAL_BATCH = 256
 EPS = 8 / 255
+CPU_RANKS = 2  # torchrun's ranks in a CPU dry run
 
 
 class BudgetExceeded(Exception):
@@ -64,23 +71,6 @@ class BudgetExceeded(Exception):
 
 def _alarm(signum, frame):
     raise BudgetExceeded("the global time budget ran out during this check")
-
-
-def _sync() -> None:
-    torch.cuda.synchronize()
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int = 3) -> tuple[object, float]:
-    """(result of a warm-up call, median seconds of ``repeats`` more calls)."""
-    result = fn()
-    _sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
 
 
 def versions() -> dict[str, str | None]:
@@ -100,13 +90,14 @@ def versions() -> dict[str, str | None]:
 
 
 class Context:
-    """What the checks share: the photos, the models (loaded once), FP32 results to compare
-    low precision with, a scratch folder."""
+    """What the checks share: the device, the batch size, the photos, the models (loaded once),
+    FP32 results to compare low precision with, a scratch folder."""
 
-    def __init__(self, scratch: Path):
+    def __init__(self, scratch: Path, device: torch.device, batch_size: int):
         from c2f_attacks.data import PHOTO_SYNSETS, PHOTOS, load_photos
 
-        self.scratch = scratch
+        self.scratch, self.device, self.batch_size = scratch, device, batch_size
+        self.eval_size = 8 * batch_size
         try:
             self.photo_names = list(PHOTOS)
             photos = load_photos(self.photo_names)
@@ -120,10 +111,29 @@ class Context:
 
     def batch(self, n: int) -> torch.Tensor:
         reps = -(-n // len(self.photos))
-        return self.photos.repeat(reps, 1, 1, 1)[:n].cuda()
+        return self.photos.repeat(reps, 1, 1, 1)[:n].to(self.device)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timed(self, fn: Callable[[], object], repeats: int = 3) -> tuple[object, float]:
+        """(result of a warm-up call, median seconds of ``repeats`` more calls)."""
+        result = fn()
+        self.sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - start)
+        return result, statistics.median(times)
+
+    def autocast(self, enabled: bool = True) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def model(self, name: str) -> tuple[torch.nn.Module, str]:
-        """(C2F model on the GPU in eval mode, description of its weights)."""
+        """(C2F model on the device in eval mode, description of its weights)."""
         if name not in self._models:
             from c2f_attacks.models import load_model
 
@@ -131,7 +141,7 @@ class Context:
                 model, weights = load_model("imagenet-efficientnet-lite0"), "ImageNet (real)"
             else:
                 model, weights = _vgg16()
-            self._models[name] = (model.cuda().eval(), weights)
+            self._models[name] = (model.to(self.device).eval(), weights)
         return self._models[name]
 
 
@@ -157,12 +167,19 @@ MODELS = ("efficientnet_lite0", "vgg16")
 
 # ----------------------------------------------------------------------------- checks
 def check_environment(ctx: Context) -> tuple[dict, dict]:
-    gpus = []
-    for i in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(i)
-        gpus.append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                     "capability": f"{props.major}.{props.minor}"})  # fmt: skip
-    figures = {"gpus": gpus, "bf16_supported": torch.cuda.is_bf16_supported()}
+    from c2f_attacks.leaderboard.environment import cpu_name
+
+    # the host CPU too: a GPU machine's CPU is a machine the CPU benchmarks may not have seen
+    figures = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "gpus": []}
+    if ctx.device.type == "cuda":
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            figures["gpus"].append({
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "capability": f"{props.major}.{props.minor}",
+            })  # fmt: skip
+        figures["bf16_supported"] = torch.cuda.is_bf16_supported()
     try:
         import onnxruntime as ort
 
@@ -181,24 +198,25 @@ def _attacks(model) -> dict:
 
 def _attack_check(ctx: Context, precision: str) -> tuple[dict, dict]:
     figures = {}
-    ran = {"size": 224, "batch": BATCH, "eps": EPS, "precision": precision,
+    batch = ctx.batch_size
+    ran = {"size": 224, "batch": batch, "eps": EPS, "precision": precision,
            "attacks": "PGD-10 (coarse, no random start), LRPC and LRPF at their defaults",
            "images": f"{len(ctx.photo_names)} photos tiled to the batch", "models": {}}  # fmt: skip
     for name in MODELS:
         model, weights = ctx.model(name)
         ran["models"][name] = weights
-        x = ctx.batch(BATCH)
+        x = ctx.batch(batch)
         if precision == "bf16":  # a copy: rounding the shared model's weights would be lossy
             model, x = copy.deepcopy(model).to(torch.bfloat16), x.to(torch.bfloat16)
         for label, attack in _attacks(model).items():
 
             def call(attack=attack, x=x):
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "amp"):
+                with ctx.autocast(enabled=precision == "amp"):
                     return attack(x)
 
-            res, seconds = _median_seconds(call, repeats=2)
+            res, seconds = ctx.timed(call, repeats=2)
             linf = (res.x_adv.float() - x.float()).abs().flatten(1).amax(1)
-            row = {"images_per_s": BATCH / seconds,
+            row = {"images_per_s": batch / seconds,
                    "fooling_ratio": res.success.float().mean().item(),
                    "linf_max": linf.max().item(),
                    "queries_per_image": res.queries.float().mean().item()}  # fmt: skip
@@ -230,33 +248,34 @@ def check_lrp(ctx: Context) -> tuple[dict, dict]:
 
     model, weights = ctx.model("vgg16")
     flat = model.flat  # the ImageNet VGG-16 itself, normalization outside
-    x = ctx.batch(BATCH)
-    target = torch.arange(BATCH, device="cuda") % 1000
+    batch = ctx.batch_size
+    x = ctx.batch(batch)
+    target = torch.arange(batch, device=ctx.device) % 1000
 
     def forward_backward():
         xg = x.detach().requires_grad_()
         return torch.autograd.grad(flat(xg).gather(1, target[:, None]).sum(), xg)[0]
 
-    _, t_fb = _median_seconds(forward_backward, repeats=5)
-    relevance, t_lrp = _median_seconds(lambda: lrp(flat, x, target, check_range=False), 5)
+    _, t_fb = ctx.timed(forward_backward, repeats=5)
+    relevance, t_lrp = ctx.timed(lambda: lrp(flat, x, target, check_range=False), 5)
     on_cpu = copy.deepcopy(flat).cpu()
     cpu = lrp(on_cpu, x[:2].cpu(), target[:2].cpu(), check_range=False)
     error = ((relevance[:2].cpu() - cpu).norm() / cpu.norm()).item()
-    ran = {"model": f"VGG-16, weights {weights}", "size": 224, "batch": BATCH,
+    ran = {"model": f"VGG-16, weights {weights}", "size": 224, "batch": batch,
            "composite": "epsilon_plus_flat"}  # fmt: skip
     return ran, {"lrp_over_forward_backward": t_lrp / t_fb, "t_lrp_s": t_lrp, "t_fb_s": t_fb,
                  "relative_difference_gpu_vs_cpu": error}  # fmt: skip
 
 
-def _predict(model, x, autocast: bool) -> torch.Tensor:
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+def _predict(ctx: Context, model, x, autocast: bool) -> torch.Tensor:
+    with torch.inference_mode(), ctx.autocast(enabled=autocast):
         out = model(x)
         return torch.stack([out.coarse_pred, out.fine_pred], 1)
 
 
 def check_eval_torch(ctx: Context) -> tuple[dict, dict]:
     figures = {}
-    x = ctx.batch(EVAL_BATCH)
+    x = ctx.batch(ctx.eval_size)
     x_adv = (x + EPS * torch.randn_like(x).sign()).clamp(0, 1)  # cost does not depend on it
     for name in MODELS:
         model, _ = ctx.model(name)
@@ -265,16 +284,16 @@ def check_eval_torch(ctx: Context) -> tuple[dict, dict]:
             amp = precision != "fp32"
 
             def both(model=model, amp=amp):
-                return torch.cat([_predict(model, x, amp), _predict(model, x_adv, amp)])
+                return torch.cat([_predict(ctx, model, x, amp), _predict(ctx, model, x_adv, amp)])
 
-            preds, seconds = _median_seconds(both, repeats=5)
+            preds, seconds = ctx.timed(both, repeats=5)
             reference = preds if reference is None else reference
             figures[f"{name}/{precision}"] = {
-                "images_per_s": 2 * EVAL_BATCH / seconds,
+                "images_per_s": 2 * ctx.eval_size / seconds,
                 "agreement_with_fp32": (preds == reference).all(1).float().mean().item(),
             }
     return {
-        "batch": EVAL_BATCH,
+        "batch": ctx.eval_size,
         "size": 224,
         "models": list(MODELS),
         "what": "coarse and fine predictions of a clean and an adversarial batch",
@@ -285,24 +304,27 @@ def check_eval_onnxruntime(ctx: Context) -> tuple[dict, dict]:
     import onnxruntime  # noqa: F401  (ImportError: recorded as the reason)
 
     from c2f_attacks.exporters import OrtC2F, export_onnx
-    from c2f_attacks.exporters.runtime import CUDA, TRT
+    from c2f_attacks.exporters.runtime import CPU, CUDA, TRT
 
-    figures, ran = {}, {"batch": BATCH, "images": EVAL_BATCH, "size": 224, "graphs": {}}
-    x = ctx.batch(EVAL_BATCH)
-    for name, providers in (("efficientnet_lite0", (TRT, CUDA)), ("vgg16", (CUDA,))):
+    figures = {}
+    ran = {"batch": ctx.batch_size, "images": ctx.eval_size, "size": 224, "graphs": {}}
+    x = ctx.batch(ctx.eval_size)
+    gpu = ctx.device.type == "cuda"
+    for name, providers in (("efficientnet_lite0", (TRT, CUDA) if gpu else (CPU,)),
+                            ("vgg16", (CUDA,) if gpu else (CPU,))):  # fmt: skip
         model, weights = ctx.model(name)
         path = export_onnx(model, ctx.scratch / f"{name}.onnx", input_size=224)
         ran["graphs"][name] = weights
-        reference = _predict(model, x, False)
+        reference = _predict(ctx, model, x, False)
         for provider in providers:
             key = f"{name}/{provider}"
             try:
-                session = OrtC2F(path, providers=[provider], batch_size=BATCH,
+                session = OrtC2F(path, providers=[provider], batch_size=ctx.batch_size,
                                  trt_cache_dir=ctx.scratch / "trt")  # fmt: skip
-                out, seconds = _median_seconds(lambda s=session: s(x), repeats=3)
+                out, seconds = ctx.timed(lambda s=session: s(x), repeats=3)
                 preds = torch.stack([out.coarse_pred, out.fine_pred], 1).to(reference.device)
                 figures[key] = {"providers": session.providers,
-                                "images_per_s": EVAL_BATCH / seconds,
+                                "images_per_s": ctx.eval_size / seconds,
                                 "agreement_with_torch": (preds == reference).all(1).float()
                                 .mean().item()}  # fmt: skip
             except BudgetExceeded:
@@ -310,7 +332,7 @@ def check_eval_onnxruntime(ctx: Context) -> tuple[dict, dict]:
             except Exception as err:  # one provider failing must not hide the other
                 figures[key] = {"error": f"{type(err).__name__}: {err}"[:2000]}
     if all("error" in v for v in figures.values()):
-        raise RuntimeError(f"no onnxruntime GPU provider ran: {json.dumps(figures)[:2000]}")
+        raise RuntimeError(f"no onnxruntime provider ran: {json.dumps(figures)[:2000]}")
     return ran, figures
 
 
@@ -320,16 +342,16 @@ def check_torchrun(ctx: Context) -> tuple[dict, dict]:
     from c2f_attacks.data import write_photo_folder
 
     folder = write_photo_folder(ctx.scratch / "photos", ctx.labelled)
-    gpus = torch.cuda.device_count()
+    ranks = torch.cuda.device_count() if ctx.device.type == "cuda" else CPU_RANKS
     run = ["run", "--model", "imagenet-efficientnet-lite0", "--dataset", f"imagefolder:{folder}",
            "-n", str(len(ctx.labelled)), "--batch-size", "1", "--attacks", "fgsm", "lrpc",
-           "--protocol", "fixed", "--masks", "lrp", "--set", "steps=20", "--device", "cuda",
-           "--no-figures", "--quiet", "--format", "csv"]  # fmt: skip
+           "--protocol", "fixed", "--masks", "lrp", "--set", "steps=20",
+           "--device", ctx.device.type, "--no-figures", "--quiet", "--format", "csv"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     commands = {
         "one": [sys.executable, "-m", "c2f_attacks.cli", *run],
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                     str(gpus), "-m", "c2f_attacks.cli", *run],
+                     str(ranks), "-m", "c2f_attacks.cli", *run],
     }  # fmt: skip
     boards = {}
     for label, command in commands.items():
@@ -345,8 +367,8 @@ def check_torchrun(ctx: Context) -> tuple[dict, dict]:
     if not equal:
         raise RuntimeError(f"the sharded rows differ from the single-process rows:\n"
                            f"{one.compare(sharded).to_string()[:2000]}")  # fmt: skip
-    ran = {"command": "c2f-bench " + " ".join(run), "nproc_per_node": gpus,
-           "note": "one GPU: torchrun runs a single rank" if gpus == 1 else ""}  # fmt: skip
+    ran = {"command": "c2f-bench " + " ".join(run), "nproc_per_node": ranks,
+           "note": "one GPU: torchrun runs a single rank" if ranks == 1 else ""}  # fmt: skip
     return ran, {"rows": len(one), "rows_equal": equal,
                  "images_per_s": {label: boards[label]["images_per_s"].tolist()
                                   for label in boards}}  # fmt: skip
@@ -364,14 +386,21 @@ CHECKS: tuple[tuple[str, Callable[[Context], tuple[dict, dict]]], ...] = (
 )
 
 
-def run_checks(out: Path, budget_s: float, only: list[str] | None = None) -> list[dict]:
+def run_checks(
+    out: Path,
+    budget_s: float,
+    only: list[str] | None = None,
+    device: str = "cuda",
+    batch_size: int = 32,
+) -> list[dict]:
     from c2f_attacks._io import atomic_write_text
+    from c2f_attacks.leaderboard.environment import device_name
 
     deadline = time.monotonic() + budget_s
-    device = torch.cuda.get_device_name()
-    common = {"device": device, "gpus": torch.cuda.device_count(), "versions": versions()}
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    common = {"device": device_name(device), "gpus": gpus, "versions": versions()}
     records = []
-    signal.signal(signal.SIGALRM, _alarm)
+    previous_handler = signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         ctx = None
         for name, check in CHECKS:
@@ -385,7 +414,7 @@ def run_checks(out: Path, budget_s: float, only: list[str] | None = None) -> lis
             else:
                 signal.alarm(max(1, int(left)))
                 try:
-                    ctx = ctx or Context(Path(scratch))
+                    ctx = ctx or Context(Path(scratch), torch.device(device), batch_size)
                     record["ran"], record["figures"] = check(ctx)
                     record["status"] = "ok"
                 except Exception as err:  # recorded; the next check runs
@@ -394,7 +423,8 @@ def run_checks(out: Path, budget_s: float, only: list[str] | None = None) -> lis
                     record["traceback"] = traceback.format_exc()[-4000:]
                 finally:
                     signal.alarm(0)
-                    torch.cuda.empty_cache()
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
             record["seconds"] = round(time.perf_counter() - start, 2)
             atomic_write_text(out / f"{name}.json",
                               json.dumps(record, indent=2, default=str) + "\n")  # fmt: skip
@@ -404,26 +434,38 @@ def run_checks(out: Path, budget_s: float, only: list[str] | None = None) -> lis
                 flush=True,
             )
             records.append(record)
+    signal.signal(signal.SIGALRM, previous_handler)
     return records
+
+
+def _refuse(problem: str) -> int:
+    print(f"gpu_check: {problem}; nothing run, nothing written", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=REPO / "results" / "gpu",
-                   help="folder for <check>.json (default: results/gpu)")  # fmt: skip
+    p.add_argument("--out", type=Path,
+                   help="folder for <check>.json (default on CUDA: results/gpu)")  # fmt: skip
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: a dry run of the same code, written only to --out")  # fmt: skip
+    p.add_argument("--batch", type=int, default=32, help="attack batch size (default 32)")
     p.add_argument("--budget-s", type=float, default=420.0,
                    help="global time budget in seconds (default 420: 7 minutes)")  # fmt: skip
     p.add_argument("--checks", nargs="+", choices=[name for name, _ in CHECKS],
                    help="run only these checks")  # fmt: skip
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing run, "
-              "nothing written", file=sys.stderr)  # fmt: skip
-        return 2
-    records = run_checks(args.out, args.budget_s, args.checks)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return _refuse("no CUDA device (torch.cuda.is_available() is False)")
+    if args.device == "cpu" and args.out is None:
+        return _refuse("--device cpu needs --out (results/gpu holds GPU figures only)")
+    if args.batch < 1:
+        return _refuse(f"--batch must be at least 1, not {args.batch}")
+    out = args.out or REPO / "results" / "gpu"
+    records = run_checks(out, args.budget_s, args.checks, args.device, args.batch)
     failed = [r["check"] for r in records if r["status"] != "ok"]
     print(
-        f"wrote {len(records)} files to {args.out}; "
+        f"wrote {len(records)} files to {out}; "
         + (f"not ok: {', '.join(failed)}" if failed else "all ok")
     )
     return 1 if failed else 0

@@ -42,6 +42,18 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s ``model name`` on Linux, where ``platform`` only says
+    ``x86_64``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: str | None = None) -> str:
     """``"cpu"``, or a CUDA device with its name: ``"cuda (NVIDIA H100 80GB HBM3)"``."""
     import torch  # only here: reading and printing the leaderboard need no torch
