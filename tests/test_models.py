@@ -126,6 +126,23 @@ def test_induced_c2f_with_the_identity_mapping_needs_exactly_k_outputs(tiny_hier
         model(torch.rand(2, 3, 4, 4))
 
 
+def test_induced_c2f_exports_through_torch_export(tiny_hierarchy, tmp_path):
+    """The forward reads no value from a tensor: torch.export needs that (and on a GPU such a
+    read would wait for the device on every forward)."""
+    from c2f_attacks.exporters import OrtC2F, export_onnx
+
+    torch.manual_seed(0)
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 9))  # fmt: skip
+    model = InducedC2F(flat, tiny_hierarchy, class_index=[8, 0, 4, 2, 7, 5], input_size=8).eval()
+    path = export_onnx(model, tmp_path / "induced.onnx", dynamo=True)  # no TorchScript fallback
+    x = torch.rand(3, 3, 8, 8)
+    torch.testing.assert_close(OrtC2F(path)(x).fine_logits, model(x).fine_logits)
+    narrow = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 8))  # output 8 is missing
+    with pytest.raises(ValueError, match=r"\(2, 8\), but the hierarchy needs output index 8"):
+        InducedC2F(narrow, tiny_hierarchy, class_index=[8, 0, 4, 2, 7, 5])(x[:2])
+
+
 def test_grayscale_models_take_one_channel(tiny_hierarchy):
     flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, 6))  # fmt: skip

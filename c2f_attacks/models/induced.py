@@ -84,13 +84,16 @@ class InducedC2F(C2FClassifier):
         self.input_size = input_size
         self.in_channels = in_channels if in_channels is not None else _channels_of(flat, mean)
         self.register_buffer("class_index", class_index, persistent=False)
+        # the least number of flat outputs, kept as a number: reading it from the buffer on each
+        # forward would wait for the GPU and stop torch.export (a value read from data)
+        self._least_outputs = int(class_index.max()) + 1
 
     def flat_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.flat(self.normalize(x))
-        if logits.dim() != 2 or logits.shape[1] <= int(self.class_index.max()):
+        if logits.dim() != 2 or logits.shape[1] < self._least_outputs:
             raise UserError(
                 f"flat model returned logits of shape {tuple(logits.shape)}, but the hierarchy "
-                f"needs output index {int(self.class_index.max())}"
+                f"needs output index {self._least_outputs - 1}"
             )
         if self._outputs is not None and logits.shape[1] != self._outputs[0]:
             raise UserError(
