@@ -5,7 +5,8 @@
   Its records keep the ratio in each timed round (``ratio_per_round``), and VGG-16's keep
   ``z_plus_bound``, the least this ratio can be on the CPU measured: forward + backward + those
   extra convolutions alone, timed in the same rounds, over forward + backward.
-* ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2).
+* ``zennit_over_ours``: Zennit's ``EpsilonPlusFlat`` + ``Gradient`` / ours (goal >= 2), with
+  its own ``ratio_per_round``.
 * ``lrp_over_forward_backward_vit_b_16`` (the default composite) and ``lxt_over_ours_vit_b_16``:
   LXT's efficient mode (its CP-LRP map for torchvision's ViT, Zennit's epsilon on the linear
   layers) / ours with the same rules (goal >= 1).
@@ -99,36 +100,56 @@ def _measure(model, size, batch, repeats, canonizers, benchmark) -> dict[str, li
     return rounds
 
 
-def _lrp_details(size: int, batch: int, rounds: dict[str, list[float]]) -> dict:
-    """The figures behind an ``lrp_over_forward_backward*`` ratio, for its record: median
-    seconds, the z+ bound, and the ratio in each round (its spread says how far apart two
-    measurements of it may fall on this machine)."""
-    times = {k: statistics.median(ts) for k, ts in rounds.items()}
-    per_round = [round(o / f, 3) for o, f in zip(rounds["ours"], rounds["fb"])]
-    details = {"size": size, "batch": batch, **{f"t_{k}_s": t for k, t in times.items()},
-               "ratio_per_round": per_round}  # fmt: skip
-    if "z_plus" in times:
-        details["z_plus_bound"] = round((times["fb"] + times["z_plus"]) / times["fb"], 4)
-    return details
+def _per_round(rounds: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """A ratio in each timed round: its spread says how far apart two measurements of it may
+    fall on this machine."""
+    return [round(n / d, 3) for n, d in zip(rounds[numerator], rounds[denominator])]
 
 
 def record_lrp_ratios(name, size, batch, rounds, record_ratio, suffix="") -> tuple[float, float]:
     """Record and print ``lrp_over_forward_backward{suffix}`` and ``zennit_over_ours{suffix}``
-    from :func:`_measure`'s rounds; returns the two ratios."""
-    details = _lrp_details(size, batch, rounds)
-    t_fb, t_ours, t_zennit = details["t_fb_s"], details["t_ours_s"], details["t_zennit_s"]
-    ratio_fb, ratio_zennit = t_ours / t_fb, t_zennit / t_ours
+    from :func:`_measure`'s rounds; returns the two ratios.
+
+    Both records keep the median seconds and their own ratio in each round; the first also the
+    z+ bound when the rounds time it."""
+    times = {k: statistics.median(ts) for k, ts in rounds.items()}
+    common = {"size": size, "batch": batch, **{f"t_{k}_s": t for k, t in times.items()}}
+    ratio_fb, ratio_zennit = times["ours"] / times["fb"], times["zennit"] / times["ours"]
+    lrp_rounds = _per_round(rounds, "ours", "fb")
+    bound = {}
+    if "z_plus" in times:
+        bound["z_plus_bound"] = round((times["fb"] + times["z_plus"]) / times["fb"], 4)
     record_ratio(f"lrp_over_forward_backward{suffix}", ratio_fb, goal="<= 1.5", device="cpu",
-                 **details)  # fmt: skip
-    record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", device="cpu", **details)
-    bound = f" (z+ bound {details['z_plus_bound']:.2f})" if "z_plus_bound" in details else ""
+                 ratio_per_round=lrp_rounds, **bound, **common)  # fmt: skip
+    record_ratio(f"zennit_over_ours{suffix}", ratio_zennit, goal=">= 2", device="cpu",
+                 ratio_per_round=_per_round(rounds, "zennit", "ours"), **common)  # fmt: skip
+    said = f" (z+ bound {bound['z_plus_bound']:.2f})" if bound else ""
     print(
-        f"\n{name} {size}x{size} batch {batch}: forward+backward {t_fb:.3f}s, ours "
-        f"{t_ours:.3f}s, Zennit {t_zennit:.3f}s -> ours/(fwd+bwd) = "
-        f"{ratio_fb:.2f} (rounds {min(details['ratio_per_round']):.2f}-"
-        f"{max(details['ratio_per_round']):.2f}){bound}, Zennit/ours = {ratio_zennit:.2f}"
+        f"\n{name} {size}x{size} batch {batch}: forward+backward {times['fb']:.3f}s, ours "
+        f"{times['ours']:.3f}s, Zennit {times['zennit']:.3f}s -> ours/(fwd+bwd) = "
+        f"{ratio_fb:.2f} (rounds {min(lrp_rounds):.2f}-{max(lrp_rounds):.2f}){said}, "
+        f"Zennit/ours = {ratio_zennit:.2f}"
     )
     return ratio_fb, ratio_zennit
+
+
+def test_each_lrp_record_keeps_its_own_ratios():
+    recorded = {}
+
+    def record_ratio(name, value, goal, device, **details):
+        recorded[name] = {"value": value, **details}
+
+    rounds = {"fb": [1.0, 2.0, 1.0], "ours": [1.5, 2.8, 1.6], "zennit": [3.0, 5.6, 4.0],
+              "z_plus": [0.3, 0.7, 0.4]}  # fmt: skip
+    record_lrp_ratios("model", 32, 2, rounds, record_ratio, suffix="_x")
+    lrp_record = recorded["lrp_over_forward_backward_x"]
+    zennit_record = recorded["zennit_over_ours_x"]
+    assert lrp_record["value"] == 1.6 and lrp_record["ratio_per_round"] == [1.5, 1.4, 1.6]
+    assert lrp_record["z_plus_bound"] == 1.4
+    assert zennit_record["value"] == 4.0 / 1.6
+    assert zennit_record["ratio_per_round"] == [2.0, 2.0, 2.5]
+    assert "z_plus_bound" not in zennit_record  # it bounds the LRP ratio, not this one
+    assert lrp_record["t_zennit_s"] == zennit_record["t_zennit_s"] == 4.0
 
 
 def _report(name, size, batch, rounds, record_ratio, full_size, suffix=""):
