@@ -146,20 +146,18 @@ class Context:
 
 
 def _vgg16():
-    from c2f_attacks.models import InducedC2F, load_model
-    from c2f_attacks.models.torchvision_vgg import torchvision_weights_cached
+    from c2f_attacks.models import load_model
+    from c2f_attacks.models.torchvision_vgg import (
+        induced_torchvision_vgg16,
+        torchvision_weights_cached,
+    )
 
     if torchvision_weights_cached("vgg16", "IMAGENET1K_V1"):
         return load_model("imagenet-vgg16"), "ImageNet IMAGENET1K_V1 (real)"
-    import torchvision
-
-    from c2f_attacks.hierarchies import imagenet_hierarchy
-    from c2f_attacks.models.vgg import IMAGENET_MEAN, IMAGENET_STD
-
     torch.manual_seed(0)
-    flat = torchvision.models.vgg16(weights=None).eval()
-    model = InducedC2F(flat, imagenet_hierarchy(), mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return model, "random (imagenet-vgg16's weights are not in the torch cache)"
+    return induced_torchvision_vgg16(weights=None), (
+        "random (imagenet-vgg16's weights are not in the torch cache)"
+    )
 
 
 MODELS = ("efficientnet_lite0", "vgg16")
